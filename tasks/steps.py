@@ -1,0 +1,47 @@
+"""The work of each pipeline step as plain functions of DataFrames and parameters.
+
+Luigi tasks only read their inputs, call one of these and write the result; unit tests and the
+benchmark's reference loop call the same functions, so they do exactly the pipeline's work.
+"""
+from .config import SPECIES
+
+
+def split(frame, test_size, seed):
+    """Stratified, deterministic train/test split of the validated data: (train, test) DataFrames."""
+    from sklearn.model_selection import train_test_split
+
+    train, test = train_test_split(frame, test_size=test_size, random_state=seed,
+                                   stratify=frame["species"])
+    return train.reset_index(drop=True), test.reset_index(drop=True)
+
+
+def train(frame, model, features, hyperparameters, seed):
+    """A fitted estimator of the registry type `model` on the `features` columns of `frame`."""
+    from .models import build_model
+
+    estimator = build_model(model, hyperparameters, seed)
+    estimator.fit(frame[list(features)], frame["species"])
+    return estimator
+
+
+def evaluate(estimator, frame, features):
+    """Accuracy, macro F1 and the confusion matrix (rows: true species, columns: predicted) on `frame`."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+    predicted = estimator.predict(frame[list(features)])
+    truth = frame["species"]
+    return {
+        "accuracy": float(accuracy_score(truth, predicted)),
+        "macro_f1": float(f1_score(truth, predicted, average="macro", labels=list(SPECIES))),
+        "labels": list(SPECIES),
+        "confusion_matrix": confusion_matrix(truth, predicted, labels=list(SPECIES)).tolist(),
+        "test_rows": int(len(frame)),
+    }
+
+
+def summarize(date, metrics_by_model):
+    """The date's summary: every model's metrics and the best model (highest accuracy, then macro F1)."""
+    best = max(metrics_by_model,
+               key=lambda name: (metrics_by_model[name]["accuracy"], metrics_by_model[name]["macro_f1"]))
+    return {"date": str(date), "models": metrics_by_model, "best_model": best,
+            "best_accuracy": metrics_by_model[best]["accuracy"]}
