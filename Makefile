@@ -1,0 +1,42 @@
+# irisflow: `make run` and `make test` do all set-up on a fresh machine (a venv under .venv).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DATE ?=
+
+.PHONY: run test serve bench tools clean
+
+$(VENV)/.runtime: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+## run: the pipeline for today (or DATE=YYYY-MM-DD) on the embedded defaults
+run: $(VENV)/.runtime
+	$(PY) -m service run $(if $(DATE),--date $(DATE))
+
+## serve: the daemon in the foreground on the embedded defaults
+serve: $(VENV)/.runtime
+	$(PY) -m service serve
+
+## tools: the real tools the deploy tests check files with (promtool, prometheus), from Debian
+tools:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	  echo "installing Debian's prometheus package (promtool, prometheus)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+## test: the whole suite
+test: $(VENV)/.dev tools
+	$(PY) -m pytest
+
+## bench: the benchmark; prints one figure a line with its goal
+bench: $(VENV)/.runtime
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) output state
