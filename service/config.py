@@ -1,0 +1,69 @@
+"""The `[service]` section of luigi.cfg and the checks every entry point runs before doing any work.
+
+All of irisflow's settings are luigi.Config sections (`[iris]` in tasks.config, `[service]` here, and
+Luigi's own `[core]`, `[email]`, `[smtp]`), so luigi.cfg plus the LUIGI_CONFIG_PATH overlay is the one
+place configuration is read.
+"""
+import datetime as dt
+
+import luigi
+from luigi.configuration import get_config
+
+from tasks.config import FEATURES, iris
+from tasks.models import check_model_names
+
+
+class ConfigError(ValueError):
+    """Bad configuration or usage: the CLI prints it on one line and exits with status 2."""
+
+
+class service(luigi.Config):  # noqa: N801 - the class name is the luigi.cfg section name
+    schedule = luigi.Parameter(default="0 2 * * *", description="Cron expression of the daily run.")
+    timezone = luigi.Parameter(default="UTC", description="Time zone of the schedule and of 'today'.")
+    state_dir = luigi.Parameter(default="state", description="Job store, lock file and daemon state.")
+    catchup_days = luigi.IntParameter(default=7, description="Days back the daemon keeps complete.")
+    retry_interval = luigi.TimeDeltaParameter(default=dt.timedelta(minutes=15),
+                                              description="How often to look again for late input.")
+    data_deadline = luigi.TimeDeltaParameter(default=dt.timedelta(hours=6),
+                                             description="How long after the scheduled time input may arrive.")
+    metrics_address = luigi.Parameter(default="127.0.0.1", description="Address /metrics listens on.")
+    metrics_port = luigi.IntParameter(default=9733, description="Port /metrics listens on.")
+    workers = luigi.IntParameter(default=1, description="Worker processes a run uses.")
+    chunk_size = luigi.IntParameter(default=20, description="Dates handed to one luigi.build call.")
+
+
+def central_scheduler():
+    """True when luigi.cfg names a central scheduler (`[core] default_scheduler_host` or `_url`)."""
+    config = get_config()
+    return any(config.has_option("core", key) for key in ("default_scheduler_host", "default_scheduler_url"))
+
+
+def checked_settings():
+    """The `[iris]` and `[service]` settings, or ConfigError naming the first bad key."""
+    try:
+        settings, runtime = iris(), service()
+    except Exception as exc:  # luigi raises various parameter errors for unparsable values
+        raise ConfigError(f"luigi.cfg: {exc}") from None
+    try:
+        check_model_names(settings.models)
+    except ValueError as exc:
+        raise ConfigError(f"luigi.cfg [iris] models: {exc}") from None
+    problems = []
+    if not settings.models:
+        problems.append("[iris] models is empty")
+    unknown = [f for f in settings.features if f not in FEATURES]
+    if unknown or not settings.features:
+        problems.append(f"[iris] features must be a non-empty subset of {', '.join(FEATURES)}")
+    if not 0 < settings.test_size < 1:
+        problems.append("[iris] test_size must be between 0 and 1")
+    if not 0 <= settings.max_invalid_fraction < 1:
+        problems.append("[iris] max_invalid_fraction must be at least 0 and below 1")
+    try:
+        check_model_names(settings.hyperparameters)
+    except ValueError as exc:
+        problems.append(f"[iris] hyperparameters: {exc}")
+    if runtime.workers < 1 or runtime.chunk_size < 1:
+        problems.append("[service] workers and chunk_size must be at least 1")
+    if problems:
+        raise ConfigError("luigi.cfg: " + "; ".join(problems))
+    return settings, runtime

@@ -1,0 +1,253 @@
+"""Every run of any date goes through here: dates → chunks of IrisPipeline tasks → luigi.build → outcomes.
+
+The CLI's `run` and `backfill` and the daemon's ticks all call `run_dates`. It skips complete dates
+without touching Luigi, hands the rest to `luigi.build` in chunks (Luigi's local scheduler slows down
+with the square of the tasks it holds), spreads chunks over worker processes, and turns Luigi's task
+events into one outcome per date. Per date it holds a file lock for the whole build, so a backfill and
+the daemon never run the same date at once, and records why a failed date failed under
+`{output_root}/failed/{date}/failure.json` (removed again once the date succeeds).
+"""
+import datetime as dt
+import fcntl
+import math
+import multiprocessing
+import os
+import shutil
+import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import luigi
+import luigi.rpc
+
+from tasks import partition
+from tasks.iris import IrisPipeline, read_json, source_path, write_json
+from tasks.schema import InputRejected
+
+from .config import central_scheduler, checked_settings
+
+# One BLAS/OpenMP thread per worker process: two processes each spinning up a thread per core fight
+# over the two cores and run slower than one process alone.
+THREAD_LIMITS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@dataclass
+class DateOutcome:
+    """What happened to one date in a run."""
+
+    date: str
+    status: str  # success | failure | skipped (already complete)
+    step: str | None = None  # the task family that failed
+    reason: str | None = None  # validation | missing_input | scheduler | error
+    error: str | None = None
+    tasks: list = field(default_factory=list)  # [task_family, seconds, succeeded] per task run
+    validation: dict | None = None  # the validation report, when Validate ran in this run
+    accuracy: dict | None = None  # model -> accuracy, when the date completed in this run
+
+
+@dataclass
+class RunReport:
+    outcomes: list
+    seconds: float
+
+    @property
+    def failed(self):
+        return [o for o in self.outcomes if o.status == "failure"]
+
+    @property
+    def succeeded(self):
+        return [o for o in self.outcomes if o.status == "success"]
+
+
+class _TaskEvents:
+    """Luigi's task events of the build in progress in this process, grouped by date."""
+
+    by_date = None
+
+    def record(self, kind, task, value=None):
+        if self.by_date is not None and hasattr(task, "date"):
+            self.by_date.setdefault(task.date.isoformat(), []).append((kind, task, value))
+
+
+_EVENTS = _TaskEvents()
+for _event, _kind in ((luigi.Event.PROCESSING_TIME, "time"), (luigi.Event.FAILURE, "failure"),
+                      (luigi.Event.SUCCESS, "success"), (luigi.Event.DEPENDENCY_MISSING, "missing")):
+    luigi.Task.event_handler(_event)(lambda task, value=None, _kind=_kind: _EVENTS.record(_kind, task, value))
+
+
+@contextmanager
+def date_lock(root, date):
+    """Hold an exclusive lock on the date for this process; the kernel drops it if the process dies."""
+    folder = Path(root) / ".locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{date.isoformat()}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def run_dates(dates, *, workers=1, force=False, progress=None, log_level="WARNING"):
+    """Run the pipeline for every date; complete dates are skipped unless `force`. Returns a RunReport.
+
+    `progress(outcome, done, total)` is called as each date finishes. Raises ConfigError before any
+    work when the configuration is bad.
+    """
+    settings, runtime = checked_settings()
+    started = time.monotonic()
+    root = Path(settings.output_root)
+    dates = sorted(set(dates))
+    todo = dates if force else [d for d in dates if not partition.is_complete(root, d)]
+    pending = set(todo)
+    outcomes = {d.isoformat(): DateOutcome(d.isoformat(), "skipped") for d in dates if d not in pending}
+    done = len(outcomes)
+    for outcome in outcomes.values():
+        _report_progress(progress, outcome, 0, len(dates))
+    for chunk_outcomes in _run_chunks(_chunks(todo, runtime.chunk_size, workers), workers, force, log_level):
+        for outcome in chunk_outcomes:
+            done += 1
+            outcomes[outcome.date] = outcome
+            _report_progress(progress, outcome, done, len(dates))
+    return RunReport([outcomes[d.isoformat()] for d in dates], time.monotonic() - started)
+
+
+def _report_progress(progress, outcome, done, total):
+    if progress is not None:
+        progress(outcome, done, total)
+
+
+def _chunks(dates, chunk_size, workers):
+    """Consecutive slices of at most chunk_size dates, small enough to keep every worker busy."""
+    if not dates:
+        return []
+    size = max(1, min(chunk_size, math.ceil(len(dates) / (workers * 4))))
+    return [dates[i:i + size] for i in range(0, len(dates), size)]
+
+
+def _run_chunks(chunks, workers, force, log_level):
+    """Yield each chunk's outcomes as it finishes: in this process, or over `workers` processes."""
+    if workers <= 1 or len(chunks) <= 1:
+        for chunk in chunks:
+            yield build_chunk(chunk, force, log_level)
+        return
+    context = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
+    with ProcessPoolExecutor(min(workers, len(chunks)), mp_context=context,
+                             initializer=_one_thread_each) as pool:
+        futures = {pool.submit(build_chunk, chunk, force, log_level): chunk for chunk in chunks}
+        for future in as_completed(futures):
+            try:
+                yield future.result()
+            except Exception as exc:  # the worker process died (killed, out of memory)
+                yield [DateOutcome(d.isoformat(), "failure", reason="error",
+                                   error=f"worker process failed: {exc!r}") for d in futures[future]]
+
+
+def _one_thread_each():
+    for name in THREAD_LIMITS:
+        os.environ[name] = "1"
+
+
+def build_chunk(dates, force=False, log_level="WARNING"):
+    """Build IrisPipeline for the dates in one luigi.build call; one DateOutcome per date.
+
+    Runs in a worker process or in the caller's. Each date is locked for the whole build and checked
+    again once locked, so a date another process finished meanwhile is skipped.
+    """
+    settings, _ = checked_settings()
+    root = Path(settings.output_root)
+    with ExitStack() as locks:
+        for date in dates:
+            locks.enter_context(date_lock(root, date))
+        todo = [d for d in dates if force or not partition.is_complete(root, d)]
+        staging = {d: _fresh_staging(root, d) for d in todo} if force else {}
+        tasks = [IrisPipeline(date=d, output_root=str(staging[d]) if force else None) for d in todo]
+        crash = None
+        _EVENTS.by_date = {}
+        try:
+            luigi.build(tasks, local_scheduler=not central_scheduler(), workers=1, log_level=log_level)
+        except Exception as exc:  # scheduler unreachable, or Luigi itself failed
+            crash = exc
+        finally:
+            events, _EVENTS.by_date = _EVENTS.by_date, None
+        finished = {d: _finish(root, d, staging.get(d), events.get(d.isoformat(), []), crash) for d in todo}
+    return [finished.get(d) or DateOutcome(d.isoformat(), "skipped") for d in dates]
+
+
+def _fresh_staging(root, date):
+    """An empty output root for a forced rebuild of the date; leftovers of killed rebuilds are removed."""
+    staging = Path(root) / ".staging"
+    for old in staging.glob(f"{date.isoformat()}-*"):
+        shutil.rmtree(old, ignore_errors=True)
+    return staging / f"{date.isoformat()}-{uuid.uuid4().hex[:8]}"
+
+
+def _finish(root, date, staging, events, crash):
+    """Turn the date's events into an outcome, promote a forced rebuild, and record or clear failure."""
+    outcome = _outcome(staging or root, date, events, crash)
+    if staging is not None:
+        _promote(staging, root, date, outcome.status == "success")
+    failed = partition.failed_dir(root, date)
+    if outcome.status == "success":
+        shutil.rmtree(failed, ignore_errors=True)
+    else:
+        record = {"date": outcome.date, "step": outcome.step, "reason": outcome.reason,
+                  "error": outcome.error, "time": dt.datetime.now(dt.timezone.utc).isoformat()}
+        write_json(luigi.LocalTarget(str(failed / partition.FAILURE)), record)
+    return outcome
+
+
+def _promote(staging, root, date, succeeded):
+    """Swap a complete forced rebuild in for the old partition; keep the old one if the rebuild failed."""
+    if succeeded:
+        new, old = partition.partition_dir(staging, date), partition.partition_dir(root, date)
+        retired = staging.with_name(staging.name + "-retired")
+        if old.exists():
+            old.replace(retired)
+        new.replace(old)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        rejected = partition.failed_dir(staging, date)
+        if rejected.exists():
+            target = partition.failed_dir(root, date)
+            shutil.rmtree(target, ignore_errors=True)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            rejected.replace(target)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _outcome(root, date, events, crash):
+    outcome = DateOutcome(date.isoformat(), "success" if partition.is_complete(root, date) else "failure")
+    outcome.tasks = [[task.task_family, seconds, not any(k == "failure" and t is task for k, t, _ in events)]
+                     for kind, task, seconds in events if kind == "time"]
+    validated = [(kind, task, value) for kind, task, value in events
+                 if task.task_family == "Validate" and kind in ("success", "failure")]
+    if validated:
+        outcome.validation = _validation_report(root, date, validated[-1][0] == "success")
+    if outcome.status == "success":
+        summary = read_json(luigi.LocalTarget(str(partition.partition_dir(root, date) / partition.SUMMARY)))
+        outcome.accuracy = {name: m["accuracy"] for name, m in summary["models"].items()}
+        return outcome
+    failures = [(task, exc) for kind, task, exc in events if kind == "failure"]
+    missing = [task for kind, task, _ in events if kind == "missing"]
+    if failures:
+        task, exc = failures[0]
+        outcome.step, outcome.error = task.task_family, str(exc)
+        outcome.reason = "validation" if isinstance(exc, InputRejected) else "error"
+    elif missing:
+        outcome.step, outcome.reason = missing[0].task_family, "missing_input"
+        outcome.error = f"input not found: {source_path(date)}"
+    elif crash is not None:
+        outcome.reason = "scheduler" if isinstance(crash, luigi.rpc.RPCError) else "error"
+        outcome.error = f"{type(crash).__name__}: {crash}"
+    else:
+        outcome.reason, outcome.error = "error", "not completed; see the Luigi log"
+    return outcome
+
+
+def _validation_report(root, date, passed):
+    folder = partition.partition_dir(root, date) if passed else partition.failed_dir(root, date)
+    try:
+        return read_json(luigi.LocalTarget(str(folder / "validation.json")))
+    except (OSError, ValueError):
+        return None
