@@ -1,0 +1,84 @@
+"""The pipeline for a date: every target, idempotence, and the stock Luigi command."""
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+
+import luigi
+
+from conftest import REPO
+from service.runner import run_dates
+from tasks import partition
+from tasks.iris import IrisPipeline
+
+DAY = dt.date(2026, 11, 24)
+
+
+def _tree(root):
+    """Every file under root with its size and modification time."""
+    return {p.relative_to(root).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in root.rglob("*") if p.is_file()}
+
+
+def test_a_date_produces_every_target(irisflow_config):
+    report = run_dates([DAY])
+    assert [o.status for o in report.outcomes] == ["success"]
+    part = irisflow_config.output_root / DAY.isoformat()
+    summary = json.loads((part / "summary.json").read_text())
+    assert set(summary["models"]) == {"logistic_regression", "random_forest", "svc", "knn", "decision_tree"}
+    assert summary["best_model"] in summary["models"]
+    for name in summary["manifest"]:
+        assert (part / name).is_file(), name
+    assert {"input.csv", "validated.csv", "validation.json"} <= set(summary["manifest"])
+    assert sum(name.endswith("model.joblib") for name in summary["manifest"]) == 5
+    metrics = json.loads(next(part.glob("models/svc-*/metrics.json")).read_text())
+    assert 0.8 <= metrics["accuracy"] <= 1 and len(metrics["confusion_matrix"]) == 3
+    assert metrics["settings"]["features"] == ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    assert not list(irisflow_config.output_root.rglob("*luigi-tmp*"))
+
+
+def test_a_second_run_executes_no_task_and_changes_no_file(irisflow_config):
+    run_dates([DAY])
+    before = _tree(irisflow_config.output_root / DAY.isoformat())
+    report = run_dates([DAY])
+    assert report.outcomes[0].status == "skipped" and report.outcomes[0].tasks == []
+    assert _tree(irisflow_config.output_root / DAY.isoformat()) == before
+    # Luigi itself, asked directly, also finds nothing to do.
+    result = luigi.build([IrisPipeline(date=DAY)], local_scheduler=True, detailed_summary=True,
+                         log_level="WARNING")
+    assert result.status == luigi.execution_summary.LuigiStatusCode.SUCCESS_WITH_RETRY or \
+        "complete ones were encountered" in result.summary_text
+    assert _tree(irisflow_config.output_root / DAY.isoformat()) == before
+
+
+def test_model_parameters_never_collide(irisflow_config):
+    run_dates([DAY])
+    irisflow_config.set("iris", models='["knn"]', hyperparameters='{"knn": {"n_neighbors": 3}}')
+    report = run_dates([DAY], force=True)
+    assert report.outcomes[0].status == "success"
+    knn_dirs = sorted(p.name for p in (irisflow_config.output_root / DAY.isoformat() / "models").iterdir())
+    assert len(knn_dirs) == 1 and knn_dirs[0].startswith("knn-")
+    metrics = json.loads(next((irisflow_config.output_root / DAY.isoformat()).glob("models/knn-*/metrics.json"))
+                         .read_text())
+    assert metrics["settings"]["hyperparameters"] == {"n_neighbors": 3}
+
+
+def test_deleting_one_model_makes_the_date_incomplete_and_only_that_piece_reruns(irisflow_config):
+    run_dates([DAY])
+    part = irisflow_config.output_root / DAY.isoformat()
+    victim = next(part.glob("models/svc-*/model.joblib"))
+    victim.unlink()
+    assert partition.missing_outputs(irisflow_config.output_root, DAY) == [victim.relative_to(part).as_posix()]
+    report = run_dates([DAY])
+    assert sorted(family for family, _, _ in report.outcomes[0].tasks) == ["IrisPipeline", "TrainModel"]
+    assert victim.is_file() and partition.is_complete(irisflow_config.output_root, DAY)
+
+
+def test_the_stock_luigi_command_runs_the_pipeline(irisflow_config):
+    luigi_cli = os.path.join(os.path.dirname(sys.executable), "luigi")
+    result = subprocess.run([luigi_cli, "--module", "tasks.iris", "IrisPipeline", "--date", DAY.isoformat(),
+                             "--local-scheduler"], cwd=REPO, env=irisflow_config.env(),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert partition.is_complete(irisflow_config.output_root, DAY)
