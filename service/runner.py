@@ -160,6 +160,8 @@ def build_chunk(dates, force=False, log_level="WARNING"):
         for date in dates:
             locks.enter_context(date_lock(root, date))
         todo = [d for d in dates if force or not partition.is_complete(root, d)]
+        for date in todo:
+            _remove_abandoned_temporaries(root, date)
         staging = {d: _fresh_staging(root, d) for d in todo} if force else {}
         tasks = [IrisPipeline(date=d, output_root=str(staging[d]) if force else None) for d in todo]
         crash = None
@@ -172,6 +174,12 @@ def build_chunk(dates, force=False, log_level="WARNING"):
             events, _EVENTS.by_date = _EVENTS.by_date, None
         finished = {d: _finish(root, d, staging.get(d), events.get(d.isoformat(), []), crash) for d in todo}
     return [finished.get(d) or DateOutcome(d.isoformat(), "skipped") for d in dates]
+
+
+def _remove_abandoned_temporaries(root, date):
+    """Delete temporary files a killed run left behind; safe because this process holds the date's lock."""
+    for leftover in partition.partition_dir(root, date).rglob("*-luigi-tmp-*"):
+        leftover.unlink(missing_ok=True)
 
 
 def _fresh_staging(root, date):
