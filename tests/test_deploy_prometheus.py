@@ -1,0 +1,245 @@
+"""Prometheus and Grafana files of deploy/, checked with the real promtool and prometheus.
+
+Both come from Debian's `prometheus` package (`make tools`); a missing tool fails the test, since a
+config that was never checked is what these tests exist to prevent. The metric names in every alert
+and panel are compared with a real scrape of the service's registry, so a renamed metric cannot
+leave an alert that silently never fires.
+"""
+import json
+import re
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+
+import pytest
+from prometheus_client import start_http_server
+
+from conftest import REPO
+
+PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
+DASHBOARD = REPO / "deploy" / "grafana" / "irisflow.json"
+# Series Prometheus itself adds to every target; the only names not exported by the service.
+SYNTHETIC = {"up"}
+# What Grafana substitutes into an expression before Prometheus parses it.
+GRAFANA_VARIABLES = {"$__interval": "1h", "$__rate_interval": "2m", "$instance": ".*"}
+PROMQL_WORDS = {"and", "or", "unless", "bool", "by", "without", "on", "ignoring", "group_left",
+                "group_right", "offset", "inf", "nan"}
+
+
+def tool(name):
+    """The path of a real tool, or a loud failure that says how to get it."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed: run `make tools` (Debian's prometheus package)")
+    return path
+
+
+def promtool(*args, cwd=PROMETHEUS_DIR):
+    result = subprocess.run([tool("promtool"), *map(str, args)], cwd=cwd, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get_json(url):
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.load(response)
+
+
+def wait_for(what, probe, timeout=30.0):
+    """Poll probe() until it returns something truthy; fail with what was awaited and the last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = probe()
+        except OSError as error:
+            value = error
+        if value and not isinstance(value, OSError):
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}; last: {value!r}")
+        time.sleep(0.2)
+
+
+class Prometheus:
+    """A real prometheus server on a free loopback port, with its data in a temp dir."""
+
+    def __init__(self, config_dir):
+        self.url = f"http://127.0.0.1:{free_port()}"
+        self.log = (config_dir / "prometheus.log").open("w")
+        self.process = subprocess.Popen(
+            [tool("prometheus"), "--config.file=prometheus.yml", f"--storage.tsdb.path={config_dir / 'data'}",
+             f"--web.listen-address={self.url.removeprefix('http://')}"],
+            cwd=config_dir, stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for("prometheus to be ready", lambda: self.process.poll() is None and
+                 urllib.request.urlopen(self.url + "/-/ready", timeout=5).status == 200)
+
+    def api(self, path, **params):
+        body = get_json(f"{self.url}/api/v1/{path}?{urllib.parse.urlencode(params)}")
+        assert body["status"] == "success", body
+        return body["data"]
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def shipped_prometheus(tmp_path_factory):
+    """deploy/prometheus as shipped (config and rules side by side), loaded by a real Prometheus."""
+    config_dir = tmp_path_factory.mktemp("prometheus")
+    for name in ("prometheus.yml", "alerts.yml"):
+        shutil.copy(PROMETHEUS_DIR / name, config_dir / name)
+    server = Prometheus(config_dir)
+    yield server
+    server.stop()
+
+
+def alert_rules(prometheus):
+    return [rule for group in prometheus.api("rules", type="alert")["groups"] for rule in group["rules"]]
+
+
+def dashboard_expressions():
+    """Every PromQL expression of the dashboard, with Grafana's variables substituted."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    expressions = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "query":  # label_values(SELECTOR, label): the selector is PromQL
+            expressions.append(re.fullmatch(r"label_values\((.*), *\w+\)", variable["definition"]).group(1))
+    for name, value in GRAFANA_VARIABLES.items():
+        expressions = [expr.replace(name, value) for expr in expressions]
+    return expressions
+
+
+def metric_names(expr):
+    """The metric names an expression selects: identifiers left after strings, label matchers,
+    ranges, grouping clauses and offsets are removed, that are neither keywords nor function calls."""
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    expr = re.sub(r"\{[^}]*\}|\[[^\]]*\]", " ", expr)
+    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)
+    expr = re.sub(r"\boffset\s+-?\w+", " ", expr)
+    return set(re.findall(r"(?<![\w.])([a-zA-Z_:][\w:]*)(?![\w:]|\s*\()", expr)) - PROMQL_WORDS
+
+
+def exported_names(exposition):
+    """Series names a scrape yields, from its # TYPE lines (which stand even for a labelled metric
+    with no child yet): histograms expand to _bucket/_sum/_count, counters end in _total."""
+    suffixes = {"histogram": ("_bucket", "_sum", "_count"), "summary": ("", "_sum", "_count"),
+                "counter": ("_total",)}
+    names = set()
+    for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", exposition, re.MULTILINE):
+        if kind == "counter":
+            name = name.removesuffix("_total")
+        names.update(name + suffix for suffix in suffixes.get(kind, ("",)))
+    return names
+
+
+@pytest.fixture(scope="module")
+def scraped_names():
+    """A real HTTP scrape of the service's registry, served as the daemon serves it."""
+    from service.metrics import REGISTRY
+
+    server, thread = start_http_server(0, addr="127.0.0.1", registry=REGISTRY)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/metrics", timeout=5) as response:
+            names = exported_names(response.read().decode())
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+    assert "irisflow_pipeline_runs_total" in names and "irisflow_run_duration_seconds_bucket" in names
+    return names
+
+
+def test_prometheus_config_is_valid_and_loads_the_rules():
+    """`promtool check config` also checks the rule files the config names, so a wrong path fails."""
+    assert "1 rule files found" in promtool("check", "config", "prometheus.yml")
+
+
+def test_alert_rules_are_valid_without_duplicates():
+    promtool("check", "rules", "--lint=all", "--lint-fatal", "alerts.yml")
+
+
+def test_alert_rule_unit_tests_pass():
+    """alerts_test.yml: each alert fires on its failure and stays quiet on healthy or fresh series."""
+    assert "SUCCESS" in promtool("test", "rules", "alerts_test.yml")
+
+
+def test_prometheus_scrapes_the_daemon_and_luigid_on_their_default_ports():
+    """The targets must match [service] metrics_port's default and luigid.service's port."""
+    config = (PROMETHEUS_DIR / "prometheus.yml").read_text()
+    jobs = re.findall(r"job_name: (\w+)\n(?:.*\n)*?\s+- targets: \[\"([^\"]+)\"\]", config)
+    assert jobs == [("irisflow", "127.0.0.1:9733"), ("luigid", "127.0.0.1:8082")]
+
+
+def test_every_alert_is_tested_firing_and_quiet(shipped_prometheus):
+    """A rule without both cases in alerts_test.yml could be always or never firing unnoticed."""
+    text = (PROMETHEUS_DIR / "alerts_test.yml").read_text()
+    cases = re.findall(r"alertname: (\w+)\n\s+exp_alerts:( \[\])?", text)
+    names = {rule["name"] for rule in alert_rules(shipped_prometheus)}
+    assert names - {name for name, empty in cases if not empty} == set(), "never tested firing"
+    assert names - {name for name, empty in cases if empty} == set(), "never tested quiet"
+
+
+def test_every_alert_tells_the_on_call_what_happened_and_what_to_do(shipped_prometheus):
+    """An alert without a summary, a description naming a command, or a severity is not actionable."""
+    rules = alert_rules(shipped_prometheus)
+    assert {rule["name"] for rule in rules} >= {
+        "IrisflowLastRunFailed", "IrisflowStale", "IrisflowValidationRejected", "IrisflowDaemonDown",
+        "IrisflowCatchupMissingDates", "IrisflowEmailFailing", "IrisflowModelAccuracyLow"}
+    for rule in rules:
+        assert rule["annotations"]["summary"].strip(), rule["name"]
+        assert "`" in rule["annotations"]["description"], f"{rule['name']}: the description names no command"
+        assert rule["labels"]["severity"] in {"critical", "warning"}, rule["name"]
+
+
+def test_dashboard_expressions_parse(tmp_path):
+    """Each panel query, as Grafana sends it, through promtool's parser (as recording rules; JSON
+    is YAML)."""
+    rules = [{"record": f"irisflow:dashboard_check:{i}", "expr": expr}
+             for i, expr in enumerate(dashboard_expressions())]
+    (tmp_path / "dashboard_rules.yml").write_text(json.dumps({"groups": [{"name": "dashboard", "rules": rules}]}))
+    assert f"SUCCESS: {len(rules)} rules found" in promtool("check", "rules", "dashboard_rules.yml", cwd=tmp_path)
+
+
+def test_dashboard_shows_what_the_on_call_needs():
+    """Run outcomes, durations, freshness, validation, accuracy per model and mail (issue 4)."""
+    shown = set().union(*map(metric_names, dashboard_expressions()))
+    assert shown >= {"irisflow_pipeline_runs_total", "irisflow_run_duration_seconds_sum",
+                     "irisflow_task_duration_seconds_sum", "irisflow_last_success_timestamp_seconds",
+                     "irisflow_rows_validated_total", "irisflow_rows_rejected_total",
+                     "irisflow_model_accuracy_ratio", "irisflow_emails_sent_total",
+                     "irisflow_email_failures_total"}
+
+
+def test_alerts_and_dashboard_name_only_metrics_the_service_exports(shipped_prometheus, scraped_names):
+    """A misspelt or renamed metric makes an alert that never fires and a panel with no data."""
+    expressions = {f"alert {rule['name']}": rule["query"] for rule in alert_rules(shipped_prometheus)}
+    expressions.update((f"dashboard: {expr}", expr) for expr in dashboard_expressions())
+    unknown = {where: sorted(metric_names(expr) - scraped_names - SYNTHETIC)
+               for where, expr in expressions.items()}
+    assert {where: names for where, names in unknown.items() if names} == {}
+    assert all(metric_names(expr) for expr in expressions.values()), "an expression names no metric"
+
+
+def test_dashboard_layout_is_valid():
+    """Grafana drops or overlaps panels with duplicate ids or clashing grid positions."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = dashboard["panels"]
+    assert len({panel["id"] for panel in panels}) == len(panels)
+    cells = [(panel["gridPos"]["x"] + dx, panel["gridPos"]["y"] + dy) for panel in panels
+             for dx in range(panel["gridPos"]["w"]) for dy in range(panel["gridPos"]["h"])]
+    assert len(cells) == len(set(cells)), "panels overlap"
+    assert all(x < 24 for x, _ in cells), "a panel is wider than the 24-column grid"
+    assert all(panel["datasource"]["uid"] == "${datasource}" for panel in panels)
+    assert dashboard["uid"] == "irisflow"
