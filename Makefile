@@ -23,12 +23,15 @@ run: $(VENV)/.runtime
 serve: $(VENV)/.runtime
 	$(PY) -m service serve
 
-## tools: the real tools the deploy tests check files with (promtool, prometheus), from Debian
+## tools: the real tools the deploy tests check files with, from Debian's packages when missing:
+## promtool and prometheus (prometheus), systemd-analyze (systemd), shellcheck (shellcheck)
 tools:
-	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
-	  echo "installing Debian's prometheus package (promtool, prometheus)"; \
+	@missing=$$(for pair in promtool:prometheus prometheus:prometheus systemd-analyze:systemd shellcheck:shellcheck; do command -v $${pair%%:*} >/dev/null || echo $${pair#*:}; done | sort -u); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:" $$missing; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
 
 ## test: the whole suite
 test: $(VENV)/.dev tools

@@ -1,0 +1,218 @@
+#!/bin/sh
+# Install irisflow as a systemd service, or update an installation; run it again at will.
+#
+#   sudo deploy/install.sh                      install or update under /opt/irisflow
+#   sudo deploy/install.sh --uninstall          remove the app, venv and units; keep config and data
+#   sudo deploy/install.sh --uninstall --purge  remove config, data and the irisflow user too
+#
+# What goes where (paths inside the files are rewritten to the options):
+#   PREFIX/app           service/, tasks/, data/, luigi.cfg: the units' working directory
+#   PREFIX/venv          the virtualenv with requirements.txt (or the one given with --venv)
+#   PREFIX/bin/irisflow  the CLI as the units run it (status, run, backfill)
+#   PREFIX/share         prometheus/ (scrape config, alerts) and grafana/ (dashboard, provisioning)
+#   SYSCONFDIR           luigi.cfg (the daemon's overlay) and luigid.cfg; kept once edited, the new
+#                        version then lands beside as *.dist
+#   UNITDIR              irisflow.service, luigid.service, irisflow-backfill@.service
+#   /var/lib/irisflow    the daemon's state and output (StateDirectory=irisflow)
+set -eu
+
+usage() {
+    cat <<'EOF'
+usage: install.sh [options]          install or update
+       install.sh --uninstall [--purge] [options]
+options:
+  --prefix DIR      app, venv, CLI and share files (default /opt/irisflow; env PREFIX)
+  --sysconfdir DIR  configuration (default /etc/irisflow; env SYSCONFDIR)
+  --unitdir DIR     systemd units (default /etc/systemd/system; env UNITDIR)
+  --destdir DIR     stage every file under DIR, as packagers do (env DESTDIR); implies --no-user
+                    and --no-systemctl, and needs --venv or --no-venv (a venv cannot be moved)
+  --venv DIR        use this existing virtualenv (with requirements.txt installed) instead of
+                    creating PREFIX/venv
+  --no-venv         leave the virtualenv alone (the units expect it at PREFIX/venv)
+  --python PYTHON   the interpreter PREFIX/venv is made with (default python3; env PYTHON)
+  --no-user         do not create the irisflow user, nor its state directories, nor hand it files
+  --no-systemctl    do not reload systemd nor restart running units
+  --uninstall       remove what install put in place, but not config, data or the user
+  --purge           with --uninstall: also remove config, /var/lib/irisflow, /var/lib/luigid, the user
+EOF
+}
+
+PREFIX=${PREFIX:-/opt/irisflow}
+SYSCONFDIR=${SYSCONFDIR:-/etc/irisflow}
+UNITDIR=${UNITDIR:-/etc/systemd/system}
+DESTDIR=${DESTDIR:-}
+PYTHON=${PYTHON:-python3}
+VENV=
+MAKE_VENV=yes
+MAKE_USER=yes
+SYSTEMCTL=yes
+ACTION=install
+PURGE=no
+SERVICE_USER=irisflow
+UNITS="irisflow.service luigid.service irisflow-backfill@.service"
+STATE_DIRS="/var/lib/irisflow /var/lib/luigid"
+
+die() { echo "install.sh: $*" >&2; exit 2; }
+say() { echo "install.sh: $*"; }
+
+while [ $# -gt 0 ]; do
+    case $1 in
+        --prefix) PREFIX=${2:?}; shift ;;
+        --sysconfdir) SYSCONFDIR=${2:?}; shift ;;
+        --unitdir) UNITDIR=${2:?}; shift ;;
+        --destdir) DESTDIR=${2:?}; shift ;;
+        --venv) VENV=${2:?}; MAKE_VENV=no; shift ;;
+        --no-venv) MAKE_VENV=no ;;
+        --python) PYTHON=${2:?}; shift ;;
+        --no-user) MAKE_USER=no ;;
+        --no-systemctl) SYSTEMCTL=no ;;
+        --uninstall) ACTION=uninstall ;;
+        --purge) PURGE=yes ;;
+        -h|--help) usage; exit 0 ;;
+        *) usage >&2; die "unknown option: $1" ;;
+    esac
+    shift
+done
+
+SRC=$(cd "$(dirname "$0")/.." && pwd)
+VENV=${VENV:-$PREFIX/venv}
+if [ -n "$DESTDIR" ]; then
+    MAKE_USER=no
+    SYSTEMCTL=no
+    [ "$MAKE_VENV" = no ] || [ "$ACTION" = uninstall ] || die "--destdir needs --venv or --no-venv: a venv cannot be moved into place"
+fi
+for dir in "$PREFIX" "$SYSCONFDIR" "$UNITDIR" "$VENV"; do
+    case $dir in /?*) ;; *) die "paths must be absolute and not /: $dir" ;; esac
+done
+if [ "$MAKE_USER" = yes ] && [ "$(id -u)" != 0 ]; then
+    die "run as root (or with --destdir or --no-user)"
+fi
+# systemctl only where systemd runs: a container or chroot has units to install but no manager.
+[ -d /run/systemd/system ] || SYSTEMCTL=no
+
+# rewrite FILE...: the paths the shipped files name, replaced with this installation's.
+# Through placeholders, so that a new path containing an old one (/tmp/opt/irisflow) is not rewritten twice.
+rewrite() {
+    sed -i -e "s|/opt/irisflow/venv|@VENV@|g" -e "s|/opt/irisflow|@PREFIX@|g" -e "s|/etc/irisflow|@SYSCONFDIR@|g" \
+        -e "s|@VENV@|$VENV|g" -e "s|@PREFIX@|$PREFIX|g" -e "s|@SYSCONFDIR@|$SYSCONFDIR|g" "$@"
+}
+
+# own OWNER:GROUP MODE PATH...: permissions, and the owner where the service user exists.
+own() {
+    owner=$1 mode=$2; shift 2
+    chmod "$mode" "$@"
+    if [ "$MAKE_USER" = yes ]; then chown "$owner" "$@"; fi
+}
+
+# install_config NAME: SYSCONFDIR/NAME from deploy/etc, unless it exists and differs (edited).
+install_config() {
+    new=$(mktemp)
+    cp "$SRC/deploy/etc/$1" "$new"
+    rewrite "$new"
+    target=$DESTDIR$SYSCONFDIR/$1
+    if [ ! -e "$target" ]; then
+        mv "$new" "$target"
+    elif cmp -s "$new" "$target"; then
+        rm -f "$new" "$target.dist"
+    else
+        mv "$new" "$target.dist"
+        say "kept your $SYSCONFDIR/$1; the shipped version is beside it as $1.dist"
+    fi
+    own "root:$SERVICE_USER" 0640 "$target"
+}
+
+create_user() {
+    if ! getent passwd "$SERVICE_USER" >/dev/null; then
+        useradd --system --user-group --home-dir /var/lib/irisflow --no-create-home \
+            --shell /usr/sbin/nologin --comment "irisflow batch service" "$SERVICE_USER"
+        say "created user $SERVICE_USER"
+    fi
+}
+
+install_app() {
+    # A fresh copy next to the old one, then swapped in: a running daemon never sees half an app.
+    app=$DESTDIR$PREFIX/app
+    rm -rf "$app.new"
+    mkdir -p "$app.new"
+    files="service tasks data luigi.cfg requirements.txt"
+    if [ -e "$SRC/README.md" ]; then files="$files README.md"; fi
+    # shellcheck disable=SC2086 # word splitting of $files is wanted
+    (cd "$SRC" && tar --exclude=__pycache__ --exclude='*.pyc' -cf - $files) | tar -C "$app.new" -xf -
+    rm -rf "$app.old"
+    if [ -e "$app" ]; then mv "$app" "$app.old"; fi
+    mv "$app.new" "$app"
+    rm -rf "$app.old"
+    chmod -R u=rwX,go=rX "$app"
+
+    mkdir -p "$DESTDIR$PREFIX/bin" "$DESTDIR$PREFIX/share"
+    cp "$SRC/deploy/irisflow" "$DESTDIR$PREFIX/bin/irisflow"
+    rewrite "$DESTDIR$PREFIX/bin/irisflow"
+    chmod 0755 "$DESTDIR$PREFIX/bin/irisflow"
+    rm -rf "$DESTDIR$PREFIX/share/prometheus" "$DESTDIR$PREFIX/share/grafana"
+    cp -R "$SRC/deploy/prometheus" "$SRC/deploy/grafana" "$DESTDIR$PREFIX/share/"
+    rewrite "$DESTDIR$PREFIX/share/grafana/provisioning/dashboards/irisflow.yml"
+    chmod -R u=rwX,go=rX "$DESTDIR$PREFIX/share"
+}
+
+install_venv() {
+    if [ ! -x "$VENV/bin/python" ]; then
+        "$PYTHON" -m venv "$VENV"
+    fi
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$PREFIX/app/requirements.txt"
+}
+
+install_units() {
+    mkdir -p "$DESTDIR$UNITDIR"
+    for unit in $UNITS; do
+        cp "$SRC/systemd/$unit" "$DESTDIR$UNITDIR/$unit"
+        rewrite "$DESTDIR$UNITDIR/$unit"
+        chmod 0644 "$DESTDIR$UNITDIR/$unit"
+    done
+}
+
+install_all() {
+    if [ "$MAKE_USER" = yes ]; then create_user; fi
+    install_app
+    if [ "$MAKE_VENV" = yes ]; then install_venv; fi
+    mkdir -p "$DESTDIR$SYSCONFDIR"
+    own "root:$SERVICE_USER" 0750 "$DESTDIR$SYSCONFDIR"
+    install_config luigi.cfg
+    install_config luigid.cfg
+    # systemd creates them at start too; made here so the CLI works before the daemon first ran.
+    if [ "$MAKE_USER" = yes ]; then
+        for dir in $STATE_DIRS; do
+            mkdir -p "$dir"
+            own "$SERVICE_USER:$SERVICE_USER" 0750 "$dir"
+        done
+    fi
+    install_units
+    if [ "$SYSTEMCTL" = yes ]; then
+        systemctl daemon-reload
+        # A running service picks up the new code; a stopped one stays stopped.
+        systemctl try-restart irisflow.service luigid.service
+    fi
+    say "installed irisflow in $DESTDIR$PREFIX, config in $DESTDIR$SYSCONFDIR, units in $DESTDIR$UNITDIR"
+    say "start it with: systemctl enable --now irisflow.service (and luigid.service to use luigid)"
+}
+
+uninstall_all() {
+    if [ "$SYSTEMCTL" = yes ]; then
+        systemctl disable --now irisflow.service luigid.service 2>/dev/null || true
+    fi
+    for unit in $UNITS; do rm -f "$DESTDIR$UNITDIR/$unit"; done
+    if [ "$SYSTEMCTL" = yes ]; then systemctl daemon-reload; fi
+    for sub in app bin share venv; do rm -rf "$DESTDIR${PREFIX:?}/$sub"; done
+    rmdir "$DESTDIR$PREFIX" 2>/dev/null || true
+    if [ "$PURGE" = yes ]; then
+        rm -rf "$DESTDIR$SYSCONFDIR"
+        if [ "$MAKE_USER" = yes ]; then
+            for dir in $STATE_DIRS; do rm -rf "$dir"; done
+            if getent passwd "$SERVICE_USER" >/dev/null; then userdel "$SERVICE_USER"; fi
+        fi
+        say "removed irisflow, its config, its data and its user"
+    else
+        say "removed irisflow; kept $SYSCONFDIR and the data in /var/lib/irisflow (--purge removes them)"
+    fi
+}
+
+if [ "$ACTION" = install ]; then install_all; else uninstall_all; fi
