@@ -71,6 +71,9 @@ def main(argv=None):
     except ConfigError as exc:
         print(f"irisflow: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:  # a file or directory the command needs cannot be read or written
+        print(f"irisflow: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("irisflow: interrupted", file=sys.stderr)
         return 130
@@ -88,7 +91,8 @@ def today():
 
 
 def _log_level(args):
-    return "INFO" if args.verbose else "WARNING"
+    """Luigi's log only with --verbose: otherwise each failure is told once, by `_print_failure`."""
+    return "INFO" if args.verbose else "CRITICAL"
 
 
 def cmd_run(args):
@@ -215,6 +219,8 @@ def _runs_of_same_status(outcomes):
 def _print_failure(outcome):
     print(f"{outcome.date}: FAILED ({outcome.reason}) in {outcome.step or 'the run'}:", file=sys.stderr)
     print("  " + (outcome.error or "").replace("\n", "\n  "), file=sys.stderr)
+    if outcome.reason == "error":
+        print("  (run again with --verbose for Luigi's log and the traceback)", file=sys.stderr)
 
 
 def _print_models(root, date):

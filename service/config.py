@@ -5,12 +5,18 @@ Luigi's own `[core]`, `[email]`, `[smtp]`), so luigi.cfg plus the LUIGI_CONFIG_P
 place configuration is read.
 """
 import datetime as dt
+import warnings
 
 import luigi
 from luigi.configuration import get_config
+from luigi.parameter import UnconsumedParameterWarning
 
 from tasks.config import FEATURES, iris
 from tasks.models import check_model_names
+
+# Luigi warns that its own [core] scheduler keys are "not consumed" (a Luigi quirk); typos in
+# irisflow's own sections still warn.
+warnings.filterwarnings("ignore", message=r".*not consumed by the task 'core'", category=UnconsumedParameterWarning)
 
 
 class ConfigError(ValueError):

@@ -8,12 +8,17 @@ the daemon never run the same date at once, and records why a failed date failed
 `{output_root}/failed/{date}/failure.json` (removed again once the date succeeds).
 """
 import datetime as dt
+import errno
 import fcntl
+import logging
 import math
 import multiprocessing
 import os
+import re
 import shutil
+import socket
 import time
+import urllib.parse
 import uuid
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import ExitStack, contextmanager
@@ -22,6 +27,7 @@ from pathlib import Path
 
 import luigi
 import luigi.rpc
+from luigi.task import flatten
 
 from tasks import partition
 from tasks.iris import IrisPipeline, read_json, source_path, write_json
@@ -32,6 +38,10 @@ from .config import central_scheduler, checked_settings
 # One BLAS/OpenMP thread per worker process: two processes each spinning up a thread per core fight
 # over the two cores and run slower than one process alone.
 THREAD_LIMITS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+# Errors of the disk rather than of the pipeline: the operator frees space or fixes permissions.
+STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
+SCHEDULER_CONNECT_TIMEOUT = 5
+LOG = logging.getLogger(__name__)
 
 
 @dataclass
@@ -41,7 +51,7 @@ class DateOutcome:
     date: str
     status: str  # success | failure | skipped (already complete)
     step: str | None = None  # the task family that failed
-    reason: str | None = None  # validation | missing_input | scheduler | error
+    reason: str | None = None  # validation | missing_input | storage | scheduler | error
     error: str | None = None
     tasks: list = field(default_factory=list)  # [task_family, seconds, succeeded] per task run
     validation: dict | None = None  # the validation report, when Validate ran in this run
@@ -157,18 +167,23 @@ def build_chunk(dates, force=False, log_level="WARNING"):
     settings, _ = checked_settings()
     root = Path(settings.output_root)
     with ExitStack() as locks:
-        for date in dates:
-            locks.enter_context(date_lock(root, date))
+        try:
+            for date in dates:
+                locks.enter_context(date_lock(root, date))
+        except OSError as exc:  # the output root is not writable or its disk is full
+            return [DateOutcome(d.isoformat(), "failure", reason="storage",
+                                error=f"cannot take the date's lock: {_storage_error(exc)}") for d in dates]
         todo = [d for d in dates if force or not partition.is_complete(root, d)]
         for date in todo:
             _remove_abandoned_temporaries(root, date)
         staging = {d: _fresh_staging(root, d) for d in todo} if force else {}
         tasks = [IrisPipeline(date=d, output_root=str(staging[d]) if force else None) for d in todo]
-        crash = None
+        crash = _unreachable_scheduler() if central_scheduler() and tasks else None
         _EVENTS.by_date = {}
         try:
-            luigi.build(tasks, local_scheduler=not central_scheduler(), workers=1, log_level=log_level)
-        except Exception as exc:  # scheduler unreachable, or Luigi itself failed
+            if crash is None:
+                luigi.build(tasks, local_scheduler=not central_scheduler(), workers=1, log_level=log_level)
+        except Exception as exc:  # scheduler gone mid-build, or Luigi itself failed
             crash = exc
         finally:
             events, _EVENTS.by_date = _EVENTS.by_date, None
@@ -176,10 +191,37 @@ def build_chunk(dates, force=False, log_level="WARNING"):
     return [finished.get(d) or DateOutcome(d.isoformat(), "skipped") for d in dates]
 
 
+def _unreachable_scheduler():
+    """An RPCError when the configured central scheduler does not accept connections, else None.
+
+    Asked once before the build, so a dead luigid costs one clear error per date instead of Luigi's
+    retries and a traceback for every task.
+    """
+    from luigi.interface import core
+
+    settings = core()
+    url = settings.scheduler_url or f"http://{settings.scheduler_host}:{settings.scheduler_port}/"
+    address = urllib.parse.urlsplit(url)
+    if address.scheme not in ("http", "https"):
+        return None
+    try:
+        socket.create_connection((address.hostname, address.port or 80), timeout=SCHEDULER_CONNECT_TIMEOUT).close()
+    except OSError as exc:
+        return luigi.rpc.RPCError(f"central scheduler {url} not reachable ({exc.strerror or exc}); start luigid "
+                                  "or remove [core] default_scheduler_host to use the local scheduler", exc)
+    return None
+
+
 def _remove_abandoned_temporaries(root, date):
-    """Delete temporary files a killed run left behind; safe because this process holds the date's lock."""
-    for leftover in partition.partition_dir(root, date).rglob("*-luigi-tmp-*"):
+    """Delete temporary files a killed or failed run left behind; safe while this process holds the lock."""
+    part = partition.partition_dir(root, date)
+    for leftover in part.rglob("*-luigi-tmp-*"):
         leftover.unlink(missing_ok=True)
+    for folder in sorted((p for p in part.rglob("*") if p.is_dir()), reverse=True) + [part]:
+        try:
+            folder.rmdir()  # only empty ones: a failed date keeps its whole targets for the next run
+        except OSError:
+            pass
 
 
 def _fresh_staging(root, date):
@@ -198,10 +240,15 @@ def _finish(root, date, staging, events, crash):
     failed = partition.failed_dir(root, date)
     if outcome.status == "success":
         shutil.rmtree(failed, ignore_errors=True)
-    else:
-        record = {"date": outcome.date, "step": outcome.step, "reason": outcome.reason,
-                  "error": outcome.error, "time": dt.datetime.now(dt.timezone.utc).isoformat()}
+        return outcome
+    _remove_abandoned_temporaries(root, date)
+    record = {"date": outcome.date, "step": outcome.step, "reason": outcome.reason,
+              "error": outcome.error, "time": dt.datetime.now(dt.timezone.utc).isoformat()}
+    try:
         write_json(luigi.LocalTarget(str(failed / partition.FAILURE)), record)
+    except OSError as exc:  # the same full or read-only disk that failed the run
+        _remove_abandoned_temporaries(Path(root) / "failed", date)
+        LOG.warning("%s: could not record the failure under %s: %s", outcome.date, failed, _storage_error(exc))
     return outcome
 
 
@@ -241,7 +288,12 @@ def _outcome(root, date, events, crash):
     if failures:
         task, exc = failures[0]
         outcome.step, outcome.error = task.task_family, str(exc)
-        outcome.reason = "validation" if isinstance(exc, InputRejected) else "error"
+        if isinstance(exc, InputRejected):
+            outcome.reason = "validation"
+        elif isinstance(exc, OSError) and exc.errno in STORAGE_ERRORS:
+            outcome.reason, outcome.error = "storage", _storage_error(exc, flatten(task.output()))
+        else:
+            outcome.reason = "error"
     elif missing:
         outcome.step, outcome.reason = missing[0].task_family, "missing_input"
         outcome.error = f"input not found: {source_path(date)}"
@@ -251,6 +303,16 @@ def _outcome(root, date, events, crash):
     else:
         outcome.reason, outcome.error = "error", "not completed; see the Luigi log"
     return outcome
+
+
+def _storage_error(exc, targets=()):
+    """'no space left on device: /out/2026-11-24/input.csv': the file, or else the targets being written."""
+    if exc.filename:
+        path = re.sub(r"-luigi-tmp-\d+$", "", str(exc.filename))  # the target, not Luigi's temporary
+    else:
+        path = ", ".join(target.path for target in targets) or None
+    what = (exc.strerror or str(exc)).lower()
+    return f"{what}: {path}" if path else what
 
 
 def _validation_report(root, date, passed):

@@ -8,7 +8,7 @@ a target that exists is whole. Run it with the stock Luigi command:
 """
 import hashlib
 import json
-import shutil
+import os
 from pathlib import Path
 
 import luigi
@@ -21,6 +21,11 @@ from .config import iris
 def source_path(date):
     """The day's input file: `[iris] source` with '{date}' replaced by YYYY-MM-DD."""
     return iris().source.replace("{date}", date.isoformat())
+
+
+def data_dir():
+    """The directory every day's input must stay inside: `[iris] source` up to its first '{date}'."""
+    return os.path.dirname(iris().source.split("{date}", 1)[0]) or "."
 
 
 def write_json(target, obj):
@@ -78,8 +83,10 @@ class Extract(DatePartitionTask):
         return self.target("input.csv")
 
     def run(self):
+        from .schema import snapshot_source
+
         with self.output().temporary_path() as tmp:
-            shutil.copyfile(self.input().path, tmp)
+            snapshot_source(self.input().path, tmp, data_dir=data_dir(), max_bytes=iris().max_source_bytes)
 
 
 class Validate(DatePartitionTask):

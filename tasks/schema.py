@@ -4,11 +4,17 @@
 with it as a whole; `validate_frame` checks every row lazily, so one report lists every failing check,
 column and a few offending lines at once.
 """
+import csv
 import os
+import stat
 
 from .config import FEATURES, SPECIES
 
 MAX_EXAMPLES = 5
+COPY_BLOCK = 1024 * 1024
+HEADER_PEEK = 64 * 1024  # the header line and enough of the data to spot a binary file
+TAIL_PEEK = 64 * 1024  # far longer than any real last line
+CHUNK_ROWS = 100_000  # rows pandera checks at once: bounds the memory its failure cases take
 MAX_CM = 30.0  # no iris flower part is anywhere near 30 cm: larger values are unit or typing errors
 
 
@@ -20,43 +26,133 @@ class InputRejected(Exception):
         self.report = report
 
 
+def snapshot_source(path, destination, *, data_dir, max_bytes):
+    """Copy the day's input to `destination`, refusing what must never be read.
+
+    The source must resolve (after symlinks) inside `data_dir`, so a planted link cannot make the
+    service read and archive another file; it must be a regular file, so a device or FIFO cannot make
+    the copy endless; and at most `max_bytes` are copied, checked while copying, so a file that grows
+    after it was measured is refused too.
+    """
+    real, allowed = os.path.realpath(path), os.path.realpath(data_dir)
+    if os.path.commonpath([real, allowed]) != allowed:
+        raise InputRejected(f"{path}: resolves to {real}, outside the data directory {allowed}; "
+                            "refused (a symlink pointing elsewhere?)")
+    if not stat.S_ISREG(os.stat(real).st_mode):
+        raise InputRejected(f"{path}: not a regular file; refused")
+    copied = 0
+    with open(real, "rb") as source, open(destination, "wb") as copy:
+        while block := source.read(COPY_BLOCK):
+            copied += len(block)
+            if max_bytes is not None and copied > max_bytes:
+                raise InputRejected(_too_big(path, f"more than {max_bytes}", max_bytes))
+            copy.write(block)
+
+
+def _too_big(path, size, max_bytes):
+    return f"{path}: file is {size} bytes, over the limit of {max_bytes} ([iris] max_source_bytes)"
+
+
 def read_source(path, max_bytes=None):
-    """Read a CSV into a DataFrame of strings-as-found; header names are stripped and lower-cased."""
+    """Read a CSV into a DataFrame, normalising what is harmless and refusing what is ambiguous.
+
+    Accepted: a UTF-8 byte-order mark, CRLF line ends, quoted fields, header names in any order, case
+    or surrounding space (they are stripped and lower-cased), extra columns (ignored by the schema).
+    Refused with InputRejected naming the file: over `max_bytes`, empty, binary, not UTF-8 (with the
+    line), another delimiter than ',', a column named twice, a row with more fields than the header,
+    and a last line cut short (fewer fields and no line end: a file still being written).
+    """
     import pandas as pd
 
     size = os.path.getsize(path)
     if max_bytes is not None and size > max_bytes:
-        raise InputRejected(f"{path}: file is {size} bytes, over the limit of {max_bytes} "
-                            "([iris] max_source_bytes)")
+        raise InputRejected(_too_big(path, size, max_bytes))
+    fields = len(_header(path))
     try:
-        frame = pd.read_csv(path, skipinitialspace=True)
+        frame = pd.read_csv(path, skipinitialspace=True, encoding="utf-8")
     except pd.errors.EmptyDataError:
         raise InputRejected(f"{path}: empty file, expected a CSV with a header row") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+    except UnicodeDecodeError:
+        raise InputRejected(f"{path}: not UTF-8 text ({_first_undecodable(path)})") from None
+    except (pd.errors.ParserError, ValueError) as exc:
         raise InputRejected(f"{path}: not a readable CSV ({_first_line(exc)})") from None
-    frame.columns = [str(c).strip().lower() for c in frame.columns]
+    frame.columns = _normalised(frame.columns)
+    _refuse_truncated_end(path, fields, len(frame) + 1)
     return frame
+
+
+def _normalised(names):
+    return [str(name).strip().lower() for name in names]
+
+
+def _header(path):
+    """The normalised header names; refuses binary files, other delimiters and repeated names."""
+    with open(path, "rb") as handle:
+        start = handle.read(HEADER_PEEK)
+    if b"\0" in start:
+        raise InputRejected(f"{path}: binary data (NUL bytes), expected a UTF-8 CSV text file")
+    first = start.splitlines()[0] if start.strip() else b""
+    text = first.decode("utf-8-sig", errors="replace")
+    names = _normalised(next(csv.reader([text]), []))
+    if len(names) == 1:
+        for delimiter in ";\t|":
+            if delimiter in text:
+                raise InputRejected(f"{path}: header uses {delimiter!r} as delimiter; irisflow reads "
+                                    "comma-separated files only")
+    repeated = sorted({name for name in names if name and names.count(name) > 1})
+    if repeated:
+        raise InputRejected(f"{path}: header names column(s) {', '.join(map(repr, repeated))} more than "
+                            "once; which one holds the data is ambiguous")
+    return names
+
+
+def _first_undecodable(path):
+    """Where the first byte that is not UTF-8 is: 'line N: byte 0x..'."""
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return f"line {number}: byte 0x{line[exc.start]:02x}"
+    return "undecodable bytes"
+
+
+def _refuse_truncated_end(path, fields, last_line):
+    """A last line with fewer fields than the header and no line end was cut off mid-write."""
+    with open(path, "rb") as handle:
+        handle.seek(max(0, os.path.getsize(path) - TAIL_PEEK))
+        tail = handle.read()
+    if not tail or tail.endswith((b"\n", b"\r")):
+        return
+    last = tail.splitlines()[-1].decode("utf-8", errors="replace")
+    found = len(next(csv.reader([last]), []))
+    if found < fields:
+        raise InputRejected(f"{path}: line {last_line} is cut short ({found} of {fields} fields and no "
+                            "line end); was the file still being written?")
 
 
 def _first_line(exc):
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def build_schema(min_rows):
-    """Types, plausible positive sizes, known species, no nulls, enough rows and every class present."""
+def build_schema(min_rows, *, whole_file_checks=True):
+    """Types, plausible positive sizes, known species, no nulls, enough rows and every class present.
+
+    Without `whole_file_checks` only what each row can be judged on alone: that schema runs chunk by
+    chunk.
+    """
     import pandera.pandas as pa
 
     size_checks = [pa.Check.gt(0), pa.Check.le(MAX_CM)]
     columns = {name: pa.Column(float, size_checks, nullable=False, coerce=True) for name in FEATURES}
-    columns["species"] = pa.Column(
-        str, [pa.Check.isin(SPECIES),
-              pa.Check(lambda s: set(SPECIES) <= set(s), name="every_species_present",
-                       error=f"every species of {', '.join(SPECIES)} must be present")],
-        nullable=False, coerce=True)
-    return pa.DataFrameSchema(
-        columns,
-        checks=[pa.Check(lambda df: len(df) >= min_rows, name=f"at_least_{min_rows}_rows")],
-        strict="filter", ordered=False)
+    species_checks = [pa.Check.isin(SPECIES)]
+    file_checks = []
+    if whole_file_checks:
+        species_checks.append(pa.Check(lambda s: set(SPECIES) <= set(s), name="every_species_present",
+                                       error=f"every species of {', '.join(SPECIES)} must be present"))
+        file_checks.append(pa.Check(lambda df: len(df) >= min_rows, name=f"at_least_{min_rows}_rows"))
+    columns["species"] = pa.Column(str, species_checks, nullable=False, coerce=True)
+    return pa.DataFrameSchema(columns, checks=file_checks, strict="filter", ordered=False)
 
 
 def _failures(schema, frame):
@@ -69,12 +165,49 @@ def _failures(schema, frame):
         return None, exc.failure_cases
 
 
+def _row_failures(frame):
+    """Row checks chunk by chunk: (summarised failures, bad-row mask, whether a failure is file-wide).
+
+    Pandera's failure cases for a file where every row is wrong take many times the file's memory;
+    chunks keep that bounded while the counts stay exact.
+    """
+    import numpy as np
+
+    schema = build_schema(0, whole_file_checks=False)
+    bad = np.zeros(len(frame), dtype=bool)
+    merged, file_wide = {}, False
+    for start in range(0, max(len(frame), 1), CHUNK_ROWS):
+        _, cases = _failures(schema, frame.iloc[start:start + CHUNK_ROWS])
+        if cases is None:
+            continue
+        rows = cases["index"].dropna().astype(int)
+        bad[rows.to_numpy()] = True
+        file_wide = file_wide or len(rows) < len(cases)
+        for entry in _summarise(cases):
+            _merge(merged, entry)
+    return list(merged.values()), bad, file_wide
+
+
+def _merge(merged, entry):
+    key = (entry["column"], entry["check"])
+    if key not in merged:
+        merged[key] = entry
+        return
+    kept = merged[key]
+    if any("line" in example for example in entry["examples"]):  # a file-wide case is counted once
+        kept["count"] += entry["count"]
+        kept["examples"] = (kept["examples"] + entry["examples"])[:MAX_EXAMPLES]
+
+
 def _summarise(cases):
-    """Group pandera's failure cases into one entry per (column, check) with a few example lines."""
+    """Group pandera's failure cases into one entry per (column, check) with its first example lines."""
+    import pandas as pd
+
     grouped = []
     for (column, check), group in cases.groupby(["column", "check"], dropna=False, sort=False):
         examples = []
-        for _, case in group.head(MAX_EXAMPLES).iterrows():
+        first = group.sort_values("index", key=lambda i: pd.to_numeric(i, errors="coerce")).head(MAX_EXAMPLES)
+        for _, case in first.iterrows():
             example = {"value": None if _isnull(case["failure_case"]) else str(case["failure_case"])}
             if not _isnull(case["index"]):
                 example["line"] = int(case["index"]) + 2  # line 1 is the header
@@ -97,24 +230,19 @@ def validate_frame(frame, *, source, min_rows, max_invalid_fraction=0.0):
     Rows failing a row-level check are dropped when they are at most `max_invalid_fraction` of the file
     and the rest still passes every check; a missing column or a whole-file check always rejects.
     """
-    schema = build_schema(min_rows)
+    frame = frame.reset_index(drop=True)
     rows = len(frame)
-    valid, cases = _failures(schema, frame)
-    dropped = 0
-    if cases is not None:
-        row_cases = cases[cases["index"].notna()]
-        bad_rows = set(row_cases["index"].astype(int))
-        if len(row_cases) == len(cases) and len(bad_rows) <= max_invalid_fraction * rows:
-            valid, second = _failures(schema, frame.drop(index=sorted(bad_rows)))
-            dropped = len(bad_rows)
-            if second is not None:
-                cases = second
-    failures = _summarise(cases) if cases is not None and valid is None else []
+    row_failures, bad, file_wide = _row_failures(frame)
+    dropped = int(bad.sum())
+    valid, failures = None, row_failures
+    if not file_wide and dropped <= max_invalid_fraction * rows:
+        valid, cases = _failures(build_schema(min_rows), frame[~bad])
+        failures = [] if cases is None else _summarise(cases)
     report = {
         "file": str(source), "passed": valid is not None, "rows": rows,
-        "valid_rows": 0 if valid is None else len(valid), "dropped_rows": dropped,
+        "valid_rows": 0 if valid is None else len(valid), "dropped_rows": dropped if valid is not None else 0,
         "max_invalid_fraction": max_invalid_fraction,
-        "dropped": _summarise(cases) if dropped and valid is not None else [],
+        "dropped": row_failures if valid is not None else [],
         "failures": failures,
     }
     if valid is None:

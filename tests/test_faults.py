@@ -1,0 +1,182 @@
+"""Faults injected for real (a full disk, a read-only directory, a dead central scheduler, a concurrent
+run, a deleted output): each costs a clear message and nothing else, and the next run recovers."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO
+from tasks import partition
+from test_central_scheduler import free_port, luigid  # noqa: F401 - luigid is a fixture used below
+
+DAY = "2026-11-24"
+
+
+def _fails_cleanly(result, reason):
+    """Exit 1, the date's failure named with its reason, and no traceback."""
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"{DAY}: FAILED ({reason})" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+
+
+def _no_partial_files(root):
+    """No temporary left and every file whole: a half-written JSON or model fails to load here."""
+    assert not [p for p in root.rglob("*-luigi-tmp-*")], "a temporary file was left behind"
+    for path in root.rglob("*"):
+        if path.suffix == ".json":
+            json.loads(path.read_text())
+        elif path.suffix == ".joblib":
+            import joblib
+
+            joblib.load(path)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 256 KiB tmpfs: (mount point, a function that grows it). Needs root and mount rights."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+
+    def grow():
+        subprocess.run(["mount", "-o", "remount,size=64m", str(mount_point)], check=True)
+
+    yield mount_point, grow
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def cli_without_root_override(config, *args):
+    """The CLI as root but without CAP_DAC_OVERRIDE, so permission bits apply to it as to any user."""
+    return subprocess.run(["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-all",
+                           sys.executable, "-m", "service", *args], cwd=REPO, env=config.env(),
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_a_full_disk_fails_the_task_cleanly_and_the_next_run_after_freeing_space_succeeds(
+        irisflow_config, cli, small_disk):
+    disk, grow = small_disk
+    # A 400-tree forest is about 600 KiB: more than the disk holds once the earlier targets are written.
+    irisflow_config.set("iris", output_root=disk, models='["random_forest"]',
+                        hyperparameters='{"random_forest": {"n_estimators": 400}}')
+    full = cli("run", "--date", DAY)
+    _fails_cleanly(full, "storage")
+    assert "no space left on device" in full.stderr and "model.joblib" in full.stderr
+    _no_partial_files(disk)
+    assert not (disk / DAY / "summary.json").exists()
+    status = cli("status", "--start", DAY, "--end", DAY)
+    assert status.stdout.split()[:4] == [DAY, "failed", "storage", "in"], status.stdout
+
+    grow()
+    again = cli("run", "--date", DAY)
+    assert again.returncode == 0, again.stderr
+    assert partition.is_complete(disk, partition.parse_date(DAY))
+    assert not (disk / "failed" / DAY).exists()
+
+
+@pytest.mark.slow
+def test_an_unwritable_output_root_fails_every_date_with_one_clear_message(irisflow_config):
+    root = irisflow_config.output_root
+    root.mkdir()
+    root.chmod(0o555)
+    try:
+        result = cli_without_root_override(irisflow_config, "run", "--date", DAY)
+    finally:
+        root.chmod(0o755)
+    _fails_cleanly(result, "storage")
+    assert f"permission denied: {root}/.locks" in result.stderr
+    assert list(root.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_directory_made_read_only_mid_history_fails_that_task_and_recovers(irisflow_config, cli):
+    irisflow_config.set("iris", models='["knn", "decision_tree"]')
+    assert cli("run", "--date", DAY).returncode == 0
+    part = irisflow_config.output_root / DAY
+    model = next(part.glob("models/knn-*/model.joblib"))
+    model.unlink()
+    model.parent.chmod(0o555)
+    try:
+        result = cli_without_root_override(irisflow_config, "run", "--date", DAY)
+    finally:
+        model.parent.chmod(0o755)
+    _fails_cleanly(result, "storage")
+    assert f"permission denied: {model}" in result.stderr
+    _no_partial_files(irisflow_config.output_root)
+    assert json.loads((irisflow_config.output_root / "failed" / DAY / "failure.json").read_text())["step"] == \
+        "TrainModel"
+
+    again = cli("run", "--date", DAY)
+    assert again.returncode == 0, again.stderr
+    assert model.is_file() and not (irisflow_config.output_root / "failed" / DAY).exists()
+
+
+@pytest.mark.slow
+def test_a_central_scheduler_that_is_down_fails_fast_and_clearly_and_the_next_run_uses_it(
+        irisflow_config, cli, request):
+    irisflow_config.set("core", default_scheduler_host="127.0.0.1", default_scheduler_port=free_port(),
+                        rpc_retry_attempts=3, rpc_retry_wait=30)
+    started = time.monotonic()
+    down = cli("run", "--date", DAY)
+    assert time.monotonic() - started < 60, "waited out Luigi's RPC retries"
+    _fails_cleanly(down, "scheduler")
+    assert "not reachable" in down.stderr and "start luigid" in down.stderr
+    record = json.loads((irisflow_config.output_root / "failed" / DAY / "failure.json").read_text())
+    assert record["reason"] == "scheduler"
+
+    request.getfixturevalue("luigid")  # a real luigid is up now, and the configuration points at it
+    again = cli("run", "--date", DAY)
+    assert again.returncode == 0, again.stderr
+    assert partition.is_complete(irisflow_config.output_root, partition.parse_date(DAY))
+
+
+@pytest.mark.slow
+def test_two_runs_of_the_same_date_at_once_do_its_work_once(irisflow_config):
+    irisflow_config.set("iris", models='["random_forest"]',
+                        hyperparameters='{"random_forest": {"n_estimators": 300}}')
+    runs = [subprocess.Popen([sys.executable, "-m", "service", verb, *args], cwd=REPO,
+                             env=irisflow_config.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for verb, args in (("run", ["--date", DAY]), ("backfill", ["--start", DAY, "--end", DAY]))]
+    outputs = [run.communicate(timeout=300) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    said = " ".join(out for out, _ in outputs)
+    assert ("done in" in said) + ("ran (1 date)" in said) == 1, said
+    assert ("already complete" in said), said
+    _no_partial_files(irisflow_config.output_root)
+    assert partition.is_complete(irisflow_config.output_root, partition.parse_date(DAY))
+
+
+def test_a_deleted_model_shows_in_status_and_only_that_piece_is_rebuilt(irisflow_config, cli):
+    irisflow_config.set("iris", models='["knn", "decision_tree"]')
+    assert cli("run", "--date", DAY).returncode == 0
+    part = irisflow_config.output_root / DAY
+    victim = next(part.glob("models/knn-*/model.joblib"))
+    untouched = {p: p.stat().st_mtime_ns for p in part.rglob("*")
+                 if p.is_file() and victim.parent not in p.parents and p.name != "summary.json"}
+    victim.unlink()
+
+    status = cli("status", "--json", "--start", DAY, "--end", DAY)
+    row = json.loads(status.stdout)[0]
+    assert row["state"] == "incomplete" and row["missing"] == [victim.relative_to(part).as_posix()]
+
+    assert cli("run", "--date", DAY).returncode == 0
+    assert victim.is_file()
+    assert {p: p.stat().st_mtime_ns for p in untouched} == untouched
+    assert json.loads(cli("status", "--json", "--start", DAY, "--end", DAY).stdout)[0]["state"] == "complete"
+
+
+@pytest.mark.slow
+def test_a_fifo_as_input_is_refused_instead_of_blocking_the_run(irisflow_config, cli, tmp_path):
+    incoming = tmp_path / "in"
+    incoming.mkdir()
+    os.mkfifo(incoming / f"{DAY}.csv")
+    irisflow_config.set("iris", source=incoming / "{date}.csv")
+    result = cli("run", "--date", DAY, timeout=120)
+    _fails_cleanly(result, "validation")
+    assert "not a regular file" in result.stderr
