@@ -6,6 +6,7 @@ place configuration is read.
 """
 import datetime as dt
 import warnings
+import zoneinfo
 
 import luigi
 from luigi.configuration import get_config
@@ -24,7 +25,8 @@ class ConfigError(ValueError):
 
 
 class service(luigi.Config):  # noqa: N801 - the class name is the luigi.cfg section name
-    schedule = luigi.Parameter(default="0 2 * * *", description="Cron expression of the daily run.")
+    schedule = luigi.Parameter(default="0 2 * * *",
+                               description="Cron expression of the daily run (5 fields; 6 with seconds first).")
     timezone = luigi.Parameter(default="UTC", description="Time zone of the schedule and of 'today'.")
     state_dir = luigi.Parameter(default="state", description="Job store, lock file and daemon state.")
     catchup_days = luigi.IntParameter(default=7, description="Days back the daemon keeps complete.")
@@ -34,8 +36,18 @@ class service(luigi.Config):  # noqa: N801 - the class name is the luigi.cfg sec
                                              description="How long after the scheduled time input may arrive.")
     metrics_address = luigi.Parameter(default="127.0.0.1", description="Address /metrics listens on.")
     metrics_port = luigi.IntParameter(default=9733, description="Port /metrics listens on.")
+    stop_timeout = luigi.TimeDeltaParameter(default=dt.timedelta(minutes=5),
+                                            description="How long SIGTERM waits for a run in progress.")
     workers = luigi.IntParameter(default=1, description="Worker processes a run uses.")
     chunk_size = luigi.IntParameter(default=20, description="Dates handed to one luigi.build call.")
+
+
+def time_zone(name):
+    """The zoneinfo time zone called `name`, or ConfigError."""
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"luigi.cfg [service] timezone: unknown time zone {name!r}") from None
 
 
 def central_scheduler():

@@ -33,6 +33,7 @@ from tasks import partition
 from tasks.iris import IrisPipeline, read_json, source_path, write_json
 from tasks.schema import InputRejected
 
+from . import notifications
 from .config import central_scheduler, checked_settings
 
 # One BLAS/OpenMP thread per worker process: two processes each spinning up a thread per core fight
@@ -62,6 +63,8 @@ class DateOutcome:
 class RunReport:
     outcomes: list
     seconds: float
+    emails_sent: int = 0  # failure mails Luigi's workers sent during the run, in whichever process
+    email_failures: int = 0  # ... and could not send
 
     @property
     def failed(self):
@@ -114,12 +117,16 @@ def run_dates(dates, *, workers=1, force=False, progress=None, log_level="WARNIN
     done = len(outcomes)
     for outcome in outcomes.values():
         _report_progress(progress, outcome, 0, len(dates))
-    for chunk_outcomes in _run_chunks(_chunks(todo, runtime.chunk_size, workers), workers, force, log_level):
+    emails = {"sent": 0, "failed": 0}
+    for chunk_outcomes, chunk_emails in _run_chunks(_chunks(todo, runtime.chunk_size, workers), workers, force,
+                                                    log_level):
+        emails = {key: emails[key] + chunk_emails[key] for key in emails}
         for outcome in chunk_outcomes:
             done += 1
             outcomes[outcome.date] = outcome
             _report_progress(progress, outcome, done, len(dates))
-    return RunReport([outcomes[d.isoformat()] for d in dates], time.monotonic() - started)
+    return RunReport([outcomes[d.isoformat()] for d in dates], time.monotonic() - started,
+                     emails["sent"], emails["failed"])
 
 
 def _report_progress(progress, outcome, done, total):
@@ -136,21 +143,30 @@ def _chunks(dates, chunk_size, workers):
 
 
 def _run_chunks(chunks, workers, force, log_level):
-    """Yield each chunk's outcomes as it finishes: in this process, or over `workers` processes."""
+    """Yield each chunk's (outcomes, mails) as it finishes: in this process, or over `workers` processes."""
     if workers <= 1 or len(chunks) <= 1:
         for chunk in chunks:
-            yield build_chunk(chunk, force, log_level)
+            yield _build_counting_mails(chunk, force, log_level)
         return
     context = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
     with ProcessPoolExecutor(min(workers, len(chunks)), mp_context=context,
                              initializer=_one_thread_each) as pool:
-        futures = {pool.submit(build_chunk, chunk, force, log_level): chunk for chunk in chunks}
+        futures = {pool.submit(_build_counting_mails, chunk, force, log_level): chunk for chunk in chunks}
         for future in as_completed(futures):
             try:
                 yield future.result()
             except Exception as exc:  # the worker process died (killed, out of memory)
-                yield [DateOutcome(d.isoformat(), "failure", reason="error",
-                                   error=f"worker process failed: {exc!r}") for d in futures[future]]
+                yield ([DateOutcome(d.isoformat(), "failure", reason="error",
+                                    error=f"worker process failed: {exc!r}") for d in futures[future]],
+                       {"sent": 0, "failed": 0})
+
+
+def _build_counting_mails(dates, force, log_level):
+    """build_chunk and the failure mails Luigi sent meanwhile, so counts made in a worker process travel back."""
+    notifications.install()
+    before = notifications.tally()
+    outcomes = build_chunk(dates, force, log_level)
+    return outcomes, notifications.since(before)
 
 
 def _one_thread_each():

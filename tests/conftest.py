@@ -1,7 +1,12 @@
 """Shared fixtures: a per-test luigi.cfg overlay and a way to run the CLI as a real subprocess."""
+import email
+import email.policy
 import os
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import luigi.configuration
@@ -76,3 +81,51 @@ def run_cli(config, *args, timeout=300, **kwargs):
 @pytest.fixture
 def cli(irisflow_config):
     return lambda *args, **kwargs: run_cli(irisflow_config, *args, **kwargs)
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Mailbox:
+    """A real SMTP server on loopback (aiosmtpd) and the messages it has received."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.messages = []
+        self._lock = threading.Lock()
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's handler hook
+        with self._lock:
+            self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
+        return "250 Message accepted for delivery"
+
+    @staticmethod
+    def text(message):
+        """The plain-text body (Luigi sends multipart/related)."""
+        return message.get_body(preferencelist=("plain",)).get_content()
+
+    def wait_for(self, count, timeout=60.0):
+        """The messages once there are at least `count` of them (fails after `timeout` seconds)."""
+        deadline = time.monotonic() + timeout
+        while len(self.messages) < count:
+            assert time.monotonic() < deadline, f"{len(self.messages)} mails after {timeout} s, expected {count}"
+            time.sleep(0.1)
+        return list(self.messages)
+
+
+@pytest.fixture
+def mailbox(irisflow_config):
+    """Failure mail of this test goes to a real SMTP server on loopback (`[email]` and `[smtp]` set)."""
+    from aiosmtpd.controller import Controller
+
+    box = Mailbox()
+    controller = Controller(box, hostname="127.0.0.1", port=box.port)
+    controller.start()
+    irisflow_config.set("email", receiver="ops@example.com", sender="irisflow@example.com", force_send="true")
+    irisflow_config.set("smtp", host="127.0.0.1", port=box.port, timeout=10)
+    yield box
+    controller.stop()
