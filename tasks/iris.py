@@ -104,7 +104,7 @@ class Validate(DatePartitionTask):
         settings = iris()
         described = f"{source_path(self.date)} (snapshot {self.input().path})"
         try:
-            frame = read_source(self.input().path, settings.max_source_bytes)
+            frame = read_source(self.input().path, settings.max_source_bytes, shown_as=described)
             valid, report = validate_frame(frame, source=described, min_rows=settings.min_rows,
                                            max_invalid_fraction=settings.max_invalid_fraction)
         except InputRejected as exc:

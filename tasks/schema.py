@@ -53,7 +53,7 @@ def _too_big(path, size, max_bytes):
     return f"{path}: file is {size} bytes, over the limit of {max_bytes} ([iris] max_source_bytes)"
 
 
-def read_source(path, max_bytes=None):
+def read_source(path, max_bytes=None, *, shown_as=None):
     """Read a CSV into a DataFrame, normalising what is harmless and refusing what is ambiguous.
 
     Accepted: a UTF-8 byte-order mark, CRLF line ends, quoted fields, header names in any order, case
@@ -64,20 +64,21 @@ def read_source(path, max_bytes=None):
     """
     import pandas as pd
 
+    shown = shown_as or path  # the name messages give the file: the day's source, not its snapshot
     size = os.path.getsize(path)
     if max_bytes is not None and size > max_bytes:
-        raise InputRejected(_too_big(path, size, max_bytes))
-    fields = len(_header(path))
+        raise InputRejected(_too_big(shown, size, max_bytes))
+    fields = len(_header(path, shown))
     try:
         frame = pd.read_csv(path, skipinitialspace=True, encoding="utf-8")
     except pd.errors.EmptyDataError:
-        raise InputRejected(f"{path}: empty file, expected a CSV with a header row") from None
+        raise InputRejected(f"{shown}: empty file, expected a CSV with a header row") from None
     except UnicodeDecodeError:
-        raise InputRejected(f"{path}: not UTF-8 text ({_first_undecodable(path)})") from None
+        raise InputRejected(f"{shown}: not UTF-8 text ({_first_undecodable(path)})") from None
     except (pd.errors.ParserError, ValueError) as exc:
-        raise InputRejected(f"{path}: not a readable CSV ({_first_line(exc)})") from None
+        raise InputRejected(f"{shown}: not a readable CSV ({_first_line(exc)})") from None
     frame.columns = _normalised(frame.columns)
-    _refuse_truncated_end(path, fields, len(frame) + 1)
+    _refuse_truncated_end(path, shown, fields, len(frame) + 1)
     return frame
 
 
@@ -85,25 +86,33 @@ def _normalised(names):
     return [str(name).strip().lower() for name in names]
 
 
-def _header(path):
-    """The normalised header names; refuses binary files, other delimiters and repeated names."""
+def _header(path, shown):
+    """The normalised header names; refuses binary files, other delimiters, repeated names and a
+    first row longer than the header."""
     with open(path, "rb") as handle:
         start = handle.read(HEADER_PEEK)
     if b"\0" in start:
-        raise InputRejected(f"{path}: binary data (NUL bytes), expected a UTF-8 CSV text file")
-    first = start.splitlines()[0] if start.strip() else b""
-    text = first.decode("utf-8-sig", errors="replace")
+        raise InputRejected(f"{shown}: binary data (NUL bytes), expected a UTF-8 CSV text file")
+    lines = start.splitlines()[:2] if start.strip() else [b""]
+    text = lines[0].decode("utf-8-sig", errors="replace")
     names = _normalised(next(csv.reader([text]), []))
+    if len(lines) > 1 and _field_count(lines[1]) > len(names):
+        # pandas would silently take the first column for a row index and shift every value
+        raise InputRejected(f"{shown}: line 2 has {_field_count(lines[1])} fields, the header {len(names)}")
     if len(names) == 1:
         for delimiter in ";\t|":
             if delimiter in text:
-                raise InputRejected(f"{path}: header uses {delimiter!r} as delimiter; irisflow reads "
+                raise InputRejected(f"{shown}: header uses {delimiter!r} as delimiter; irisflow reads "
                                     "comma-separated files only")
     repeated = sorted({name for name in names if name and names.count(name) > 1})
     if repeated:
-        raise InputRejected(f"{path}: header names column(s) {', '.join(map(repr, repeated))} more than "
+        raise InputRejected(f"{shown}: header names column(s) {', '.join(map(repr, repeated))} more than "
                             "once; which one holds the data is ambiguous")
     return names
+
+
+def _field_count(line):
+    return len(next(csv.reader([line.decode("utf-8", errors="replace")]), []))
 
 
 def _first_undecodable(path):
@@ -117,17 +126,16 @@ def _first_undecodable(path):
     return "undecodable bytes"
 
 
-def _refuse_truncated_end(path, fields, last_line):
+def _refuse_truncated_end(path, shown, fields, last_line):
     """A last line with fewer fields than the header and no line end was cut off mid-write."""
     with open(path, "rb") as handle:
         handle.seek(max(0, os.path.getsize(path) - TAIL_PEEK))
         tail = handle.read()
     if not tail or tail.endswith((b"\n", b"\r")):
         return
-    last = tail.splitlines()[-1].decode("utf-8", errors="replace")
-    found = len(next(csv.reader([last]), []))
+    found = _field_count(tail.splitlines()[-1])
     if found < fields:
-        raise InputRejected(f"{path}: line {last_line} is cut short ({found} of {fields} fields and no "
+        raise InputRejected(f"{shown}: line {last_line} is cut short ({found} of {fields} fields and no "
                             "line end); was the file still being written?")
 
 
@@ -247,7 +255,7 @@ def validate_frame(frame, *, source, min_rows, max_invalid_fraction=0.0):
     }
     if valid is None:
         raise InputRejected(format_report(report), report)
-    return valid.reset_index(drop=True), report
+    return valid[[*FEATURES, "species"]].reset_index(drop=True), report  # canonical column order
 
 
 def format_report(report):
