@@ -193,7 +193,8 @@ def build_chunk(dates, force=False, log_level="WARNING"):
         for date in todo:
             _remove_abandoned_temporaries(root, date)
         staging = {d: _fresh_staging(root, d) for d in todo} if force else {}
-        tasks = [IrisPipeline(date=d, output_root=str(staging[d]) if force else None) for d in todo]
+        # An explicit output_root spares every target path a luigi.Config lookup (the costliest per-task step).
+        tasks = [IrisPipeline(date=d, output_root=str(staging.get(d, root))) for d in todo]
         crash = _unreachable_scheduler() if central_scheduler() and tasks else None
         _EVENTS.by_date = {}
         try:
