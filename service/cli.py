@@ -6,6 +6,7 @@ one-line error rather than a traceback. Commands with nothing to compute import 
 import argparse
 import datetime as dt
 import json
+import re
 import sys
 import zoneinfo
 
@@ -69,14 +70,20 @@ def main(argv=None):
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except ConfigError as exc:
-        print(f"irisflow: error: {exc}", file=sys.stderr)
+        _print_error(exc)
         return EXIT_USAGE
     except OSError as exc:  # a file or directory the command needs cannot be read or written
-        print(f"irisflow: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        _print_error(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("irisflow: interrupted", file=sys.stderr)
         return 130
+
+
+def _print_error(message):
+    """One line, whatever the message holds: control characters from arguments are shown escaped."""
+    shown = re.sub(r"[\x00-\x1f\x7f]", lambda match: repr(match.group())[1:-1], str(message))
+    print(f"irisflow: error: {shown}", file=sys.stderr)
 
 
 def today():
