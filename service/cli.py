@@ -8,7 +8,6 @@ import datetime as dt
 import json
 import re
 import sys
-import zoneinfo
 
 from tasks import partition
 
@@ -54,11 +53,16 @@ def build_parser():
         command.add_argument("--workers", type=_positive, help="worker processes (default: [service] workers)")
         command.add_argument("--force", action="store_true",
                              help="recompute complete dates; old outputs are replaced only once the new are complete")
+        command.add_argument("--metrics-textfile", metavar="PATH",
+                             help="write the run's metrics for node_exporter's textfile collector (a .prom file)")
+        command.add_argument("--pushgateway", metavar="URL", help="push the run's metrics to this Pushgateway")
 
     status = commands.add_parser("status", help="show which dates are complete, failed or missing")
     status.add_argument("--start", type=_date, help="first date (default: the oldest date with outputs)")
     status.add_argument("--end", type=_date, help="last date (default: today, or the newest date with outputs)")
     status.add_argument("--json", action="store_true", help="print JSON")
+
+    commands.add_parser("serve", help="run the daemon: the daily schedule, catch-up, failure mail, /metrics")
 
     validate = commands.add_parser("validate", help="check a CSV file against the schema")
     validate.add_argument("path", help="the CSV file")
@@ -88,13 +92,9 @@ def _print_error(message):
 
 def today():
     """Today's date in the schedule's time zone."""
-    from .config import service
+    from .config import service, time_zone
 
-    try:
-        zone = zoneinfo.ZoneInfo(service().timezone)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"luigi.cfg [service] timezone: unknown time zone {service().timezone!r}") from None
-    return dt.datetime.now(zone).date()
+    return dt.datetime.now(time_zone(service().timezone)).date()
 
 
 def _log_level(args):
@@ -106,7 +106,10 @@ def cmd_run(args):
     from .runner import run_dates
 
     date = args.date or today()
+    _check_metrics_destinations(args)
     report = run_dates([date], workers=_workers(args), force=args.force, log_level=_log_level(args))
+    if not _export_metrics(args, report):
+        return EXIT_FAILED
     outcome = report.outcomes[0]
     root = _output_root()
     if outcome.status == "failure":
@@ -127,6 +130,7 @@ def cmd_backfill(args):
         if outcome.status != "skipped":
             print(f"[{done}/{total}] {outcome.date} {outcome.status}", file=sys.stderr, flush=True)
 
+    _check_metrics_destinations(args)
     report = run_dates(dates, workers=_workers(args), force=args.force, progress=progress,
                        log_level=_log_level(args))
     for first, last, status, count in _runs_of_same_status(report.outcomes):
@@ -137,10 +141,11 @@ def cmd_backfill(args):
     counts = {s: sum(o.status == s for o in report.outcomes) for s in ("success", "skipped", "failure")}
     print(f"backfill {args.start}..{args.end}: {counts['success']} ran, {counts['skipped']} already complete, "
           f"{counts['failure']} failed in {report.seconds:.1f} s")
+    delivered = _export_metrics(args, report)
     if report.failed:
         print("failed dates: " + " ".join(o.date for o in report.failed), file=sys.stderr)
         return EXIT_FAILED
-    return EXIT_OK
+    return EXIT_OK if delivered else EXIT_FAILED
 
 
 def cmd_status(args):
@@ -238,4 +243,39 @@ def _print_models(root, date):
     print(f"  best: {summary['best_model']} ({summary['best_accuracy']:.3f})")
 
 
-COMMANDS = {"run": cmd_run, "backfill": cmd_backfill, "status": cmd_status, "validate": cmd_validate}
+def cmd_serve(args):
+    from .daemon import serve
+
+    return serve(verbose=args.verbose)
+
+
+def _check_metrics_destinations(args):
+    """Refuse unusable --metrics-textfile/--pushgateway values before any work (exit status 2)."""
+    import os
+    import urllib.parse
+
+    if args.metrics_textfile and not os.path.isdir(os.path.dirname(os.path.abspath(args.metrics_textfile))):
+        raise ConfigError(f"--metrics-textfile {args.metrics_textfile}: no such directory")
+    if args.pushgateway:
+        url = urllib.parse.urlsplit(args.pushgateway)
+        if url.scheme not in ("http", "https") or not url.netloc:
+            raise ConfigError(f"--pushgateway {args.pushgateway!r}: expected an http:// or https:// URL")
+
+
+def _export_metrics(args, report):
+    """Count the run and hand the metrics over as asked; False (after a one-line error) if that failed."""
+    if not (args.metrics_textfile or args.pushgateway):
+        return True
+    from . import metrics
+
+    metrics.record(report)
+    try:
+        metrics.export(args.metrics_textfile, args.pushgateway)
+    except OSError as exc:
+        print(f"irisflow: error: metrics not delivered: {getattr(exc, 'reason', None) or exc}", file=sys.stderr)
+        return False
+    return True
+
+
+COMMANDS = {"run": cmd_run, "backfill": cmd_backfill, "status": cmd_status, "validate": cmd_validate,
+            "serve": cmd_serve}

@@ -2,10 +2,16 @@
 
 Names follow Prometheus conventions: the `irisflow_` prefix, base units (seconds, ratios), `_total`
 counters. No metric has a per-date label: dates are unbounded, so the partition date is a gauge value.
+The daemon serves the registry on /metrics; one-shot CLI runs hand it over as a node_exporter textfile
+or push it to a Pushgateway (`export`), as batch jobs do.
 """
+import datetime as dt
 import platform
+import socket
+import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics,
+                               push_to_gateway, write_to_textfile)
 
 from . import __version__
 
@@ -28,7 +34,8 @@ TASK_FAILURES = Counter("irisflow_task_failures_total", "Luigi task failures, by
                         ["task_family"], registry=REGISTRY)
 LAST_SUCCESS = Gauge("irisflow_last_success_timestamp_seconds",
                      "Unix time when a date pipeline last completed successfully.", registry=REGISTRY)
-LAST_PARTITION = Gauge("irisflow_last_completed_partition_timestamp_seconds",
+LAST_PARTITION_NAME = "irisflow_last_completed_partition_timestamp_seconds"
+LAST_PARTITION = Gauge(LAST_PARTITION_NAME,
                        "The newest completed partition date, as Unix time of its midnight UTC.",
                        registry=REGISTRY)
 ROWS_VALIDATED = Counter("irisflow_rows_validated_total", "Input rows that passed validation.",
@@ -50,6 +57,70 @@ EMAIL_FAILURES = Counter("irisflow_email_failures_total", "Notification emails t
                          registry=REGISTRY)
 SCHEDULER_ERRORS = Counter("irisflow_scheduler_errors_total",
                            "Runs that could not reach the central Luigi scheduler.", registry=REGISTRY)
+
+
+PUSH_JOB = "irisflow_batch"  # the Pushgateway job of one-shot runs; the daemon is scraped as job "irisflow"
+UNREADABLE_CHECK = "readable_csv"  # the check a file fails when it cannot be read as a CSV at all
+
+
+def record(report, now=None):
+    """Count one run (a daemon pass, `run` or `backfill`) from its RunReport; skipped dates count nothing."""
+    ran = [o for o in report.outcomes if o.status != "skipped"]
+    for outcome in ran:
+        PIPELINE_RUNS.labels(outcome.status).inc()
+        for family, seconds, _ in outcome.tasks:
+            TASK_DURATION.labels(family).observe(seconds)
+        if outcome.status == "failure" and outcome.step and outcome.reason != "missing_input":
+            TASK_FAILURES.labels(outcome.step).inc()
+        if outcome.validation:
+            _record_validation(outcome.validation)
+    if ran:
+        RUN_DURATION.observe(report.seconds)
+        LAST_RUN_SUCCESS.set(0 if any(o.status == "failure" for o in ran) else 1)
+    if any(o.status == "success" for o in ran):
+        LAST_SUCCESS.set(time.time() if now is None else now)
+    if any(o.reason == "scheduler" for o in ran):
+        SCHEDULER_ERRORS.inc()
+    newest = max((o for o in ran if o.accuracy), key=lambda o: o.date, default=None)
+    if newest is not None:
+        record_partition(newest.date, newest.accuracy)
+    record_mails(report.emails_sent, report.email_failures)
+
+
+def _record_validation(report):
+    rows, valid = report.get("rows", 0), report.get("valid_rows", 0)
+    ROWS_VALIDATED.inc(valid)
+    ROWS_REJECTED.inc(rows - valid)
+    checks = [entry["check"] for entry in report.get("failures", []) + report.get("dropped", [])]
+    if not report.get("passed", True) and not checks:
+        checks = [UNREADABLE_CHECK]
+    for check in checks:
+        VALIDATION_FAILURES.labels(check).inc()
+
+
+def record_partition(date, accuracy):
+    """The newest complete date and its models' accuracy, unless a newer date is already recorded."""
+    stamp = dt.datetime.combine(dt.date.fromisoformat(str(date)), dt.time(), dt.timezone.utc).timestamp()
+    if stamp < REGISTRY.get_sample_value(LAST_PARTITION_NAME):
+        return
+    LAST_PARTITION.set(stamp)
+    MODEL_ACCURACY.clear()  # a model dropped from [iris] models leaves no stale series
+    for model, value in accuracy.items():
+        MODEL_ACCURACY.labels(model).set(value)
+
+
+def record_mails(sent, failed):
+    EMAILS_SENT.inc(sent)
+    EMAIL_FAILURES.inc(failed)
+
+
+def export(textfile=None, pushgateway=None):
+    """Hand the registry over as a batch job does: an atomic textfile and/or a push (OSError if it fails)."""
+    if textfile:
+        write_to_textfile(str(textfile), REGISTRY)
+    if pushgateway:
+        push_to_gateway(pushgateway, job=PUSH_JOB, registry=REGISTRY,
+                        grouping_key={"instance": socket.gethostname()}, timeout=10)
 
 
 def _init():

@@ -12,8 +12,13 @@ that cannot be sent is logged and counted, never fatal.
 """
 import functools
 import logging
+import warnings
 
 from luigi import notifications
+
+# Luigi's [smtp] defaults username, password and local_hostname to None and then warns about its own
+# defaults each time it reads them.
+warnings.filterwarnings("ignore", message=r'Parameter "(username|password|local_hostname)" with value "None"')
 
 SENDERS = ("send_email_smtp", "send_email_ses", "send_email_sendgrid", "send_email_sns")
 MAIL_LOG = logging.getLogger("irisflow.mail")

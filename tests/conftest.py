@@ -83,6 +83,18 @@ def cli(irisflow_config):
     return lambda *args, **kwargs: run_cli(irisflow_config, *args, **kwargs)
 
 
+def write_input(folder, date, bad=False):
+    """The day's input file `{folder}/{date}.csv`: the Iris data, or (bad) with one unknown species on line 5,
+    which fails the species 'isin' check."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = IRIS_CSV.read_text().splitlines()
+    if bad:
+        lines[4] = lines[4].replace("setosa", "dandelion")
+    path = folder / f"{date.isoformat()}.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def free_port():
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:

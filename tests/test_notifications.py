@@ -2,19 +2,11 @@
 import datetime as dt
 import logging
 
-from conftest import IRIS_CSV, free_port
+from conftest import free_port, write_input
 from service import notifications
 from service.runner import run_dates
 
 DAY = dt.date(2026, 11, 24)
-
-
-def write_bad_input(folder, date):
-    """The Iris file with one unknown species on line 5: fails the species 'isin' check."""
-    folder.mkdir(exist_ok=True)
-    lines = IRIS_CSV.read_text().splitlines()
-    lines[4] = lines[4].replace("setosa", "dandelion")
-    (folder / f"{date.isoformat()}.csv").write_text("\n".join(lines) + "\n")
 
 
 def test_a_daemon_failure_is_mailed_with_luigis_settings(irisflow_config, mailbox):
@@ -48,7 +40,7 @@ def test_without_a_receiver_nothing_is_sent_or_counted(irisflow_config):
 def test_luigi_mails_a_rejected_date_once_naming_the_date_the_step_and_the_check(irisflow_config, mailbox,
                                                                                    tmp_path):
     irisflow_config.set("iris", source=str(tmp_path / "in" / "{date}.csv"), models='["knn"]')
-    write_bad_input(tmp_path / "in", DAY)
+    write_input(tmp_path / "in", DAY, bad=True)
     report = run_dates([DAY])
     assert report.outcomes[0].reason == "validation"
     assert (report.emails_sent, report.email_failures) == (1, 0)
@@ -62,7 +54,7 @@ def test_mails_sent_by_worker_processes_are_counted_in_the_report(irisflow_confi
     irisflow_config.set("iris", source=str(tmp_path / "in" / "{date}.csv"), models='["knn"]')
     days = [DAY, DAY + dt.timedelta(days=1)]
     for day in days:
-        write_bad_input(tmp_path / "in", day)
+        write_input(tmp_path / "in", day, bad=True)
     report = run_dates(days, workers=2)
     assert [o.reason for o in report.outcomes] == ["validation", "validation"]
     assert (report.emails_sent, report.email_failures) == (2, 0)

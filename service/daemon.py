@@ -1,0 +1,445 @@
+"""The scheduling daemon, `python -m service serve`: irisflow as a long-running service.
+
+An APScheduler BlockingScheduler fires `[service] schedule` (cron, in `[service] timezone`) from a job
+store that outlives restarts (SQLite under `[service] state_dir`). Every firing, and start-up, is a
+*pass*: each date of the catch-up window (the last `catchup_days` dates whose scheduled time has come)
+that is not complete runs, oldest first, through `service.runner.run_dates` in a fresh process. A daemon
+that was down finishes the dates it missed, and a complete date never runs twice.
+
+Input that has not arrived is not a failure yet: the date is retried every `retry_interval` until
+`data_deadline` after its scheduled time, then reported. A date whose input was rejected, or missing at
+its deadline, is *settled*: no pass runs it again until its input file changes, so each bad date is
+mailed once (`{state_dir}/settled.json` keeps this across restarts).
+
+The clock is injected (`Daemon(now=...)`), so catch-up, late data and deadlines are plain methods that
+tests drive without waiting; `serve` wires the scheduler, signals, the lock file and /metrics.
+"""
+import datetime as dt
+import fcntl
+import json
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+
+from apscheduler.events import EVENT_SCHEDULER_STARTED
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.base import STATE_STOPPED
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.cron import CronTrigger
+
+from tasks import partition
+
+from . import metrics, notifications
+from .config import ConfigError, checked_settings, time_zone
+
+LOG = logging.getLogger("irisflow.daemon")
+DAILY_JOB = "daily"
+# A firing missed while the daemon was down still runs (once, coalesced) if it is back within a day;
+# the start-up pass covers longer outages.
+MISFIRE_GRACE_SECONDS = 24 * 3600
+# Reasons whose date is not run again until its input file changes: rerunning could only fail (and mail)
+# the same way. Other failures (errors, a full disk, an unreachable scheduler) are retried every pass.
+SETTLING_REASONS = ("validation", "missing_input")
+CRON_FIELDS = ("second", "minute", "hour", "day", "month", "day_of_week")
+_DAEMON = None  # the serving daemon, for the job the persistent store holds by reference
+
+
+def build_trigger(schedule, timezone):
+    """The CronTrigger of `[service] schedule`: 5 cron fields, or 6 with seconds first (for tests)."""
+    zone = time_zone(timezone)
+    fields = schedule.split()
+    problem = f"luigi.cfg [service] schedule {schedule!r}"
+    if len(fields) not in (5, 6):
+        raise ConfigError(f"{problem}: expected 5 cron fields (minute hour day month weekday), or 6 with seconds first")
+    try:
+        if len(fields) == 5:
+            trigger = CronTrigger.from_crontab(schedule, timezone=zone)
+        else:
+            trigger = CronTrigger(**dict(zip(CRON_FIELDS, fields)), timezone=zone)
+    except ValueError as exc:
+        raise ConfigError(f"{problem}: {exc}") from None
+    if trigger.get_next_fire_time(None, dt.datetime.now(zone)) is None:
+        raise ConfigError(f"{problem}: never fires")
+    return trigger
+
+
+class DaemonScheduler(BlockingScheduler):
+    """A BlockingScheduler that submits nothing once shut down: APScheduler 3 processes due jobs once
+    more after `shutdown` and logs an error for each, as its executor no longer takes work."""
+
+    def _process_jobs(self):
+        return None if self.state == STATE_STOPPED else super()._process_jobs()
+
+
+def make_scheduler(scheduler_class, state_dir, zone):
+    """A scheduler with the persistent store for the daily job and a memory store for one-off runs.
+
+    One thread runs every job, so passes and retries never overlap.
+    """
+    return scheduler_class(
+        jobstores={"default": SQLAlchemyJobStore(url=f"sqlite:///{Path(state_dir).resolve() / 'jobs.sqlite'}"),
+                   "memory": MemoryJobStore()},
+        executors={"default": ThreadPoolExecutor(1)},
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": MISFIRE_GRACE_SECONDS},
+        timezone=zone)
+
+
+def source_fingerprint(date):
+    """What identifies the date's input file as it is now (None when absent): a change means new input."""
+    from tasks.iris import source_path
+
+    try:
+        stat = os.stat(source_path(date))
+    except OSError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+
+
+def run_one_by_one(dates, stopping=None, log_level="WARNING"):
+    """Each date in its own `run_dates` call, oldest first, stopping between dates when asked.
+
+    An error that escapes the runner (say, luigi.cfg broken since start-up) becomes the date's failure.
+    """
+    from .runner import DateOutcome, RunReport, run_dates
+
+    for date in sorted(dates):
+        if stopping is not None and stopping.is_set():
+            return
+        try:
+            yield run_dates([date], log_level=log_level)
+        except Exception as exc:
+            yield RunReport([DateOutcome(date.isoformat(), "failure", reason="error",
+                                         error=f"{type(exc).__name__}: {exc}")], 0.0)
+
+
+def _run_in_child_process(dates, sender, stopping, log_level):
+    # The daemon decides when its run stops: systemd's SIGTERM and a terminal's ^C reach this process too.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for report in run_one_by_one(dates, stopping, log_level):
+        sender.send(report)
+    sender.close()
+
+
+class Daemon:
+    """Passes over the catch-up window, late-data retries and failure reports, on an injectable clock."""
+
+    def __init__(self, scheduler, *, now=None, in_process=False, log_level="WARNING"):
+        settings, runtime = checked_settings()
+        self.trigger = build_trigger(runtime.schedule, runtime.timezone)
+        problems = [text for bad, text in (
+            (runtime.catchup_days < 1, "catchup_days must be at least 1"),
+            (runtime.retry_interval <= dt.timedelta(0), "retry_interval must be positive"),
+            (runtime.data_deadline < dt.timedelta(0), "data_deadline must not be negative")) if bad]
+        if problems:
+            raise ConfigError("luigi.cfg [service]: " + "; ".join(problems))
+        self.zone = self.trigger.timezone
+        self.catchup_days, self.retry_interval = runtime.catchup_days, runtime.retry_interval
+        self.data_deadline = runtime.data_deadline
+        self.root = Path(settings.output_root)
+        self.settled_path = Path(runtime.state_dir) / "settled.json"
+        self.scheduler = scheduler
+        self.now = now or (lambda: dt.datetime.now(self.zone))
+        self.run = self._run_here if in_process else self._run_in_child
+        self.log_level = log_level
+        self.stopping = multiprocessing.get_context("spawn").Event()
+        self.idle = threading.Event()
+        self.idle.set()
+        self._child = None
+        self.settled = self._load_settled()
+
+    # -- what is due ---------------------------------------------------------------------------------
+    def scheduled_time(self, date):
+        """When the schedule first fires on `date` (its midnight if it does not fire that day)."""
+        midnight = dt.datetime.combine(date, dt.time(), self.zone)
+        fire = self.next_run(midnight)
+        return fire if fire is not None and fire.date() == date else midnight
+
+    def window(self, now):
+        """The catch-up window, oldest first: `catchup_days` dates up to the newest one already scheduled."""
+        newest = now.astimezone(self.zone).date()
+        if self.scheduled_time(newest) > now:
+            newest -= dt.timedelta(days=1)
+        return [newest - dt.timedelta(days=n) for n in range(self.catchup_days - 1, -1, -1)]
+
+    def due(self, now):
+        """Dates of the window to run: not complete, and not settled with the same input file."""
+        return [d for d in self.window(now) if not partition.is_complete(self.root, d)
+                and self.settled.get(d.isoformat(), "unsettled") != source_fingerprint(d)]
+
+    def next_run(self, now):
+        """The schedule's next firing from `now`, as a real local time (a cron time in a DST gap becomes the
+        instant the trigger means, which then compares equal to that instant in any zone)."""
+        fire = self.trigger.get_next_fire_time(None, now)
+        if fire is not None and fire.astimezone(dt.timezone.utc) < now.astimezone(dt.timezone.utc):
+            fire = self.trigger.get_next_fire_time(fire, now)  # APScheduler 3 inside a repeated hour (DST end)
+        return fire and fire.astimezone(dt.timezone.utc).astimezone(self.zone)
+
+    # -- passes --------------------------------------------------------------------------------------
+    def tick(self):
+        """A scheduled run, and the pass at start-up: every due date of the window, oldest first."""
+        self.run_pass(self.due(self.now()))
+
+    def retry(self, date):
+        """A late-data retry of one date (YYYY-MM-DD), if it is still due."""
+        self.run_pass([d for d in self.due(self.now()) if d.isoformat() == date])
+
+    def run_pass(self, dates):
+        """Run the dates, report failures, update the metrics. Never raises: a failure never stops the daemon."""
+        if self.stopping.is_set():
+            return
+        self.idle.clear()
+        try:
+            self._run_pass(dates)
+        except Exception as exc:
+            LOG.exception("pass over %s failed", ", ".join(d.isoformat() for d in dates) or "no dates")
+            mails = notifications.send_failure(f"irisflow: a scheduled run FAILED outside any task: {exc}",
+                                               traceback.format_exc())
+            metrics.record_mails(mails["sent"], mails["failed"])
+        finally:
+            self.idle.set()
+
+    def _run_pass(self, dates):
+        from .runner import RunReport
+
+        if dates:
+            started = time.monotonic()
+            inputs = {d.isoformat(): source_fingerprint(d) for d in dates}
+            counted, mails = [], {"sent": 0, "failed": 0}
+            for report in self.run(dates):
+                mails["sent"] += report.emails_sent
+                mails["failed"] += report.email_failures
+                for outcome in report.outcomes:
+                    if self._handle(outcome, inputs.get(outcome.date), mails):
+                        counted.append(outcome)
+            metrics.record(RunReport(counted, time.monotonic() - started, mails["sent"], mails["failed"]))
+            self._save_settled()
+        self.update_gauges(self.now())
+
+    def _handle(self, outcome, fingerprint, mails):
+        """Act on one date's outcome; False when it is no failure yet (input still awaited)."""
+        date = partition.parse_date(outcome.date)
+        if outcome.status != "failure":
+            LOG.info("%s: %s", outcome.date, outcome.status)
+            self.settled.pop(outcome.date, None)
+            self._cancel_retry(date)
+            return True
+        now = self.now()
+        deadline = self.scheduled_time(date) + self.data_deadline
+        if outcome.reason == "missing_input" and now < deadline:
+            when = min(now + self.retry_interval, deadline)
+            LOG.info("%s: input not there yet; looking again at %s (deadline %s)", outcome.date, when, deadline)
+            self.scheduler.add_job(self.retry, "date", run_date=when, args=[outcome.date], id=f"retry-{date}",
+                                   jobstore="memory", replace_existing=True)
+            return False
+        LOG.error("%s: FAILED (%s) in %s: %s", outcome.date, outcome.reason, outcome.step or "the run",
+                  (outcome.error or "").splitlines()[0] if outcome.error else "")
+        self._cancel_retry(date)
+        if outcome.reason in SETTLING_REASONS:
+            self.settled[outcome.date] = fingerprint
+        if outcome.reason == "missing_input" or outcome.step is None:  # Luigi mailed every other failure
+            sent = self._mail(outcome, deadline)
+            mails["sent"] += sent["sent"]
+            mails["failed"] += sent["failed"]
+        return True
+
+    def _mail(self, outcome, deadline):
+        if outcome.reason == "missing_input":
+            subject = f"irisflow: {outcome.date} FAILED in {outcome.step}: input missing at the data deadline"
+            message = (f"{outcome.error}\n\nThe input for {outcome.date} had not arrived by {deadline}, "
+                       f"{self.data_deadline} after its scheduled time. The daemon runs the date on its next "
+                       f"pass once the file is there, or run it now: python -m service run --date {outcome.date}")
+        else:
+            subject = f"irisflow: {outcome.date} FAILED ({outcome.reason}) outside any task"
+            message = outcome.error or "no error text"
+        return notifications.send_failure(subject, message)
+
+    def _cancel_retry(self, date):
+        try:
+            self.scheduler.remove_job(f"retry-{date}", jobstore="memory")
+        except JobLookupError:
+            pass
+
+    def update_gauges(self, now):
+        """Dates missing in the window, the next scheduled run, and the newest complete date's accuracy."""
+        window = self.window(now)
+        complete = [d for d in window if partition.is_complete(self.root, d)]
+        metrics.CATCHUP_MISSING.set(len(window) - len(complete))
+        upcoming = self.next_run(now)
+        metrics.NEXT_RUN.set(upcoming.timestamp() if upcoming else 0)
+        if complete:
+            summary = json.loads((partition.partition_dir(self.root, complete[-1]) / partition.SUMMARY).read_text())
+            metrics.record_partition(complete[-1], {name: m["accuracy"] for name, m in summary["models"].items()})
+
+    # -- settled failures ----------------------------------------------------------------------------
+    def _load_settled(self):
+        try:
+            settled = json.loads(self.settled_path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            LOG.warning("ignoring unreadable %s: %s", self.settled_path, exc)
+            return {}
+        return settled if isinstance(settled, dict) else {}
+
+    def _save_settled(self):
+        """Write the settled dates still inside the window (so the file stays small), atomically."""
+        oldest = self.window(self.now())[0].isoformat()
+        self.settled = {date: print_ for date, print_ in self.settled.items() if date >= oldest}
+        self.settled_path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.settled_path.with_name(self.settled_path.name + ".tmp")
+        temporary.write_text(json.dumps(self.settled, indent=1, sort_keys=True))
+        os.replace(temporary, self.settled_path)
+
+    # -- how a pass runs -----------------------------------------------------------------------------
+    def _run_here(self, dates):
+        return run_one_by_one(dates, self.stopping, self.log_level)
+
+    def _run_in_child(self, dates):
+        """Run the dates in a fresh process, yielding a RunReport per date as it finishes: pandas,
+        scikit-learn and Luigi's task-instance cache never pile up in the long-running daemon."""
+        from .runner import DateOutcome, RunReport
+
+        context = multiprocessing.get_context("spawn")
+        receiver, sender = context.Pipe(duplex=False)
+        child = context.Process(target=_run_in_child_process, name="irisflow-run",
+                                args=(dates, sender, self.stopping, self.log_level))
+        child.start()
+        sender.close()
+        self._child = child
+        reported = set()
+        try:
+            while True:
+                try:
+                    report = receiver.recv()
+                except EOFError:
+                    break
+                reported.update(o.date for o in report.outcomes)
+                yield report
+        finally:
+            receiver.close()
+            child.join()
+            self._child = None
+        lost = [d.isoformat() for d in dates if d.isoformat() not in reported]
+        if lost and not self.stopping.is_set():
+            error = f"the run process exited with status {child.exitcode} before finishing the date"
+            yield RunReport([DateOutcome(d, "failure", reason="error", error=error) for d in lost], 0.0)
+
+    # -- life cycle ----------------------------------------------------------------------------------
+    def start_schedule(self):
+        """Add the daily job unless the persistent store holds it already: a restart then keeps a firing
+        it missed due (run at once, coalesced) instead of moving it to the next day."""
+        job = self.scheduler.get_job(DAILY_JOB, jobstore="default")
+        if job is None:
+            self.scheduler.add_job(f"{__name__}:scheduled_run", self.trigger, id=DAILY_JOB, jobstore="default")
+        elif repr(job.trigger) != repr(self.trigger):
+            LOG.info("schedule changed from %s to %s", job.trigger, self.trigger)
+            self.scheduler.reschedule_job(DAILY_JOB, jobstore="default", trigger=self.trigger)
+        self.update_gauges(self.now())
+
+    def finish(self, timeout):
+        """Once scheduling stopped: let a run in progress finish, up to `timeout`, then end it."""
+        self.stopping.set()
+        if self.idle.wait(timeout.total_seconds()):
+            return
+        LOG.warning("the run in progress did not finish within %s; stopping it", timeout)
+        child = self._child
+        if child is not None:
+            child.kill()
+        self.idle.wait(30)
+
+
+def scheduled_run():
+    """The daily job, which the persistent job store holds by reference: a pass of the serving daemon."""
+    _DAEMON.tick()
+
+
+@contextmanager
+def single_instance(lock_path):
+    """Hold `{state_dir}/daemon.lock` while serving; the kernel releases it if the process dies."""
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock_path, "a+")
+    except OSError as exc:
+        raise ConfigError(f"luigi.cfg [service] state_dir: cannot use {lock_path.parent}: {exc.strerror}") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise ConfigError(f"another irisflow daemon (pid {holder}) is running on state dir "
+                              f"{lock_path.parent}; refusing to start a second one") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+
+
+def _serve_metrics(address, port):
+    from prometheus_client import start_http_server
+
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"luigi.cfg [service] metrics_port: {port} is not a port number")
+    try:
+        server, _ = start_http_server(port, address, registry=metrics.REGISTRY)
+    except OSError as exc:
+        raise ConfigError(f"luigi.cfg [service] metrics_address/metrics_port: cannot listen on "
+                          f"{address}:{port}: {exc.strerror or exc}") from None
+    return server
+
+
+def serve(verbose=False):
+    """Run the daemon in the foreground until SIGTERM or SIGINT; returns the exit status (0).
+
+    Bad configuration, a second daemon on the same state directory or a metrics port in use raise
+    ConfigError before anything runs.
+    """
+    global _DAEMON
+    _, runtime = checked_settings()
+    state_dir = Path(runtime.state_dir)
+    scheduler = make_scheduler(DaemonScheduler, state_dir, time_zone(runtime.timezone))
+    daemon = Daemon(scheduler, log_level="INFO" if verbose else "WARNING")
+    with single_instance(state_dir / "daemon.lock"):
+        server = _serve_metrics(runtime.metrics_address, runtime.metrics_port)
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+        _DAEMON = daemon
+
+        def stop_scheduling():
+            if scheduler.running:
+                scheduler.shutdown(wait=False)
+
+        def on_signal(signum, _frame):
+            if not daemon.stopping.is_set():
+                LOG.info("%s: no new runs; a run in progress may take up to %s", signal.Signals(signum).name,
+                         runtime.stop_timeout)
+                daemon.stopping.set()
+                threading.Thread(target=stop_scheduling, name="irisflow-stop").start()
+
+        def on_started(_event):
+            daemon.start_schedule()
+            if daemon.stopping.is_set():  # a signal came before the scheduler ran
+                threading.Thread(target=stop_scheduling, name="irisflow-stop").start()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        scheduler.add_listener(on_started, EVENT_SCHEDULER_STARTED)
+        scheduler.add_job(daemon.tick, id="start-up", jobstore="memory")  # the catch-up pass, at once
+        LOG.info("irisflow daemon: schedule %r in %s, /metrics on %s:%d, state in %s", runtime.schedule,
+                 runtime.timezone, runtime.metrics_address, server.server_port, state_dir)
+        scheduler.start()
+        daemon.finish(runtime.stop_timeout)
+        server.shutdown()
+        LOG.info("irisflow daemon stopped")
+    return 0

@@ -1,0 +1,90 @@
+"""`python -m service serve` end to end: a real subprocess daemon, real /metrics scrapes, real SMTP on loopback."""
+import datetime as dt
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import REPO, free_port, write_input
+
+SPECIES_CHECK = "isin(('setosa', 'versicolor', 'virginica'))"
+
+
+def scrape(port):
+    """{(name, sorted labels): value} of every sample the daemon serves, or None while it is not up."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def poll(what, probe, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_the_daemon_runs_on_schedule_reports_metrics_mails_one_failure_and_stops_cleanly(
+        irisflow_config, mailbox, tmp_path):
+    now = dt.datetime.now(dt.timezone.utc)
+    if (now + dt.timedelta(seconds=60)).date() != now.date():  # the window must not move during the test
+        time.sleep(61 - now.second)
+    today = dt.datetime.now(dt.timezone.utc).date()
+    incoming = tmp_path / "incoming"
+    write_input(incoming, today - dt.timedelta(days=1))
+    write_input(incoming, today, bad=True)
+    port = free_port()
+    irisflow_config.set("iris", source=str(incoming / "{date}.csv"), models='["knn"]')
+    irisflow_config.set("service", schedule="*/2 * * * * *", catchup_days=2, metrics_port=port)
+    irisflow_config.set("email", force_send="false")  # no terminal here, as under systemd
+    command = [sys.executable, "-m", "service", "serve"]
+    with open(tmp_path / "daemon.out", "w") as out, open(tmp_path / "daemon.err", "w") as err:
+        daemon = subprocess.Popen(command, cwd=REPO, env=irisflow_config.env(), stdout=out, stderr=err)
+    try:
+        message, = mailbox.wait_for(1, timeout=90)
+        assert f"date={today}" in message["Subject"] and "Validate(" in message["Subject"]
+        assert f"check '{SPECIES_CHECK}'" in mailbox.text(message)
+
+        first = poll("a scrape counting both dates", lambda: (lambda m: m if m and m.get(
+            ("irisflow_pipeline_runs_total", (("outcome", "failure"),))) else None)(scrape(port)))
+        assert first[("irisflow_pipeline_runs_total", (("outcome", "success"),))] == 1
+        assert first[("irisflow_pipeline_runs_total", (("outcome", "failure"),))] == 1
+        assert first[("irisflow_last_success_timestamp_seconds", ())] > time.time() - 120
+        assert first[("irisflow_validation_failures_total", (("check", SPECIES_CHECK),))] == 1
+        assert first[("irisflow_catchup_missing_dates", ())] == 1
+        assert first[("irisflow_emails_sent_total", ())] == 1
+        next_run = first[("irisflow_next_run_timestamp_seconds", ())]
+
+        # Three more scheduled runs: the rejected date is not run (or mailed) again, the daemon lives on.
+        poll("three more scheduled runs", lambda: (scrape(port) or {}).get(
+            ("irisflow_next_run_timestamp_seconds", ()), 0) >= next_run + 6, timeout=30)
+        later = scrape(port)
+        assert later[("irisflow_pipeline_runs_total", (("outcome", "failure"),))] == 1
+        assert len(mailbox.messages) == 1 and daemon.poll() is None
+
+        second = subprocess.run(command, cwd=REPO, env=irisflow_config.env(), capture_output=True, text=True,
+                                timeout=60)
+        assert second.returncode == 2
+        assert second.stderr.strip().startswith("irisflow: error: another irisflow daemon (pid ")
+
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=60) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+    log = (tmp_path / "daemon.err").read_text()
+    assert log.count("Traceback") == log.count("tasks.schema.InputRejected:") == 1  # Luigi's report of the bad input
+    assert "SIGTERM: no new runs" in log and "irisflow daemon stopped" in log

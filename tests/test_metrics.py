@@ -1,0 +1,121 @@
+"""Run reports become Prometheus metrics; one-shot runs hand them over as a textfile or a push."""
+import datetime as dt
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import free_port, write_input
+from service import metrics
+from service.cli import main
+from service.runner import run_dates
+
+DAY = dt.date(2026, 11, 24)
+BAD_DAY = DAY + dt.timedelta(days=1)
+SPECIES_CHECK = "isin(('setosa', 'versicolor', 'virginica'))"
+
+
+def sample(name, **labels):
+    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def snapshot():
+    """Every sample of the registry, by (name, labels)."""
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in metrics.REGISTRY.collect() for s in family.samples}
+
+
+def test_a_run_report_updates_every_metric_and_a_skipped_date_counts_nothing(irisflow_config, tmp_path):
+    irisflow_config.set("iris", source=str(tmp_path / "in" / "{date}.csv"), models='["knn", "svc"]')
+    write_input(tmp_path / "in", BAD_DAY, bad=True)
+    write_input(tmp_path / "in", DAY)
+    metrics.LAST_PARTITION.set(0)  # the registry is per process: forget dates other tests completed
+    before = snapshot()
+    report = run_dates([DAY, BAD_DAY])
+    metrics.record(report, now=1_800_000_000)
+
+    def delta(name, **labels):
+        return sample(name, **labels) - before.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    assert delta("irisflow_pipeline_runs_total", outcome="success") == 1
+    assert delta("irisflow_pipeline_runs_total", outcome="failure") == 1
+    assert delta("irisflow_run_duration_seconds_count") == 1
+    assert sample("irisflow_last_run_success") == 0
+    assert delta("irisflow_task_duration_seconds_count", task_family="TrainModel") == 2
+    assert delta("irisflow_task_failures_total", task_family="Validate") == 1
+    assert delta("irisflow_rows_validated_total") == 150 and delta("irisflow_rows_rejected_total") == 150
+    assert delta("irisflow_validation_failures_total", check=SPECIES_CHECK) == 1
+    assert sample("irisflow_last_success_timestamp_seconds") == 1_800_000_000
+    assert sample("irisflow_last_completed_partition_timestamp_seconds") == \
+        dt.datetime(2026, 11, 24, tzinfo=dt.timezone.utc).timestamp()
+    summary = json.loads((irisflow_config.output_root / str(DAY) / "summary.json").read_text())
+    assert sample("irisflow_model_accuracy_ratio", model="svc") == summary["models"]["svc"]["accuracy"]
+
+    before = snapshot()
+    metrics.record(run_dates([DAY]))
+    assert snapshot() == before
+
+
+def test_names_follow_prometheus_conventions_and_no_series_has_a_date_label():
+    families = list(text_string_to_metric_families(generate_latest(metrics.REGISTRY).decode()))
+    assert families and all(f.name.startswith("irisflow_") for f in families)
+    for family in families:
+        assert family.type != "counter" or all(s.name.endswith("_total") for s in family.samples)
+        assert all("date" not in s.labels for s in family.samples)
+    assert sample("irisflow_build_info", version="0.1.0", python=__import__("platform").python_version(),
+                  luigi=__import__("luigi").__version__) == 1
+
+
+def test_run_writes_a_node_exporter_textfile_atomically(irisflow_config, tmp_path):
+    folder = tmp_path / "textfiles"
+    folder.mkdir()
+    assert main(["run", "--date", str(DAY), "--metrics-textfile", str(folder / "irisflow.prom")]) == 0
+    assert [p.name for p in folder.iterdir()] == ["irisflow.prom"]  # no temporary file left beside it
+    families = {f.name: f for f in text_string_to_metric_families((folder / "irisflow.prom").read_text())}
+    runs = {s.labels["outcome"]: s.value for s in families["irisflow_pipeline_runs"].samples}
+    assert runs["success"] >= 1
+    assert families["irisflow_last_success_timestamp_seconds"].samples[0].value > 0
+
+
+class _Pushgateway(BaseHTTPRequestHandler):
+    requests = []
+
+    def do_PUT(self):  # noqa: N802 - http.server's handler name
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.requests.append((self.command, self.path, body.decode()))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_run_pushes_its_metrics_to_a_pushgateway(irisflow_config):
+    server = HTTPServer(("127.0.0.1", 0), _Pushgateway)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert main(["run", "--date", str(DAY), "--pushgateway", f"http://127.0.0.1:{server.server_port}"]) == 0
+    finally:
+        server.shutdown()
+    (method, path, body), = _Pushgateway.requests
+    assert method == "PUT" and path == f"/metrics/job/irisflow_batch/instance/{socket.gethostname()}"
+    assert 'irisflow_pipeline_runs_total{outcome="success"}' in body
+
+
+def test_unusable_metrics_destinations_are_refused_before_any_work(irisflow_config, tmp_path, capsys):
+    assert main(["run", "--date", str(DAY), "--pushgateway", "ftp://example.invalid"]) == 2
+    assert main(["run", "--date", str(DAY), "--metrics-textfile", str(tmp_path / "nowhere" / "x.prom")]) == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 2 and all(line.startswith("irisflow: error: --") for line in errors)
+    assert not irisflow_config.output_root.exists()
+
+
+def test_an_unreachable_pushgateway_fails_the_run_with_one_line(irisflow_config, capsys):
+    assert main(["run", "--date", str(DAY), "--pushgateway", f"http://127.0.0.1:{free_port()}"]) == 1
+    error, = capsys.readouterr().err.splitlines()
+    assert error.startswith("irisflow: error: metrics not delivered:")
+    assert (irisflow_config.output_root / str(DAY) / "summary.json").is_file()
