@@ -5,7 +5,10 @@ Luigi's own `[core]`, `[email]`, `[smtp]`), so luigi.cfg plus the LUIGI_CONFIG_P
 place configuration is read.
 """
 import datetime as dt
+import os
+import re
 import warnings
+from configparser import InterpolationError
 import zoneinfo
 
 import luigi
@@ -56,8 +59,23 @@ def central_scheduler():
     return any(config.has_option("core", key) for key in ("default_scheduler_host", "default_scheduler_url"))
 
 
+def _check_readable(config):
+    """Every value must resolve; the error names the key and never its value, which may be a password."""
+    for section in config.sections():
+        for option in config.options(section):
+            try:
+                config.get(section, option)
+            except InterpolationError:
+                raw = config.get(section, option, raw=True)
+                unset = [name for name in re.findall(r"\$\{([^}]+)\}", raw) if name not in os.environ]
+                hint = (f"environment variable {', '.join(unset)} is not set" if unset
+                        else "write a literal '%' as '%%'")
+                raise ConfigError(f"luigi.cfg [{section}] {option}: cannot be read: {hint}") from None
+
+
 def checked_settings():
     """The `[iris]` and `[service]` settings, or ConfigError naming the first bad key."""
+    _check_readable(get_config())
     try:
         settings, runtime = iris(), service()
     except Exception as exc:  # luigi raises various parameter errors for unparsable values

@@ -1,0 +1,89 @@
+"""Secrets and untrusted files: the SMTP password comes from the environment and shows nowhere, a config
+value that cannot be read is named without its value, and no code unpickles a file it was handed."""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import IRIS_CSV, REPO, Mailbox
+
+DAY = "2026-11-24"
+SECRET = "hunter2-Zq8%wL"
+
+
+@pytest.fixture
+def authenticating_mailbox(irisflow_config, monkeypatch):
+    """A real SMTP server on loopback that accepts only user 'irisflow' with SECRET; the password reaches
+    irisflow only through the environment, as systemd's EnvironmentFile= would pass it."""
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    box, box.logins = Mailbox(), []
+
+    def authenticate(server, session, envelope, mechanism, credentials):
+        box.logins.append(isinstance(credentials, LoginPassword) and credentials.login == b"irisflow"
+                          and credentials.password == SECRET.encode())
+        return AuthResult(success=box.logins[-1])
+
+    controller = Controller(box, hostname="127.0.0.1", port=box.port, authenticator=authenticate,
+                            auth_require_tls=False)
+    controller.start()
+    monkeypatch.setenv("IRISFLOW_SMTP_PASSWORD", SECRET)
+    irisflow_config.set("email", receiver="ops@example.com", sender="irisflow@example.com", force_send="true")
+    irisflow_config.set("smtp", host="127.0.0.1", port=box.port, timeout=10, username="irisflow",
+                        password="${IRISFLOW_SMTP_PASSWORD}")
+    yield box
+    controller.stop()
+
+
+def _everything_written_under(root):
+    return "".join(p.read_text(errors="replace") for p in root.rglob("*") if p.is_file())
+
+
+@pytest.mark.slow
+def test_the_smtp_password_comes_from_the_environment_and_appears_nowhere(
+        irisflow_config, cli, authenticating_mailbox, tmp_path):
+    bad_input = tmp_path / f"{DAY}.csv"  # fails validation, so Luigi mails the failure
+    bad_input.write_text(IRIS_CSV.read_text().replace("setosa", "dandelion", 1))
+    irisflow_config.set("iris", source=tmp_path / "{date}.csv")
+
+    result = cli("--verbose", "run", "--date", DAY)
+    assert result.returncode == 1, result.stderr
+    mail = authenticating_mailbox.wait_for(1)[0]
+    assert authenticating_mailbox.logins == [True], "the password did not reach the mail server"
+
+    luigi_cli = os.path.join(os.path.dirname(sys.executable), "luigi")
+    helps = [cli("--help").stdout, cli("run", "--help").stdout,
+             subprocess.run([luigi_cli, "--module", "tasks.iris", "IrisPipeline", "--help-all"], cwd=REPO,
+                            env=irisflow_config.env(), capture_output=True, text=True, timeout=120).stdout]
+    assert "--smtp-password" in helps[2]  # Luigi names the setting, never its value
+    for where, text in {"CLI output": result.stdout + result.stderr, "mail": mail.as_string(),
+                        "outputs": _everything_written_under(irisflow_config.output_root),
+                        "--help": "".join(helps)}.items():
+        assert SECRET not in text, f"the SMTP password appears in the {where}"
+
+
+@pytest.mark.parametrize("password, environment, words", [
+    ("${IRISFLOW_SMTP_PASSWORD}", {}, "environment variable IRISFLOW_SMTP_PASSWORD is not set"),
+    ("pa%ss-" + SECRET, {}, "write a literal '%' as '%%'"),
+])
+def test_an_unreadable_config_value_is_named_without_its_value(irisflow_config, cli, monkeypatch, password,
+                                                               environment, words):
+    monkeypatch.delenv("IRISFLOW_SMTP_PASSWORD", raising=False)
+    irisflow_config.set("smtp", host="127.0.0.1", username="irisflow", password=password)
+    result = cli("run", "--date", DAY)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"irisflow: error: luigi.cfg [smtp] password: cannot be read: {words}"
+    assert SECRET not in result.stderr + result.stdout
+
+
+def test_no_code_unpickles_a_file(irisflow_config):
+    """Model files are pickles, which run code when loaded: irisflow writes them under output_root and never
+    loads one, so no planted file can run code in the service. A new loader must come with a path check."""
+    loaders = re.compile(r"\b(joblib\.load|pickle\.loads?|cloudpickle|dill\.load|pd\.read_pickle|read_pickle)\b")
+    found = [f"{path.relative_to(REPO)}:{number}" for folder in ("tasks", "service")
+             for path in (REPO / folder).rglob("*.py")
+             for number, line in enumerate(path.read_text().splitlines(), start=1) if loaders.search(line)]
+    assert found == []
