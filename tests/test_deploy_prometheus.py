@@ -5,11 +5,14 @@ config that was never checked is what these tests exist to prevent. The metric n
 and panel are compared with a real scrape of the service's registry, so a renamed metric cannot
 leave an alert that silently never fires.
 """
+import datetime as dt
 import json
 import re
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -18,6 +21,7 @@ import pytest
 from prometheus_client import start_http_server
 
 from conftest import REPO
+from service import __version__
 
 PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
 DASHBOARD = REPO / "deploy" / "grafana" / "irisflow.json"
@@ -50,9 +54,13 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def get_json(url):
+def fetch(url):
     with urllib.request.urlopen(url, timeout=5) as response:
-        return json.load(response)
+        return response.read().decode()
+
+
+def get_json(url):
+    return json.loads(fetch(url))
 
 
 def wait_for(what, probe, timeout=30.0):
@@ -70,18 +78,25 @@ def wait_for(what, probe, timeout=30.0):
         time.sleep(0.2)
 
 
+def running(process, log_path):
+    """True while a server under test runs; a failure with its log as soon as it has exited."""
+    if process.poll() is not None:
+        pytest.fail(f"{process.args[0]} exited with {process.returncode}:\n{log_path.read_text()}")
+    return True
+
+
 class Prometheus:
     """A real prometheus server on a free loopback port, with its data in a temp dir."""
 
     def __init__(self, config_dir):
         self.url = f"http://127.0.0.1:{free_port()}"
-        self.log = (config_dir / "prometheus.log").open("w")
-        self.process = subprocess.Popen(
-            [tool("prometheus"), "--config.file=prometheus.yml", f"--storage.tsdb.path={config_dir / 'data'}",
-             f"--web.listen-address={self.url.removeprefix('http://')}"],
-            cwd=config_dir, stdout=self.log, stderr=subprocess.STDOUT)
-        wait_for("prometheus to be ready", lambda: self.process.poll() is None and
-                 urllib.request.urlopen(self.url + "/-/ready", timeout=5).status == 200)
+        log_path = config_dir / "prometheus.log"
+        with log_path.open("w") as log:
+            self.process = subprocess.Popen(
+                [tool("prometheus"), "--config.file=prometheus.yml", f"--storage.tsdb.path={config_dir / 'data'}",
+                 f"--web.listen-address={self.url.removeprefix('http://')}"],
+                cwd=config_dir, stdout=log, stderr=subprocess.STDOUT)
+        wait_for("prometheus to be ready", lambda: running(self.process, log_path) and fetch(self.url + "/-/ready"))
 
     def api(self, path, **params):
         body = get_json(f"{self.url}/api/v1/{path}?{urllib.parse.urlencode(params)}")
@@ -91,7 +106,6 @@ class Prometheus:
     def stop(self):
         self.process.terminate()
         self.process.wait(timeout=30)
-        self.log.close()
 
 
 @pytest.fixture(scope="module")
@@ -151,8 +165,7 @@ def scraped_names():
 
     server, thread = start_http_server(0, addr="127.0.0.1", registry=REGISTRY)
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/metrics", timeout=5) as response:
-            names = exported_names(response.read().decode())
+        names = exported_names(fetch(f"http://127.0.0.1:{server.server_port}/metrics"))
     finally:
         server.shutdown()
         server.server_close()
@@ -243,3 +256,88 @@ def test_dashboard_layout_is_valid():
     assert all(x < 24 for x, _ in cells), "a panel is wider than the 24-column grid"
     assert all(panel["datasource"]["uid"] == "${datasource}" for panel in panels)
     assert dashboard["uid"] == "irisflow"
+
+
+
+def shipped_config_scraping(config_dir, irisflow_target, luigid_target):
+    """The shipped prometheus.yml and alerts.yml, pointed at this test's servers, every second."""
+    text = (PROMETHEUS_DIR / "prometheus.yml").read_text()
+    text = text.replace("127.0.0.1:9733", irisflow_target).replace("127.0.0.1:8082", luigid_target)
+    (config_dir / "prometheus.yml").write_text(re.sub(r"(scrape|evaluation)_interval: \w+", r"\1_interval: 1s", text))
+    shutil.copy(PROMETHEUS_DIR / "alerts.yml", config_dir / "alerts.yml")
+
+
+@pytest.mark.slow
+def test_prometheus_scrapes_the_running_daemon(irisflow_config, tmp_path):
+    """A real Prometheus with the shipped config and rules scrapes a real `python -m service serve`
+    whose start-up pass builds one date: the series the daemon exports arrive, the dashboard's queries
+    run and show the run, every alert rule evaluates without error on real data with the daemon-down
+    alert quiet; SIGTERM then stops the daemon with status 0."""
+    port = free_port()
+    irisflow_config.set("service", metrics_address="127.0.0.1", metrics_port=port, schedule="0 3 1 1 *",
+                        catchup_days=1)
+    log_path = tmp_path / "daemon.log"
+    with log_path.open("w") as log:
+        daemon = subprocess.Popen([sys.executable, "-m", "service", "serve"], cwd=REPO, env=irisflow_config.env(),
+                                  stdout=log, stderr=subprocess.STDOUT)
+    try:
+        metrics_url = f"http://127.0.0.1:{port}/metrics"
+        wait_for("the daemon's /metrics", lambda: running(daemon, log_path) and fetch(metrics_url))
+        config_dir = tmp_path / "prometheus"
+        config_dir.mkdir()
+        shipped_config_scraping(config_dir, f"127.0.0.1:{port}", f"127.0.0.1:{free_port()}")
+        prometheus = Prometheus(config_dir)
+        try:
+            check_prometheus_sees_the_daemon(prometheus, lambda: running(daemon, log_path) and fetch(metrics_url))
+        finally:
+            prometheus.stop()
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        status = daemon.wait(timeout=60)
+    assert status == 0, log_path.read_text()
+
+
+def check_prometheus_sees_the_daemon(prometheus, scrape):
+    def query(expr):
+        return prometheus.api("query", query=expr)["result"]
+
+    def run_recorded():
+        """The pass's last update (the missing-dates gauge) scraped together with its first (accuracy)."""
+        return query('count(irisflow_model_accuracy_ratio{job="irisflow"}) == 5 '
+                     'and on () irisflow_catchup_missing_dates{job="irisflow"} == 0')
+
+    wait_for("the start-up run's results in Prometheus", run_recorded, timeout=60)
+    exported = set(re.findall(r"^(irisflow_\w+)[{ ]", scrape(), re.MULTILINE))
+    assert {"irisflow_task_duration_seconds_bucket", "irisflow_rows_validated_total"} <= exported
+
+    def ingested():
+        names = {series["metric"]["__name__"] for series in query('{job="irisflow", __name__=~"irisflow_.+"}')}
+        return names if names >= exported else None
+
+    wait_for("every series the daemon exports in Prometheus", ingested)
+    assert [series["metric"]["version"] for series in query("irisflow_build_info")] == [__version__]
+    assert [series["value"][1] for series in query('irisflow_pipeline_runs_total{outcome="success"}')] == ["1"]
+
+    results = {expr: query(expr) for expr in dashboard_expressions()}  # a bad query fails in api()
+    shown = {name for expr, result in results.items() if result for name in metric_names(expr)}
+    assert {"irisflow_last_run_success", "irisflow_last_success_timestamp_seconds", "irisflow_model_accuracy_ratio",
+            "irisflow_last_completed_partition_timestamp_seconds", "irisflow_next_run_timestamp_seconds", "up",
+            "irisflow_build_info"} <= shown
+
+    seen_run = time.time()
+
+    def evaluated_rules():
+        """The rules, once all were evaluated after Prometheus had the run's results."""
+        rules = {rule["name"]: rule for rule in alert_rules(prometheus)}
+        return rules if min(map(unix_time, (rule["lastEvaluation"] for rule in rules.values()))) > seen_run else None
+
+    rules = wait_for("every alert rule evaluated on the run's results", evaluated_rules)
+    assert {name: rule["lastError"] for name, rule in rules.items() if rule["health"] != "ok"} == {}
+    active = {name: rule["alerts"] for name, rule in rules.items() if rule["state"] != "inactive"}
+    assert set(active) <= {"LuigidDown"}, active
+
+
+def unix_time(rfc3339):
+    """Prometheus' timestamps (nanoseconds, Z) as Unix time."""
+    seconds, _, fraction = rfc3339.removesuffix("Z").partition(".")
+    return dt.datetime.fromisoformat(seconds).replace(tzinfo=dt.timezone.utc).timestamp() + float(f"0.{fraction or 0}")
