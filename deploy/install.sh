@@ -10,8 +10,8 @@
 #   PREFIX/venv          the virtualenv with requirements.txt (or the one given with --venv)
 #   PREFIX/bin/irisflow  the CLI as the units run it (status, run, backfill)
 #   PREFIX/share         prometheus/ (scrape config, alerts) and grafana/ (dashboard, provisioning)
-#   SYSCONFDIR           luigi.cfg (the daemon's overlay) and luigid.cfg; kept once edited, the new
-#                        version then lands beside as *.dist
+#   SYSCONFDIR           luigi.cfg (the daemon's overlay), luigid.cfg, environment (secrets); kept
+#                        once edited, the new version then lands beside as *.dist
 #   UNITDIR              irisflow.service, luigid.service, irisflow-backfill@.service
 #   /var/lib/irisflow    the daemon's state and output (StateDirectory=irisflow)
 set -eu
@@ -178,6 +178,7 @@ install_all() {
     own "root:$SERVICE_USER" 0750 "$DESTDIR$SYSCONFDIR"
     install_config luigi.cfg
     install_config luigid.cfg
+    install_config environment
     # systemd creates them at start too; made here so the CLI works before the daemon first ran.
     if [ "$MAKE_USER" = yes ]; then
         for dir in $STATE_DIRS; do

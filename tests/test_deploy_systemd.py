@@ -41,10 +41,20 @@ class Installation:
         return self.unitdir / name
 
     def point_data_at(self, var):
-        """Edit the installed config as an operator would: output and state into var/."""
+        """Edit the installed config as an operator would: output and state under a directory that
+        the environment file names (as it would name a secret)."""
+        (self.sysconfdir / "environment").write_text(f"# test data\nIRISFLOW_TEST_DATA={var}\n")
         config = self.sysconfdir / "luigi.cfg"
-        text = re.sub(r"^output_root = .*$", f"output_root = {var / 'output'}", config.read_text(), flags=re.M)
-        config.write_text(re.sub(r"^state_dir = .*$", f"state_dir = {var / 'state'}", text, flags=re.M))
+        text = re.sub(r"^output_root = .*$", "output_root = ${IRISFLOW_TEST_DATA}/output", config.read_text(), flags=re.M)
+        config.write_text(re.sub(r"^state_dir = .*$", "state_dir = ${IRISFLOW_TEST_DATA}/state", text, flags=re.M))
+
+
+def unit_environment(unit_text):
+    """What systemd hands the unit's process: Environment= and the EnvironmentFile= lines, and its PATH."""
+    env = dict(item.split("=", 1) for item in shlex.split(re.search(r"^Environment=(.*)$", unit_text, re.M).group(1)))
+    env_file = Path(re.search(r"^EnvironmentFile=-?(.*)$", unit_text, re.M).group(1))
+    env.update(line.split("=", 1) for line in env_file.read_text().splitlines() if line and not line.startswith("#"))
+    return {**env, "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 
 
 @pytest.fixture(scope="module")
@@ -128,15 +138,15 @@ def test_grafana_provisioning_points_at_the_installed_dashboard(installed):
 @pytest.mark.slow
 def test_installed_cli_and_backfill_unit_build_dates(installed, tmp_path):
     """The installed app is complete: the backfill unit's command (with systemd's escapes and %i
-    substituted) builds the range, and the installed CLI reports it."""
+    substituted, its environment file read) builds the range, and the installed CLI, reading the same
+    environment file, reports it."""
     installed.point_data_at(tmp_path)
     unit = installed.unit("irisflow-backfill@.service").read_text()
     exec_start = re.search(r"^ExecStart=(.*)$", unit, re.M).group(1)
     argv = shlex.split(exec_start.replace("%i", BACKFILL_RANGE).replace("%%", "%").replace("$$", "$"))
-    env = dict(item.split("=", 1) for item in shlex.split(re.search(r"^Environment=(.*)$", unit, re.M).group(1)))
-    env["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # systemd's default
     workdir = re.search(r"^WorkingDirectory=(.*)$", unit, re.M).group(1)
-    backfill = subprocess.run(argv, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
+    backfill = subprocess.run(argv, cwd=workdir, env=unit_environment(unit), capture_output=True, text=True,
+                              timeout=300)
     assert backfill.returncode == 0, backfill.stdout + backfill.stderr
     assert sorted(p.parent.name for p in (tmp_path / "output").glob("*/summary.json")) == ["2026-01-01", "2026-01-02"]
     status = subprocess.run([installed.prefix / "bin/irisflow", "status"], cwd="/", capture_output=True,
