@@ -253,3 +253,14 @@ def test_a_restart_keeps_a_missed_firing_due_and_a_changed_schedule_takes_effect
     changed.start_schedule()
     next_run = changed.scheduler.get_job(DAILY_JOB).next_run_time
     assert (next_run.hour, next_run.minute) == (4, 30) and next_run > dt.datetime.now(UTC)
+
+
+def test_a_stop_request_ends_a_pass_between_dates(irisflow_config, daemon):
+    irisflow_config.set("service", catchup_days=3)
+    daemon = Daemon(daemon.scheduler, now=Clock(at(DAY, 3)), in_process=True)
+    reports = daemon.run(daemon.due(daemon.now()))
+    first = next(reports)
+    assert [o.date for o in first.outcomes] == [str(DAY - dt.timedelta(days=2))]
+    daemon.stopping.set()
+    assert list(reports) == []
+    assert not (irisflow_config.output_root / str(DAY - dt.timedelta(days=1))).exists()

@@ -35,6 +35,18 @@ def poll(what, probe, timeout=60.0):
         time.sleep(0.2)
 
 
+def scrape_until(port, what, condition, timeout=60.0):
+    """The first scrape whose samples satisfy `condition`."""
+    def probe():
+        samples = scrape(port)
+        return samples if samples and condition(samples) else None
+    return poll(what, probe, timeout)
+
+
+def runs(samples, outcome):
+    return samples.get(("irisflow_pipeline_runs_total", (("outcome", outcome),)))
+
+
 @pytest.mark.slow
 def test_the_daemon_runs_on_schedule_reports_metrics_mails_one_failure_and_stops_cleanly(
         irisflow_config, mailbox, tmp_path):
@@ -57,10 +69,8 @@ def test_the_daemon_runs_on_schedule_reports_metrics_mails_one_failure_and_stops
         assert f"date={today}" in message["Subject"] and "Validate(" in message["Subject"]
         assert f"check '{SPECIES_CHECK}'" in mailbox.text(message)
 
-        first = poll("a scrape counting both dates", lambda: (lambda m: m if m and m.get(
-            ("irisflow_pipeline_runs_total", (("outcome", "failure"),))) else None)(scrape(port)))
-        assert first[("irisflow_pipeline_runs_total", (("outcome", "success"),))] == 1
-        assert first[("irisflow_pipeline_runs_total", (("outcome", "failure"),))] == 1
+        first = scrape_until(port, "a scrape counting both dates", lambda m: runs(m, "failure"))
+        assert runs(first, "success") == 1 and runs(first, "failure") == 1
         assert first[("irisflow_last_success_timestamp_seconds", ())] > time.time() - 120
         assert first[("irisflow_validation_failures_total", (("check", SPECIES_CHECK),))] == 1
         assert first[("irisflow_catchup_missing_dates", ())] == 1
@@ -68,10 +78,9 @@ def test_the_daemon_runs_on_schedule_reports_metrics_mails_one_failure_and_stops
         next_run = first[("irisflow_next_run_timestamp_seconds", ())]
 
         # Three more scheduled runs: the rejected date is not run (or mailed) again, the daemon lives on.
-        poll("three more scheduled runs", lambda: (scrape(port) or {}).get(
-            ("irisflow_next_run_timestamp_seconds", ()), 0) >= next_run + 6, timeout=30)
-        later = scrape(port)
-        assert later[("irisflow_pipeline_runs_total", (("outcome", "failure"),))] == 1
+        later = scrape_until(port, "three more scheduled runs",
+                             lambda m: m[("irisflow_next_run_timestamp_seconds", ())] >= next_run + 6, timeout=30)
+        assert runs(later, "failure") == 1
         assert len(mailbox.messages) == 1 and daemon.poll() is None
 
         second = subprocess.run(command, cwd=REPO, env=irisflow_config.env(), capture_output=True, text=True,
@@ -88,3 +97,37 @@ def test_the_daemon_runs_on_schedule_reports_metrics_mails_one_failure_and_stops
     log = (tmp_path / "daemon.err").read_text()
     assert log.count("Traceback") == log.count("tasks.schema.InputRejected:") == 1  # Luigi's report of the bad input
     assert "SIGTERM: no new runs" in log and "irisflow daemon stopped" in log
+
+
+@pytest.mark.slow
+def test_sigterm_mid_run_stops_after_the_stop_timeout_and_a_restart_finishes_the_dates(irisflow_config, mailbox,
+                                                                                       tmp_path):
+    port = free_port()
+    irisflow_config.set("service", catchup_days=12, metrics_port=port, stop_timeout="0 seconds")
+    command = [sys.executable, "-m", "service", "serve"]
+
+    def start(name):
+        with open(tmp_path / f"{name}.err", "w") as err:
+            return subprocess.Popen(command, cwd=REPO, env=irisflow_config.env(), stdout=subprocess.DEVNULL,
+                                    stderr=err)
+
+    daemon = start("first")
+    try:
+        poll("the first date of the start-up pass", lambda: list(irisflow_config.output_root.glob("*/summary.json")))
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+        complete = list(irisflow_config.output_root.glob("*/summary.json"))
+        assert 1 <= len(complete) < 12
+        assert not (irisflow_config.output_root / "failed").exists() and mailbox.messages == []
+        assert "did not finish within 0:00:00; stopping it" in (tmp_path / "first.err").read_text()
+
+        daemon = start("second")
+        metrics = scrape_until(port, "the restarted daemon to complete the window",
+                               lambda m: m[("irisflow_catchup_missing_dates", ())] == 0 and runs(m, "success"))
+        assert runs(metrics, "success") == 12 - len(complete) and runs(metrics, "failure") == 0
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=60) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
