@@ -12,6 +12,32 @@ from prometheus_client.parser import text_string_to_metric_families
 from conftest import REPO, free_port, write_input
 
 SPECIES_CHECK = "isin(('setosa', 'versicolor', 'virginica'))"
+SERVE = [sys.executable, "-m", "service", "serve"]
+
+
+@pytest.fixture
+def start_daemon(irisflow_config, tmp_path):
+    """Start `python -m service serve` with the test's config, its log in {tmp_path}/{name}.err; any daemon
+    still running at the end is killed."""
+    started = []
+
+    def start(name="daemon"):
+        with open(tmp_path / f"{name}.err", "w") as err:  # stdout is no terminal, as under systemd
+            started.append(subprocess.Popen(SERVE, cwd=REPO, env=irisflow_config.env(),
+                                            stdout=subprocess.DEVNULL, stderr=err))
+        return started[-1]
+
+    yield start
+    for daemon in started:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+
+
+def stop(daemon):
+    """SIGTERM, then the daemon's exit status."""
+    daemon.send_signal(signal.SIGTERM)
+    return daemon.wait(timeout=60)
 
 
 def scrape(port):
@@ -49,7 +75,7 @@ def runs(samples, outcome):
 
 @pytest.mark.slow
 def test_the_daemon_runs_on_schedule_reports_metrics_mails_one_failure_and_stops_cleanly(
-        irisflow_config, mailbox, tmp_path):
+        irisflow_config, mailbox, tmp_path, start_daemon):
     now = dt.datetime.now(dt.timezone.utc)
     if (now + dt.timedelta(seconds=60)).date() != now.date():  # the window must not move during the test
         time.sleep(61 - now.second)
@@ -61,73 +87,50 @@ def test_the_daemon_runs_on_schedule_reports_metrics_mails_one_failure_and_stops
     irisflow_config.set("iris", source=str(incoming / "{date}.csv"), models='["knn"]')
     irisflow_config.set("service", schedule="*/2 * * * * *", catchup_days=2, metrics_port=port)
     irisflow_config.set("email", force_send="false")  # no terminal here, as under systemd
-    command = [sys.executable, "-m", "service", "serve"]
-    with open(tmp_path / "daemon.out", "w") as out, open(tmp_path / "daemon.err", "w") as err:
-        daemon = subprocess.Popen(command, cwd=REPO, env=irisflow_config.env(), stdout=out, stderr=err)
-    try:
-        message, = mailbox.wait_for(1, timeout=90)
-        assert f"date={today}" in message["Subject"] and "Validate(" in message["Subject"]
-        assert f"check '{SPECIES_CHECK}'" in mailbox.text(message)
+    daemon = start_daemon()
+    message, = mailbox.wait_for(1, timeout=90)
+    assert f"date={today}" in message["Subject"] and "Validate(" in message["Subject"]
+    assert f"check '{SPECIES_CHECK}'" in mailbox.text(message)
 
-        first = scrape_until(port, "a scrape counting both dates", lambda m: runs(m, "failure"))
-        assert runs(first, "success") == 1 and runs(first, "failure") == 1
-        assert first[("irisflow_last_success_timestamp_seconds", ())] > time.time() - 120
-        assert first[("irisflow_validation_failures_total", (("check", SPECIES_CHECK),))] == 1
-        assert first[("irisflow_catchup_missing_dates", ())] == 1
-        assert first[("irisflow_emails_sent_total", ())] == 1
-        next_run = first[("irisflow_next_run_timestamp_seconds", ())]
+    first = scrape_until(port, "a scrape counting both dates", lambda m: runs(m, "failure"))
+    assert runs(first, "success") == 1 and runs(first, "failure") == 1
+    assert first[("irisflow_last_success_timestamp_seconds", ())] > time.time() - 120
+    assert first[("irisflow_validation_failures_total", (("check", SPECIES_CHECK),))] == 1
+    assert first[("irisflow_catchup_missing_dates", ())] == 1
+    assert first[("irisflow_emails_sent_total", ())] == 1
+    next_run = first[("irisflow_next_run_timestamp_seconds", ())]
 
-        # Three more scheduled runs: the rejected date is not run (or mailed) again, the daemon lives on.
-        later = scrape_until(port, "three more scheduled runs",
-                             lambda m: m[("irisflow_next_run_timestamp_seconds", ())] >= next_run + 6, timeout=30)
-        assert runs(later, "failure") == 1
-        assert len(mailbox.messages) == 1 and daemon.poll() is None
+    # Three more scheduled runs: the rejected date is not run (or mailed) again, the daemon lives on.
+    later = scrape_until(port, "three more scheduled runs",
+                         lambda m: m[("irisflow_next_run_timestamp_seconds", ())] >= next_run + 6, timeout=30)
+    assert runs(later, "failure") == 1
+    assert len(mailbox.messages) == 1 and daemon.poll() is None
 
-        second = subprocess.run(command, cwd=REPO, env=irisflow_config.env(), capture_output=True, text=True,
-                                timeout=60)
-        assert second.returncode == 2
-        assert second.stderr.strip().startswith("irisflow: error: another irisflow daemon (pid ")
+    second = subprocess.run(SERVE, cwd=REPO, env=irisflow_config.env(), capture_output=True, text=True, timeout=60)
+    assert second.returncode == 2
+    assert second.stderr.strip().startswith("irisflow: error: another irisflow daemon (pid ")
 
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(timeout=60) == 0
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
+    assert stop(daemon) == 0
     log = (tmp_path / "daemon.err").read_text()
     assert log.count("Traceback") == log.count("tasks.schema.InputRejected:") == 1  # Luigi's report of the bad input
     assert "SIGTERM: no new runs" in log and "irisflow daemon stopped" in log
 
 
 @pytest.mark.slow
-def test_sigterm_mid_run_stops_after_the_stop_timeout_and_a_restart_finishes_the_dates(irisflow_config, mailbox,
-                                                                                       tmp_path):
+def test_sigterm_mid_run_stops_after_the_stop_timeout_and_a_restart_finishes_the_dates(
+        irisflow_config, mailbox, tmp_path, start_daemon):
     port = free_port()
     irisflow_config.set("service", catchup_days=12, metrics_port=port, stop_timeout="0 seconds")
-    command = [sys.executable, "-m", "service", "serve"]
+    first = start_daemon("first")
+    poll("the first date of the start-up pass", lambda: list(irisflow_config.output_root.glob("*/summary.json")))
+    assert stop(first) == 0
+    complete = list(irisflow_config.output_root.glob("*/summary.json"))
+    assert 1 <= len(complete) < 12
+    assert not (irisflow_config.output_root / "failed").exists() and mailbox.messages == []
+    assert "did not finish within 0:00:00; stopping it" in (tmp_path / "first.err").read_text()
 
-    def start(name):
-        with open(tmp_path / f"{name}.err", "w") as err:
-            return subprocess.Popen(command, cwd=REPO, env=irisflow_config.env(), stdout=subprocess.DEVNULL,
-                                    stderr=err)
-
-    daemon = start("first")
-    try:
-        poll("the first date of the start-up pass", lambda: list(irisflow_config.output_root.glob("*/summary.json")))
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(timeout=30) == 0
-        complete = list(irisflow_config.output_root.glob("*/summary.json"))
-        assert 1 <= len(complete) < 12
-        assert not (irisflow_config.output_root / "failed").exists() and mailbox.messages == []
-        assert "did not finish within 0:00:00; stopping it" in (tmp_path / "first.err").read_text()
-
-        daemon = start("second")
-        metrics = scrape_until(port, "the restarted daemon to complete the window",
-                               lambda m: m[("irisflow_catchup_missing_dates", ())] == 0 and runs(m, "success"))
-        assert runs(metrics, "success") == 12 - len(complete) and runs(metrics, "failure") == 0
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(timeout=60) == 0
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
+    second = start_daemon("second")
+    metrics = scrape_until(port, "the restarted daemon to complete the window",
+                           lambda m: m[("irisflow_catchup_missing_dates", ())] == 0 and runs(m, "success"))
+    assert runs(metrics, "success") == 12 - len(complete) and runs(metrics, "failure") == 0
+    assert stop(second) == 0
