@@ -37,7 +37,7 @@ def tool(name):
     """The path of a real tool, or a loud failure that says how to get it."""
     path = shutil.which(name)
     if path is None:
-        pytest.fail(f"{name} is not installed: run `make tools` (Debian's prometheus package)")
+        pytest.fail(f"{name} is not installed: `make tools` installs it from Debian's packages")
     return path
 
 

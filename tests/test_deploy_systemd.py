@@ -21,9 +21,8 @@ UNITS = ("irisflow.service", "luigid.service", "irisflow-backfill@.service")
 BACKFILL_RANGE = "2026-01-01..2026-01-02"
 
 
-def install(*args, env=None):
-    result = subprocess.run(["sh", str(INSTALL_SH), *map(str, args)], capture_output=True, text=True,
-                            timeout=120, env=env)
+def install(*args):
+    result = subprocess.run(["sh", str(INSTALL_SH), *map(str, args)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     return result
 
@@ -33,7 +32,6 @@ class Installation:
 
     def __init__(self, root):
         self.prefix, self.sysconfdir, self.unitdir = root / "opt/irisflow", root / "etc/irisflow", root / "units"
-        self.var = root / "var"
         install("--prefix", self.prefix, "--sysconfdir", self.sysconfdir, "--unitdir", self.unitdir,
                 "--venv", sys.prefix, "--no-user", "--no-systemctl")
 
