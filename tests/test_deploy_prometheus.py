@@ -10,7 +10,6 @@ import json
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ import urllib.request
 import pytest
 from prometheus_client import start_http_server
 
-from conftest import REPO
+from conftest import REPO, free_port
 from service import __version__
 
 PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
@@ -46,12 +45,6 @@ def promtool(*args, cwd=PROMETHEUS_DIR):
                             timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def fetch(url):
