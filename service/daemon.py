@@ -36,6 +36,7 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.base import STATE_STOPPED
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
+from sqlalchemy.exc import SQLAlchemyError
 
 from tasks import partition
 
@@ -411,35 +412,41 @@ def serve(verbose=False):
     state_dir = Path(runtime.state_dir)
     scheduler = make_scheduler(DaemonScheduler, state_dir, time_zone(runtime.timezone))
     daemon = Daemon(scheduler, log_level="INFO" if verbose else "WARNING")
+    def stop_scheduling():
+        if scheduler.running:
+            scheduler.shutdown(wait=False)
+
+    def on_signal(signum, _frame):
+        if not daemon.stopping.is_set():
+            LOG.info("%s: no new runs; a run in progress may take up to %s", signal.Signals(signum).name,
+                     runtime.stop_timeout)
+            daemon.stopping.set()
+            threading.Thread(target=stop_scheduling, name="irisflow-stop").start()
+
+    def on_started(_event):
+        daemon.start_schedule()
+        if daemon.stopping.is_set():  # a signal came before the scheduler ran
+            threading.Thread(target=stop_scheduling, name="irisflow-stop").start()
+
+    scheduler.add_listener(on_started, EVENT_SCHEDULER_STARTED)
+    scheduler.add_job(daemon.tick, id="start-up", jobstore="memory")  # the catch-up pass, at once
     with single_instance(state_dir / "daemon.lock"):
         server = _serve_metrics(runtime.metrics_address, runtime.metrics_port)
         logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-        _DAEMON = daemon
-
-        def stop_scheduling():
-            if scheduler.running:
-                scheduler.shutdown(wait=False)
-
-        def on_signal(signum, _frame):
-            if not daemon.stopping.is_set():
-                LOG.info("%s: no new runs; a run in progress may take up to %s", signal.Signals(signum).name,
-                         runtime.stop_timeout)
-                daemon.stopping.set()
-                threading.Thread(target=stop_scheduling, name="irisflow-stop").start()
-
-        def on_started(_event):
-            daemon.start_schedule()
-            if daemon.stopping.is_set():  # a signal came before the scheduler ran
-                threading.Thread(target=stop_scheduling, name="irisflow-stop").start()
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
-        scheduler.add_listener(on_started, EVENT_SCHEDULER_STARTED)
-        scheduler.add_job(daemon.tick, id="start-up", jobstore="memory")  # the catch-up pass, at once
         LOG.info("irisflow daemon: schedule %r in %s, /metrics on %s:%d, state in %s", runtime.schedule,
                  runtime.timezone, runtime.metrics_address, server.server_port, state_dir)
-        scheduler.start()
-        daemon.finish(runtime.stop_timeout)
-        server.shutdown()
+        _DAEMON = daemon
+        previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            scheduler.start()
+            daemon.finish(runtime.stop_timeout)
+        except SQLAlchemyError as exc:
+            raise ConfigError(f"luigi.cfg [service] state_dir: the job store {state_dir / 'jobs.sqlite'} cannot be "
+                              f"used ({getattr(exc, 'orig', None) or exc}); move it away to start afresh") from None
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            server.shutdown()
+            server.server_close()
         LOG.info("irisflow daemon stopped")
     return 0

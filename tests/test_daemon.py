@@ -264,3 +264,12 @@ def test_a_stop_request_ends_a_pass_between_dates(irisflow_config, daemon):
     daemon.stopping.set()
     assert list(reports) == []
     assert not (irisflow_config.output_root / str(DAY - dt.timedelta(days=1))).exists()
+
+
+def test_an_unusable_job_store_stops_serve_with_one_line_and_status_2(irisflow_config, capsys):
+    irisflow_config.state_dir.mkdir()
+    (irisflow_config.state_dir / "jobs.sqlite").write_text("not a database\n")
+    assert main(["serve"]) == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.startswith("irisflow: error: luigi.cfg [service] state_dir: the job store ")
+    assert "file is not a database" in error
