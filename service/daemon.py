@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 import traceback
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -42,6 +43,7 @@ from tasks import partition
 
 from . import metrics, notifications
 from .config import ConfigError, checked_settings, time_zone
+from .runner import DateOutcome, RunReport, run_dates
 
 LOG = logging.getLogger("irisflow.daemon")
 DAILY_JOB = "daily"
@@ -111,8 +113,6 @@ def run_one_by_one(dates, stopping=None, log_level="WARNING"):
 
     An error that escapes the runner (say, luigi.cfg broken since start-up) becomes the date's failure.
     """
-    from .runner import DateOutcome, RunReport, run_dates
-
     for date in sorted(dates):
         if stopping is not None and stopping.is_set():
             return
@@ -204,22 +204,20 @@ class Daemon:
             self._run_pass(dates)
         except Exception as exc:
             LOG.exception("pass over %s failed", ", ".join(d.isoformat() for d in dates) or "no dates")
-            mails = notifications.send_failure(f"irisflow: a scheduled run FAILED outside any task: {exc}",
+            headline = str(exc).partition("\n")[0]  # a mail subject is one line
+            mails = notifications.send_failure(f"irisflow: a scheduled run FAILED outside any task: {headline}",
                                                traceback.format_exc())
             metrics.record_mails(mails["sent"], mails["failed"])
         finally:
             self.idle.set()
 
     def _run_pass(self, dates):
-        from .runner import RunReport
-
         if dates:
             started = time.monotonic()
             inputs = {d.isoformat(): source_fingerprint(d) for d in dates}
-            counted, mails = [], {"sent": 0, "failed": 0}
+            counted, mails = [], Counter()
             for report in self.run(dates):
-                mails["sent"] += report.emails_sent
-                mails["failed"] += report.email_failures
+                mails.update(sent=report.emails_sent, failed=report.email_failures)
                 for outcome in report.outcomes:
                     if self._handle(outcome, inputs.get(outcome.date), mails):
                         counted.append(outcome)
@@ -244,14 +242,12 @@ class Daemon:
                                    jobstore="memory", replace_existing=True)
             return False
         LOG.error("%s: FAILED (%s) in %s: %s", outcome.date, outcome.reason, outcome.step or "the run",
-                  (outcome.error or "").splitlines()[0] if outcome.error else "")
+                  (outcome.error or "").partition("\n")[0])
         self._cancel_retry(date)
         if outcome.reason in SETTLING_REASONS:
             self.settled[outcome.date] = fingerprint
         if outcome.reason == "missing_input" or outcome.step is None:  # Luigi mailed every other failure
-            sent = self._mail(outcome, deadline)
-            mails["sent"] += sent["sent"]
-            mails["failed"] += sent["failed"]
+            mails.update(self._mail(outcome, deadline))
         return True
 
     def _mail(self, outcome, deadline):
@@ -296,7 +292,7 @@ class Daemon:
     def _save_settled(self):
         """Write the settled dates still inside the window (so the file stays small), atomically."""
         oldest = self.window(self.now())[0].isoformat()
-        self.settled = {date: print_ for date, print_ in self.settled.items() if date >= oldest}
+        self.settled = {date: fingerprint for date, fingerprint in self.settled.items() if date >= oldest}
         self.settled_path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.settled_path.with_name(self.settled_path.name + ".tmp")
         temporary.write_text(json.dumps(self.settled, indent=1, sort_keys=True))
@@ -309,8 +305,6 @@ class Daemon:
     def _run_in_child(self, dates):
         """Run the dates in a fresh process, yielding a RunReport per date as it finishes: pandas,
         scikit-learn and Luigi's task-instance cache never pile up in the long-running daemon."""
-        from .runner import DateOutcome, RunReport
-
         context = multiprocessing.get_context("spawn")
         receiver, sender = context.Pipe(duplex=False)
         child = context.Process(target=_run_in_child_process, name="irisflow-run",
