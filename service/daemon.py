@@ -46,6 +46,7 @@ from .config import ConfigError, checked_settings, time_zone
 from .runner import DateOutcome, RunReport, run_dates
 
 LOG = logging.getLogger("irisflow.daemon")
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 DAILY_JOB = "daily"
 # A firing missed while the daemon was down still runs (once, coalesced) if it is back within a day;
 # the start-up pass covers longer outages.
@@ -124,6 +125,8 @@ def run_one_by_one(dates, stopping=None, log_level="WARNING"):
 
 
 def _run_in_child_process(dates, sender, stopping, log_level):
+    # A fresh interpreter: without this, what it logs itself (a mail it could not send) would go nowhere.
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT)
     # The daemon decides when its run stops: systemd's SIGTERM and a terminal's ^C reach this process too.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -333,10 +336,17 @@ class Daemon:
     # -- life cycle ----------------------------------------------------------------------------------
     def start_schedule(self):
         """Add the daily job unless the persistent store holds it already: a restart then keeps a firing
-        it missed due (run at once, coalesced) instead of moving it to the next day."""
-        job = self.scheduler.get_job(DAILY_JOB, jobstore="default")
+        it missed due (run at once, coalesced) instead of moving it to the next day. A stored job this
+        version cannot restore is replaced, never left to be dropped silently with the schedule."""
+        try:
+            job = self.scheduler.get_job(DAILY_JOB, jobstore="default")
+        except Exception as exc:  # pickled by another version of irisflow or APScheduler
+            LOG.error("the job store's daily job cannot be restored (%s); replacing it with [service] schedule "
+                      "from luigi.cfg (the start-up pass runs any date that was missed)", exc)
+            job = None
         if job is None:
-            self.scheduler.add_job(f"{__name__}:scheduled_run", self.trigger, id=DAILY_JOB, jobstore="default")
+            self.scheduler.add_job(f"{__name__}:scheduled_run", self.trigger, id=DAILY_JOB, jobstore="default",
+                                   replace_existing=True)
         elif repr(job.trigger) != repr(self.trigger):
             LOG.info("schedule changed from %s to %s", job.trigger, self.trigger)
             self.scheduler.reschedule_job(DAILY_JOB, jobstore="default", trigger=self.trigger)
@@ -426,7 +436,7 @@ def serve(verbose=False):
     scheduler.add_job(daemon.tick, id="start-up", jobstore="memory")  # the catch-up pass, at once
     with single_instance(state_dir / "daemon.lock"):
         server = _serve_metrics(runtime.metrics_address, runtime.metrics_port)
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT)
         LOG.info("irisflow daemon: schedule %r in %s, /metrics on %s:%d, state in %s", runtime.schedule,
                  runtime.timezone, runtime.metrics_address, server.server_port, state_dir)
         _DAEMON = daemon
