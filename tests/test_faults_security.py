@@ -1,13 +1,18 @@
 """Secrets and untrusted files: the SMTP password comes from the environment and shows nowhere, a config
 value that cannot be read is named without its value, and no code unpickles a file it was handed."""
+import datetime as dt
 import os
 import re
+import socket
 import subprocess
 import sys
+import urllib.request
+from pathlib import Path
 
 import pytest
 
-from conftest import IRIS_CSV, REPO, Mailbox
+from conftest import IRIS_CSV, REPO, Mailbox, free_port
+from test_daemon_serve import start_daemon, stop  # noqa: F401 - start_daemon is a fixture
 
 DAY = "2026-11-24"
 SECRET = "hunter2-Zq8%wL"
@@ -87,3 +92,33 @@ def test_no_code_unpickles_a_file(irisflow_config):
              for path in (REPO / folder).rglob("*.py")
              for number, line in enumerate(path.read_text().splitlines(), start=1) if loaders.search(line)]
     assert found == []
+
+
+@pytest.mark.slow
+def test_the_daemon_serves_metrics_on_loopback_only_and_shows_the_password_nowhere(
+        irisflow_config, authenticating_mailbox, start_daemon, tmp_path):
+    port = free_port()
+    irisflow_config.set("iris", source=tmp_path / "{date}.csv", models='["knn"]')
+    irisflow_config.set("service", schedule="*/2 * * * * *", catchup_days=1, metrics_port=port)
+    today = dt.datetime.now(dt.timezone.utc).date()
+    (tmp_path / f"{today}.csv").write_text(IRIS_CSV.read_text().replace("setosa", "dandelion", 1))
+    daemon = start_daemon()
+    authenticating_mailbox.wait_for(1)
+    assert _listening_addresses(port) == ["127.0.0.1"]  # [service] metrics_address must be set to bind elsewhere
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        exposed = response.read().decode()
+    assert stop(daemon) == 0
+    assert authenticating_mailbox.logins == [True]
+    for where, text in {"/metrics": exposed, "daemon log": (tmp_path / "daemon.err").read_text()}.items():
+        assert SECRET not in text, f"the SMTP password appears in the {where}"
+
+
+def _listening_addresses(port):
+    """The local IPv4 addresses with a socket listening on `port`, from the kernel's own table."""
+    addresses = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, hex_port = local.split(":")
+        if int(hex_port, 16) == port and state == "0A":  # TCP_LISTEN
+            addresses.append(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+    return addresses
