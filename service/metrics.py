@@ -66,6 +66,11 @@ UNREADABLE_CHECK = "readable_csv"  # the check a file fails when it cannot be re
 def record(report, now=None):
     """Count one run (a daemon pass, `run` or `backfill`) from its RunReport; skipped dates count nothing."""
     ran = [o for o in report.outcomes if o.status != "skipped"]
+    # The gauges move before the counters, so no scrape sees a new failure counted but the run still "ok".
+    if ran:
+        LAST_RUN_SUCCESS.set(0 if any(o.status == "failure" for o in ran) else 1)
+    if any(o.status == "success" for o in ran):
+        LAST_SUCCESS.set(time.time() if now is None else now)
     for outcome in ran:
         PIPELINE_RUNS.labels(outcome.status).inc()
         for family, seconds, _ in outcome.tasks:
@@ -76,9 +81,6 @@ def record(report, now=None):
             _record_validation(outcome.validation)
     if ran:
         RUN_DURATION.observe(report.seconds)
-        LAST_RUN_SUCCESS.set(0 if any(o.status == "failure" for o in ran) else 1)
-    if any(o.status == "success" for o in ran):
-        LAST_SUCCESS.set(time.time() if now is None else now)
     if any(o.reason == "scheduler" for o in ran):
         SCHEDULER_ERRORS.inc()
     newest = max((o for o in ran if o.accuracy), key=lambda o: o.date, default=None)
