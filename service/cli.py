@@ -86,7 +86,7 @@ def main(argv=None):
 
 def _print_error(message):
     """One line, whatever the message holds: control characters from arguments are shown escaped."""
-    shown = re.sub(r"[\x00-\x1f\x7f]", lambda match: repr(match.group())[1:-1], str(message))
+    shown = re.sub(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]", lambda match: repr(match.group())[1:-1], str(message))
     print(f"irisflow: error: {shown}", file=sys.stderr)
 
 

@@ -125,8 +125,11 @@ def run_one_by_one(dates, stopping=None, log_level="WARNING"):
 
 
 def _run_in_child_process(dates, sender, stopping, log_level):
-    # A fresh interpreter: without this, what it logs itself (a mail it could not send) would go nowhere.
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT)
+    # A fresh interpreter: without this, what irisflow logs here (a mail it could not send) would go nowhere.
+    # Only irisflow's loggers: Luigi's has its own handler, and a root one would print its records twice.
+    own = logging.StreamHandler(sys.stderr)
+    own.setFormatter(logging.Formatter(LOG_FORMAT))
+    logging.getLogger("irisflow").addHandler(own)
     # The daemon decides when its run stops: systemd's SIGTERM and a terminal's ^C reach this process too.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -71,7 +71,7 @@ def test_any_near_csv_passes_cleanly_or_is_rejected_clearly(tmp_path, content):
 words = st.one_of(
     st.sampled_from(["run", "backfill", "status", "validate", "--date", "--start", "--end", "--workers", "--force",
                      "--json", "--verbose", "--help", "-h", "0", "-1", "99999999999", "2026-02-30", "../..",
-                     "/etc/passwd", "2026-1-1", "２０２６-01-01", "2026-01-01T00:00", "", "--", "x\ny", "\r\x1b[2J"]),
+                     "/etc/passwd", "2026-1-1", "２０２６-01-01", "2026-01-01T00:00", "", "--", "x\ny", "\r\x1b[2J", "\x85", "\u2028"]),
     st.dates(dt.date(2026, 1, 1), dt.date(2026, 1, 4)).map(str),  # valid dates: small ranges only
     st.text(max_size=12),
 )
