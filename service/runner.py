@@ -7,6 +7,7 @@ events into one outcome per date. Per date it holds a file lock for the whole bu
 the daemon never run the same date at once, and records why a failed date failed under
 `{output_root}/failed/{date}/failure.json` (removed again once the date succeeds).
 """
+import ctypes
 import datetime as dt
 import errno
 import fcntl
@@ -14,19 +15,23 @@ import logging
 import math
 import multiprocessing
 import os
+import queue
 import re
 import shutil
 import socket
+import threading
 import time
 import urllib.parse
 import uuid
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import luigi
 import luigi.rpc
+import luigi.task_register
 from luigi.task import flatten
 
 from tasks import partition
@@ -118,7 +123,7 @@ def run_dates(dates, *, workers=1, force=False, progress=None, log_level="WARNIN
     for outcome in outcomes.values():
         _report_progress(progress, outcome, 0, len(dates))
     emails = {"sent": 0, "failed": 0}
-    for chunk_outcomes, chunk_emails in _run_chunks(_chunks(todo, runtime.chunk_size, workers), workers, force,
+    for chunk_outcomes, chunk_emails in _run_chunks(_Chunks(todo, runtime.chunk_size, workers), workers, force,
                                                     log_level):
         emails = {key: emails[key] + chunk_emails[key] for key in emails}
         for outcome in chunk_outcomes:
@@ -134,31 +139,81 @@ def _report_progress(progress, outcome, done, total):
         progress(outcome, done, total)
 
 
-def _chunks(dates, chunk_size, workers):
-    """Consecutive slices of at most chunk_size dates, small enough to keep every worker busy."""
-    if not dates:
-        return []
-    size = max(1, min(chunk_size, math.ceil(len(dates) / (workers * 4))))
-    return [dates[i:i + size] for i in range(0, len(dates), size)]
+class _Chunks:
+    """The dates still to build, handed out a chunk at a time to whichever process is free (thread-safe).
+
+    A chunk holds at most chunk_size dates, so Luigi's scheduler never holds many tasks, and chunks shrink
+    as the dates run out (guided self-scheduling), so every process finishes at about the same moment.
+    """
+
+    def __init__(self, dates, chunk_size, workers):
+        self._dates, self._size, self._workers = deque(dates), chunk_size, workers
+        self._lock = threading.Lock()
+
+    def __len__(self):
+        return len(self._dates)
+
+    def count_full(self):
+        """How many full chunks the dates still to build make up."""
+        return len(self._dates) // self._size
+
+    def take(self):
+        """The next chunk, or [] when every date has been handed out."""
+        with self._lock:
+            share = math.ceil(len(self._dates) / (2 * self._workers)) if self._workers > 1 else self._size
+            return [self._dates.popleft() for _ in range(min(self._size, max(1, share), len(self._dates)))]
+
+    def close(self):
+        """Hand out nothing more (the run was interrupted)."""
+        with self._lock:
+            self._dates.clear()
 
 
 def _run_chunks(chunks, workers, force, log_level):
-    """Yield each chunk's (outcomes, mails) as it finishes: in this process, or over `workers` processes."""
-    if workers <= 1 or len(chunks) <= 1:
-        for chunk in chunks:
+    """Yield each chunk's (outcomes, mails) as it finishes, building in this process and workers - 1 others.
+
+    This process builds too rather than idling while it waits: that saves one process start-up (about
+    1.5 s of imports) and one process's memory (about 180 MB). A thread per helper process keeps it fed.
+    """
+    _one_thread_each()  # effective when this process has not loaded BLAS yet, as in a CLI run
+    helpers = min(workers, chunks.count_full()) - 1  # a helper is worth its start-up for a full chunk
+    if helpers < 1:
+        while chunk := chunks.take():
             yield _build_counting_mails(chunk, force, log_level)
         return
+    finished = queue.SimpleQueue()
+    remaining = len(chunks)
     context = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
-    with ProcessPoolExecutor(min(workers, len(chunks)), mp_context=context,
-                             initializer=_one_thread_each) as pool:
-        futures = {pool.submit(_build_counting_mails, chunk, force, log_level): chunk for chunk in chunks}
-        for future in as_completed(futures):
-            try:
-                yield future.result()
-            except Exception as exc:  # the worker process died (killed, out of memory)
-                yield ([DateOutcome(d.isoformat(), "failure", reason="error",
-                                    error=f"worker process failed: {exc!r}") for d in futures[future]],
-                       {"sent": 0, "failed": 0})
+    with ProcessPoolExecutor(helpers, mp_context=context, initializer=_one_thread_each) as pool:
+        feeders = [threading.Thread(target=_feed_helper, args=(pool, chunks, finished, force, log_level),
+                                    daemon=True) for _ in range(helpers)]
+        for feeder in feeders:
+            feeder.start()
+        try:
+            while remaining:
+                chunk = chunks.take()
+                done = [(chunk, _build_counting_mails(chunk, force, log_level))] if chunk else [finished.get()]
+                while not finished.empty():
+                    done.append(finished.get())
+                for chunk, result in done:
+                    remaining -= len(chunk)
+                    yield result
+        finally:
+            chunks.close()
+            for feeder in feeders:
+                feeder.join()
+
+
+def _feed_helper(pool, chunks, finished, force, log_level):
+    """Keep one helper process building chunks until none are left; put each (chunk, result) in finished."""
+    while chunk := chunks.take():
+        try:
+            result = pool.submit(_build_counting_mails, chunk, force, log_level).result()
+        except BaseException as exc:  # the helper died (killed, out of memory) or was interrupted
+            result = ([DateOutcome(d.isoformat(), "failure", reason="error",
+                                   error=f"worker process failed: {exc!r}") for d in chunk],
+                      {"sent": 0, "failed": 0})
+        finished.put((chunk, result))
 
 
 def _build_counting_mails(dates, force, log_level):
@@ -170,8 +225,9 @@ def _build_counting_mails(dates, force, log_level):
 
 
 def _one_thread_each():
+    """One BLAS/OpenMP thread in this process (from when it loads BLAS), unless the operator chose otherwise."""
     for name in THREAD_LIMITS:
-        os.environ[name] = "1"
+        os.environ.setdefault(name, "1")
 
 
 def build_chunk(dates, force=False, log_level="WARNING"):
@@ -205,7 +261,20 @@ def build_chunk(dates, force=False, log_level="WARNING"):
         finally:
             events, _EVENTS.by_date = _EVENTS.by_date, None
         finished = {d: _finish(root, d, staging.get(d), events.get(d.isoformat(), []), crash) for d in todo}
+    _release_memory()
     return [finished.get(d) or DateOutcome(d.isoformat(), "skipped") for d in dates]
+
+
+def _release_memory():
+    """Let a long-lived process (a big backfill, the daemon) stay at its size after each build.
+
+    Luigi keeps every task instance it ever made in a class-level cache (about 1 MB per 40 dates), and
+    glibc keeps freed heap pages (about 8 MB after the first builds) unless asked to hand them back.
+    """
+    luigi.task_register.Register.clear_instance_cache()
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc only
+    if trim is not None:
+        trim(0)
 
 
 def _unreachable_scheduler():
