@@ -1,0 +1,157 @@
+"""The figures of `make bench`, each timed against a reference measured in the same run.
+
+Every figure runs real processes (`python -m service …`, `python -m bench.reference …`) in throw-away
+Workspaces, in turns with its reference so that load from other processes hits both alike, and quotes
+medians over `plan.repeats`.
+"""
+import datetime as dt
+import json
+import os
+import shutil
+import statistics
+from dataclasses import dataclass
+
+from . import outputs
+from .harness import ONE_THREAD, Workspace, alternate, imported_modules, median_ratio, median_seconds
+
+START = dt.date(2001, 1, 1)
+HEAVY = ("pandas", "sklearn", "pandera")
+LIGHT = {"models": '["decision_tree"]'}  # the light model set of the scaling and daemon figures
+MB = 1024 * 1024
+
+
+@dataclass
+class Plan:
+    """How much the benchmark does: the default is the issue's; --quick is a smaller, faster run."""
+
+    dates: int = 365
+    scale_dates: int = 3650
+    repeats: int = 3
+    workers: int = 2
+    daemon_runs: int = 500
+    daemon_first: int = 50
+
+    def end(self, count):
+        return START + dt.timedelta(days=count - 1)
+
+
+@dataclass
+class Figure:
+    number: str
+    label: str
+    value: str
+    goal: str | None = None
+    met: bool | None = None
+    notes: tuple = ()
+
+    def lines(self):
+        verdict = f"   goal {self.goal}: {'met' if self.met else 'NOT MET'}" if self.goal else "   (no goal yet)"
+        return [f"{self.number}. {self.label}: {self.value}{verdict}", *(f"   {note}" for note in self.notes)]
+
+
+def _backfill(workspace, plan, count, workers=None):
+    """`python -m service backfill` over `count` dates from START, as a whole process."""
+    args = ["-m", "service", "backfill", "--start", str(START), "--end", str(plan.end(count))]
+    return workspace.run(*args, *(["--workers", str(workers)] if workers else []))
+
+
+def _reference(workspace, start, count):
+    """The plain reference loop over `count` dates from `start`, as a whole process."""
+    end = start + dt.timedelta(days=count - 1)
+    return workspace.run("-m", "bench.reference", "--start", str(start), "--end", str(end), **ONE_THREAD)
+
+
+def backfill_cold(plan, tmp):
+    """Figures 1 and 4a, and the output check: a cold backfill over `plan.workers` processes against
+    the reference loop, its peak memory, and whether it wrote exactly the reference's files.
+
+    Returns (figure 1, figure 4a, outputs identical?, a workspace left holding the complete dates)."""
+    pair = []
+
+    def fresh(name):
+        pair.append(Workspace(tmp, name))
+        if len(pair) > 2:  # only the latest pair is kept, for the output check
+            shutil.rmtree(pair.pop(0).path)
+        return pair[-1]
+
+    references, backfills = alternate(plan.repeats, lambda _: _reference(fresh("reference"), START, plan.dates),
+                                      lambda _: _backfill(fresh("backfill"), plan, plan.dates, plan.workers))
+    reference, backfill = pair
+    compared, differing = outputs.differences(reference.output_root, backfill.output_root)
+    shutil.rmtree(reference.path)
+    identical = bool(compared) and not differing
+    ratio = median_ratio(backfills, references)
+    cpu_ratio = median_ratio(backfills, references, "cpu_seconds")
+    busy = statistics.median(b.cpu_seconds / b.seconds for b in backfills)
+    peak = max(b.peak_rss for b in backfills)
+    return (
+        Figure("1", f"backfill, cold ({plan.dates} dates, default models, --workers {plan.workers})",
+               f"{median_seconds(backfills):.1f} s = {ratio:.2f}x the plain reference loop "
+               f"({median_seconds(references):.1f} s)", "<= 0.6x", ratio <= 0.6,
+               (f"CPU time {cpu_ratio:.2f}x the reference loop's; {busy:.2f} of {os.cpu_count()} cores busy on average",
+                f"outputs equal the reference loop's, byte for byte: {'yes' if identical else 'NO'} "
+                f"({len(compared)} files" + (f"; differing: {', '.join(differing[:5])})" if differing else ")"))),
+        Figure("4a", "memory: peak RSS of that backfill, summed over its process tree",
+               f"{peak / MB:.0f} MB (PSS, shared pages counted once: {max(b.peak_pss for b in backfills) / MB:.0f} MB; "
+               f"the reference loop: {max(r.peak_rss for r in references) / MB:.0f} MB RSS)",
+               "<= 400 MB", peak <= 400 * MB),
+        identical, backfill)
+
+
+def backfill_nothing_to_do(plan, workspace):
+    """Figure 2: the same backfill again with every date complete, as a whole process, against a
+    process that only imports the heavy libraries a command with nothing to compute must not load."""
+    repeats = max(plan.repeats, 5)
+    noops, imports = alternate(repeats, lambda _: _backfill(workspace, plan, plan.dates),
+                               lambda _: workspace.run("-c", "import pandas, sklearn.ensemble, pandera.pandas"))
+    traced = workspace.run("-X", "importtime", "-m", "service", "backfill", "--start", str(START),
+                           "--end", str(plan.end(plan.dates)))
+    loaded = sorted(imported_modules(traced.stderr) & set(HEAVY))
+    seconds = median_seconds(noops)
+    return Figure("2", f"backfill, nothing to do ({plan.dates} dates complete, whole process)",
+                  f"{seconds:.2f} s = {median_ratio(noops, imports):.2f}x a process that only imports "
+                  f"{', '.join(HEAVY)} ({median_seconds(imports):.2f} s); heavy libraries imported: "
+                  f"{', '.join(loaded) or 'none'}", "<= 1.0 s", seconds <= 1.0 and not loaded)
+
+
+def scaling(plan, tmp):
+    """Figure 3: seconds per date of a light backfill at scale_dates against the same at dates.
+
+    The large run is made once (it takes a minute; its per-date figure is the steadier one)."""
+    def per_date(count):
+        workspace = Workspace(tmp, f"scaling-{count}", iris=LIGHT)
+        measured = _backfill(workspace, plan, count, plan.workers)
+        shutil.rmtree(workspace.path)
+        return measured.seconds / count
+
+    small = statistics.median(per_date(plan.dates) for _ in range(plan.repeats))
+    large = per_date(plan.scale_dates)
+    return Figure("3", f"scaling (decision_tree only, --workers {plan.workers})",
+                  f"{large * 1000:.1f} ms/date at {plan.scale_dates} dates = {large / small:.2f}x "
+                  f"{small * 1000:.1f} ms/date at {plan.dates} dates", "<= 1.2x", large / small <= 1.2)
+
+
+def one_date_cold(plan, tmp):
+    """Figure 5: `python -m service run --date D` as a cold process against the reference loop's."""
+    workspace = Workspace(tmp, "one-date")
+    days = [START + dt.timedelta(days=i) for i in range(plan.repeats)]
+    runs, references = alternate(
+        plan.repeats, lambda i: workspace.run("-m", "service", "run", "--date", str(days[i])),
+        lambda i: _reference(workspace, days[i] + dt.timedelta(days=1000), 1))
+    shutil.rmtree(workspace.path)
+    return Figure("5", "one date, cold process (python -m service run --date D)",
+                  f"{median_seconds(runs):.2f} s = {median_ratio(runs, references):.2f}x the reference "
+                  f"loop's cold process for one date ({median_seconds(references):.2f} s)")
+
+
+def daemon_memory(plan, tmp):
+    """Figure 4b: the daemon's RSS after daemon_runs scheduled runs against its RSS after daemon_first."""
+    workspace = Workspace(tmp, "daemon", iris=LIGHT)
+    measured = json.loads(workspace.run("-m", "bench.daemon_memory", "--runs", str(plan.daemon_runs),
+                                        "--first", str(plan.daemon_first), "--start", str(START)).stdout)
+    shutil.rmtree(workspace.path)
+    growth = measured["rss_after_all"] - measured["rss_after_first"]
+    return Figure("4b", f"memory: daemon RSS growth from run {plan.daemon_first} to run {plan.daemon_runs} "
+                  "(one day per run on an injected clock, decision_tree only, runs in the daemon's process)",
+                  f"{growth / MB:+.1f} MB ({measured['rss_after_first'] / MB:.0f} -> "
+                  f"{measured['rss_after_all'] / MB:.0f} MB)", "< 10 MB", growth < 10 * MB)

@@ -1,0 +1,153 @@
+"""What every figure needs: a throw-away workspace with its own configuration, and timed processes.
+
+A Workspace is a temp directory with its own output root and a LUIGI_CONFIG_PATH overlay (over the
+repo's luigi.cfg, so the defaults under test are the shipped ones). `run` starts a command there as a
+real process and measures its wall time and the peak memory of its whole process tree, children
+included, by sampling /proc.
+"""
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+IRIS_CSV = REPO / "data" / "iris.csv"
+# The reference loop runs with one BLAS/OpenMP thread, as the runner's worker processes do: on these
+# tiny fits extra threads only contend, so this is the faster, stricter baseline.
+ONE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+
+
+class BenchError(RuntimeError):
+    """A benchmarked command failed; the figure would be meaningless."""
+
+
+@dataclass
+class Measured:
+    seconds: float
+    cpu_seconds: float  # user + system time of the process and its descendants
+    peak_rss: int  # bytes, summed over the process and every descendant alive at the same moment
+    peak_pss: int  # the same in proportional set size: pages shared between them counted once
+    stdout: str
+    stderr: str
+
+
+class Workspace:
+    """A temp directory holding one benchmark's outputs, state and luigi.cfg overlay."""
+
+    def __init__(self, parent, name, iris=None, service=None):
+        """`iris` and `service`: luigi.cfg keys over the workspace's own, as written in luigi.cfg."""
+        self.path = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=parent))
+        self.output_root = self.path / "output"
+        self.config = self.path / "luigi.cfg"
+        sections = {"iris": {"source": IRIS_CSV, "output_root": self.output_root, **(iris or {})},
+                    "service": {"state_dir": self.path / "state", **(service or {})}}
+        self.config.write_text("".join(f"[{section}]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items())
+                                       for section, keys in sections.items()))
+
+    def env(self, **extra):
+        return {**os.environ, "LUIGI_CONFIG_PATH": str(self.config), "PYTHONPATH": str(REPO), **extra}
+
+    def run(self, *args, **env):
+        """Run `python ARGS` from the repo with this workspace's configuration; BenchError if it fails."""
+        started, cpu_before = time.perf_counter(), _children_cpu()
+        process = subprocess.Popen([sys.executable, *args], cwd=REPO, env=self.env(**env), text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        with TreeMemory(process.pid) as memory:
+            stdout, stderr = process.communicate()
+        seconds, cpu = time.perf_counter() - started, _children_cpu() - cpu_before
+        if process.returncode != 0:
+            raise BenchError(f"python {' '.join(args)} exited {process.returncode}:\n{stderr[-3000:]}")
+        return Measured(seconds, cpu, memory.peak_rss, memory.peak_pss, stdout, stderr)
+
+
+def _children_cpu():
+    """CPU seconds of every child process this process has waited for (each includes its own children)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+class TreeMemory:
+    """Peak resident memory of a process and all its descendants, sampled from /proc in a thread."""
+
+    def __init__(self, pid, interval=0.05):
+        self.pid, self.interval = pid, interval
+        self.peak_rss = self.peak_pss = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self):
+        while not self._stop.is_set():
+            sizes = [_memory(pid) for pid in _tree(self.pid)]
+            self.peak_rss = max(self.peak_rss, sum(rss for rss, _ in sizes))
+            self.peak_pss = max(self.peak_pss, sum(pss for _, pss in sizes))
+            self._stop.wait(self.interval)
+
+
+def _tree(root):
+    """root and every live descendant of it."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # the process ended while we looked
+            children.setdefault(ppid, []).append(int(entry))
+    found, pending = [], [root]
+    while pending:
+        pid = pending.pop()
+        found.append(pid)
+        pending.extend(children.get(pid, []))
+    return found
+
+
+def _memory(pid):
+    """(RSS, PSS) of one process in bytes; zeros once it has ended."""
+    sizes = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as handle:
+            for line in handle:
+                name, _, rest = line.partition(":")
+                if name in ("Rss", "Pss"):
+                    sizes[name] = int(rest.split()[0]) * 1024
+    except (OSError, ValueError):
+        pass
+    return sizes.get("Rss", 0), sizes.get("Pss", 0)
+
+
+def alternate(repeats, first, second):
+    """Measure first(i) and second(i) in turns, so load from other processes hits both alike.
+
+    Returns the two lists of results, in order."""
+    pairs = [(first(i), second(i)) for i in range(repeats)]
+    return [a for a, _ in pairs], [b for _, b in pairs]
+
+
+def median_seconds(results):
+    return statistics.median(r.seconds for r in results)
+
+
+def median_ratio(numerators, denominators, field="seconds"):
+    """The median of the per-repeat ratios of a field: each ratio compares runs taken side by side."""
+    return statistics.median(getattr(n, field) / getattr(d, field) for n, d in zip(numerators, denominators))
+
+
+def imported_modules(importtime_log):
+    """Top-level module names in the stderr of `python -X importtime …`."""
+    return {line.rsplit("|", 1)[1].strip().split(".")[0]
+            for line in importtime_log.splitlines() if line.startswith("import time:") and "|" in line}

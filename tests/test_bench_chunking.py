@@ -1,0 +1,45 @@
+"""How the runner hands dates out: every date once, in order, in chunks no larger than chunk_size that
+shrink toward the end when several processes share the work (so they finish together)."""
+import datetime as dt
+
+import pytest
+
+from service.runner import _Chunks
+
+DATES = [dt.date(2001, 1, 1) + dt.timedelta(days=n) for n in range(365)]
+
+
+def _all_chunks(chunks):
+    taken = []
+    while chunk := chunks.take():
+        taken.append(chunk)
+    return taken
+
+
+@pytest.mark.parametrize("workers", [1, 2, 4])
+def test_every_date_is_handed_out_once_in_order_in_chunks_of_at_most_chunk_size(workers):
+    taken = _all_chunks(_Chunks(DATES, 20, workers))
+    assert [d for chunk in taken for d in chunk] == DATES
+    assert max(len(chunk) for chunk in taken) == 20
+
+
+def test_one_process_gets_plain_chunk_size_slices():
+    assert [len(chunk) for chunk in _all_chunks(_Chunks(DATES, 20, 1))] == [20] * 18 + [5]
+
+
+def test_with_several_processes_the_last_chunks_shrink_to_single_dates():
+    sizes = [len(chunk) for chunk in _all_chunks(_Chunks(DATES, 20, 2))]
+    assert sizes[-4:] == [1, 1, 1, 1] and sizes == sorted(sizes, reverse=True)
+    assert len(sizes) < 40  # still mostly full chunks: each luigi.build call has a cost
+
+
+def test_a_helper_process_is_started_only_for_a_full_chunk_of_work():
+    assert _Chunks(DATES[:39], 20, 2).count_full() == 1
+    assert _Chunks(DATES[:40], 20, 2).count_full() == 2
+
+
+def test_closing_hands_out_nothing_more():
+    chunks = _Chunks(DATES, 20, 2)
+    chunks.take()
+    chunks.close()
+    assert chunks.take() == [] and len(chunks) == 0
