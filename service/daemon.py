@@ -133,9 +133,21 @@ def _run_in_child_process(dates, sender, stopping, log_level):
     # The daemon decides when its run stops: systemd's SIGTERM and a terminal's ^C reach this process too.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _end_with_parent()
     for report in run_one_by_one(dates, stopping, log_level):
         sender.send(report)
     sender.close()
+
+
+def _end_with_parent():
+    """Have the kernel kill this run process if the daemon dies, even by SIGKILL, so no run goes on
+    unsupervised; the targets it was writing stay whole, and the restarted daemon runs the date again."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != multiprocessing.parent_process().pid:  # the daemon died before prctl took effect
+        os._exit(1)
 
 
 class Daemon:

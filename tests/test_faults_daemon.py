@@ -6,6 +6,7 @@ import datetime as dt
 import pickle
 import sqlite3
 import time
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +27,25 @@ def _today():
     return dt.datetime.now(dt.timezone.utc).date()
 
 
+def _children(pid):
+    """Process ids whose parent is pid, from /proc."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                children.append(int(stat.parent.name))
+    return children
+
+
+def _alive(pid):
+    """True while pid exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def _count(metrics, name, **labels):
     return metrics.get((name, tuple(sorted(labels.items()))), 0)
 
@@ -44,8 +64,12 @@ def test_a_daemon_killed_mid_run_and_restarted_completes_the_date_once(irisflow_
     first = start_daemon("first")
     poll("the daemon's run to reach TrainModel", lambda: (part / "split").exists(), timeout=120)
     time.sleep(0.5)
+    run_processes = _children(first.pid)
+    assert run_processes, "the daemon runs its dates in a child process"
     first.kill()
     first.wait(timeout=30)
+    poll("the run process to end with the daemon", lambda: not any(_alive(pid) for pid in run_processes),
+         timeout=30)
     assert not (part / "summary.json").exists(), "the run finished before it could be killed"
 
     second = start_daemon("second")
