@@ -75,10 +75,6 @@ class RunReport:
     def failed(self):
         return [o for o in self.outcomes if o.status == "failure"]
 
-    @property
-    def succeeded(self):
-        return [o for o in self.outcomes if o.status == "success"]
-
 
 class _TaskEvents:
     """Luigi's task events of the build in progress in this process, grouped by date."""
