@@ -168,7 +168,8 @@ def cmd_status(args):
     for row in rows:
         detail = ""
         if row["state"] == "failed":
-            detail = f"{row['reason']} in {row['step']}: {(row['error'] or '').splitlines()[0]}"
+            headline = (row["error"] or "").partition("\n")[0]  # an error may be empty or span lines
+            detail = f"{row['reason']} in {row['step']}: {headline}"
         elif row["state"] == "incomplete":
             detail = "missing " + ", ".join(row["missing"])
         print(f"{row['date']}  {row['state']:<10} {detail}".rstrip())
@@ -272,7 +273,7 @@ def _export_metrics(args, report):
     try:
         metrics.export(args.metrics_textfile, args.pushgateway)
     except OSError as exc:
-        print(f"irisflow: error: metrics not delivered: {getattr(exc, 'reason', None) or exc}", file=sys.stderr)
+        _print_error(f"metrics not delivered: {getattr(exc, 'reason', None) or exc}")
         return False
     return True
 

@@ -136,3 +136,13 @@ def test_force_replaces_outputs_only_once_new_ones_are_complete(irisflow_config,
     assert list(summary["models"]) == ["knn"]
     assert [p.name.split("-")[0] for p in (part / "models").iterdir()] == ["knn"]
     assert not list((irisflow_config.output_root / ".staging").iterdir())
+
+
+def test_status_shows_a_failure_record_without_an_error_text(irisflow_config, cli):
+    """A failure record written by another version (no error text) is shown, never a traceback."""
+    record = irisflow_config.output_root / "failed" / DAY / "failure.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"date": DAY, "step": "Split", "reason": "error", "error": None}))
+    result = cli("status")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [DAY, "failed", "error", "in", "Split:"]
