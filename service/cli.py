@@ -108,17 +108,16 @@ def cmd_run(args):
     date = args.date or today()
     _check_metrics_destinations(args)
     report = run_dates([date], workers=_workers(args), force=args.force, log_level=_log_level(args))
-    if not _export_metrics(args, report):
-        return EXIT_FAILED
     outcome = report.outcomes[0]
-    root = _output_root()
     if outcome.status == "failure":
         _print_failure(outcome)
-        return EXIT_FAILED
-    verb = "already complete, nothing to do" if outcome.status == "skipped" else f"done in {report.seconds:.1f} s"
-    print(f"{outcome.date}: {verb}; outputs in {partition.partition_dir(root, date)}")
-    _print_models(root, date)
-    return EXIT_OK
+    else:
+        root = _output_root()
+        verb = "already complete, nothing to do" if outcome.status == "skipped" else f"done in {report.seconds:.1f} s"
+        print(f"{outcome.date}: {verb}; outputs in {partition.partition_dir(root, date)}")
+        _print_models(root, date)
+    delivered = _export_metrics(args, report)  # after the outcome, as backfill does: the run is told either way
+    return EXIT_OK if outcome.status != "failure" and delivered else EXIT_FAILED
 
 
 def cmd_backfill(args):

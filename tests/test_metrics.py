@@ -116,6 +116,8 @@ def test_unusable_metrics_destinations_are_refused_before_any_work(irisflow_conf
 
 def test_an_unreachable_pushgateway_fails_the_run_with_one_line(irisflow_config, capsys):
     assert main(["run", "--date", str(DAY), "--pushgateway", f"http://127.0.0.1:{free_port()}"]) == 1
-    error, = capsys.readouterr().err.splitlines()
+    said = capsys.readouterr()
+    error, = said.err.splitlines()
     assert error.startswith("irisflow: error: metrics not delivered:")
+    assert said.out.startswith(f"{DAY}: done in")  # the run itself is still told
     assert (irisflow_config.output_root / str(DAY) / "summary.json").is_file()
