@@ -95,6 +95,22 @@ def write_input(folder, date, bad=False):
     return path
 
 
+def poll(what, probe, timeout=60.0, retry_on=()):
+    """probe()'s first truthy result, asked every 0.2 s; fails naming `what` and the last result after
+    `timeout` seconds. Exceptions in `retry_on` (say OSError while a server starts) count as not yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            last = probe()
+            if last:
+                return last
+        except retry_on as error:
+            last = error
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
+        time.sleep(0.2)
+
+
 def free_port():
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
@@ -122,10 +138,7 @@ class Mailbox:
 
     def wait_for(self, count, timeout=60.0):
         """The messages once there are at least `count` of them (fails after `timeout` seconds)."""
-        deadline = time.monotonic() + timeout
-        while len(self.messages) < count:
-            assert time.monotonic() < deadline, f"{len(self.messages)} mails after {timeout} s, expected {count}"
-            time.sleep(0.1)
+        poll(f"{count} mails (have {len(self.messages)})", lambda: len(self.messages) >= count, timeout)
         return list(self.messages)
 
 

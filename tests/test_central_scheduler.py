@@ -2,7 +2,6 @@
 import datetime as dt
 import json
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -12,16 +11,10 @@ import urllib.request
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, free_port
 from tasks import partition
 
 DAY = "2026-11-24"
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def api(port, method, **data):

@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import REPO, free_port, write_input
+from conftest import REPO, free_port, poll, write_input
 
 SPECIES_CHECK = "isin(('setosa', 'versicolor', 'virginica'))"
 SERVE = [sys.executable, "-m", "service", "serve"]
@@ -49,16 +49,6 @@ def scrape(port):
         return None
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(text) for s in family.samples}
-
-
-def poll(what, probe, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.2)
 
 
 def scrape_until(port, what, condition, timeout=60.0):

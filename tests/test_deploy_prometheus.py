@@ -19,7 +19,7 @@ import urllib.request
 import pytest
 from prometheus_client import start_http_server
 
-from conftest import REPO, free_port
+from conftest import REPO, free_port, poll
 from service import __version__
 
 PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
@@ -56,21 +56,6 @@ def get_json(url):
     return json.loads(fetch(url))
 
 
-def wait_for(what, probe, timeout=30.0):
-    """Poll probe() until it returns something truthy; fail with what was awaited and the last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = probe()
-        except OSError as error:
-            value = error
-        if value and not isinstance(value, OSError):
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}; last: {value!r}")
-        time.sleep(0.2)
-
-
 def running(process, log_path):
     """True while a server under test runs; a failure with its log as soon as it has exited."""
     if process.poll() is not None:
@@ -89,7 +74,8 @@ class Prometheus:
                 [tool("prometheus"), "--config.file=prometheus.yml", f"--storage.tsdb.path={config_dir / 'data'}",
                  f"--web.listen-address={self.url.removeprefix('http://')}"],
                 cwd=config_dir, stdout=log, stderr=subprocess.STDOUT)
-        wait_for("prometheus to be ready", lambda: running(self.process, log_path) and fetch(self.url + "/-/ready"))
+        poll("prometheus to be ready", lambda: running(self.process, log_path) and fetch(self.url + "/-/ready"),
+             timeout=30.0, retry_on=(OSError,))
 
     def api(self, path, **params):
         body = get_json(f"{self.url}/api/v1/{path}?{urllib.parse.urlencode(params)}")
@@ -275,7 +261,8 @@ def test_prometheus_scrapes_the_running_daemon(irisflow_config, tmp_path):
                                   stdout=log, stderr=subprocess.STDOUT)
     try:
         metrics_url = f"http://127.0.0.1:{port}/metrics"
-        wait_for("the daemon's /metrics", lambda: running(daemon, log_path) and fetch(metrics_url))
+        poll("the daemon's /metrics", lambda: running(daemon, log_path) and fetch(metrics_url), timeout=30.0,
+             retry_on=(OSError,))
         config_dir = tmp_path / "prometheus"
         config_dir.mkdir()
         shipped_config_scraping(config_dir, f"127.0.0.1:{port}", f"127.0.0.1:{free_port()}")
@@ -299,7 +286,7 @@ def check_prometheus_sees_the_daemon(prometheus, scrape):
         return query('count(irisflow_model_accuracy_ratio{job="irisflow"}) == 5 '
                      'and on () irisflow_catchup_missing_dates{job="irisflow"} == 0')
 
-    wait_for("the start-up run's results in Prometheus", run_recorded, timeout=60)
+    poll("the start-up run's results in Prometheus", run_recorded, timeout=60, retry_on=(OSError,))
     exported = set(re.findall(r"^(irisflow_\w+)[{ ]", scrape(), re.MULTILINE))
     assert {"irisflow_task_duration_seconds_bucket", "irisflow_rows_validated_total"} <= exported
 
@@ -307,7 +294,7 @@ def check_prometheus_sees_the_daemon(prometheus, scrape):
         names = {series["metric"]["__name__"] for series in query('{job="irisflow", __name__=~"irisflow_.+"}')}
         return names if names >= exported else None
 
-    wait_for("every series the daemon exports in Prometheus", ingested)
+    poll("every series the daemon exports in Prometheus", ingested, timeout=30.0, retry_on=(OSError,))
     assert [series["metric"]["version"] for series in query("irisflow_build_info")] == [__version__]
     assert [series["value"][1] for series in query('irisflow_pipeline_runs_total{outcome="success"}')] == ["1"]
 
@@ -324,7 +311,8 @@ def check_prometheus_sees_the_daemon(prometheus, scrape):
         rules = {rule["name"]: rule for rule in alert_rules(prometheus)}
         return rules if min(map(unix_time, (rule["lastEvaluation"] for rule in rules.values()))) > seen_run else None
 
-    rules = wait_for("every alert rule evaluated on the run's results", evaluated_rules)
+    rules = poll("every alert rule evaluated on the run's results", evaluated_rules, timeout=30.0,
+                 retry_on=(OSError,))
     assert {name: rule["lastError"] for name, rule in rules.items() if rule["health"] != "ok"} == {}
     active = {name: rule["alerts"] for name, rule in rules.items() if rule["state"] != "inactive"}
     assert set(active) <= {"LuigidDown"}, active

@@ -10,7 +10,8 @@ import pytest
 
 from conftest import REPO
 from tasks import partition
-from test_central_scheduler import free_port, luigid  # noqa: F401 - luigid is a fixture used below
+from conftest import free_port
+from test_central_scheduler import luigid  # noqa: F401 - luigid is a fixture used below
 
 DAY = "2026-11-24"
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import IRIS_CSV, Mailbox, free_port
+from conftest import IRIS_CSV, Mailbox, free_port, poll
 from test_central_scheduler import luigid  # noqa: F401 - a fixture used below
-from test_daemon_serve import poll, scrape_until, start_daemon, stop  # noqa: F401 - start_daemon is a fixture
+from test_daemon_serve import scrape_until, start_daemon, stop  # noqa: F401 - start_daemon is a fixture
 from test_faults import _no_partial_files
 
 SLOW_FOREST = {"models": '["random_forest", "knn"]', "hyperparameters": '{"random_forest": {"n_estimators": 3000}}'}
