@@ -169,8 +169,10 @@ def cmd_status(args):
         if row["state"] == "failed":
             headline = (row["error"] or "").partition("\n")[0]  # an error may be empty or span lines
             detail = f"{row['reason']} in {row['step']}: {headline}"
-        elif row["state"] == "incomplete":
-            detail = "missing " + ", ".join(row["missing"])
+        elif row["state"] in ("incomplete", "damaged"):
+            detail = "; ".join(row["problems"])
+        elif row.get("history_changed"):
+            detail = f"history changed: {row['history_changed'].get('source')} differs from the first snapshot"
         print(f"{row['date']}  {row['state']:<10} {detail}".rstrip())
     return EXIT_OK
 

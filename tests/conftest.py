@@ -12,6 +12,8 @@ from pathlib import Path
 import luigi.configuration
 import pytest
 
+from tasks.config import settings as task_settings
+
 REPO = Path(__file__).resolve().parents[1]
 IRIS_CSV = REPO / "data" / "iris.csv"
 
@@ -61,6 +63,7 @@ def _reload_luigi_config(extra_paths):
     for section in list(config.sections()):
         config.remove_section(section)
     parser.reload()
+    task_settings.cache_clear()
 
 
 @pytest.fixture
