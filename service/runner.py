@@ -43,7 +43,7 @@ from tasks.iris import FOUND_DONE, IrisPipeline, read_json, source_path
 from tasks.schema import InputRejected
 
 from . import notifications
-from .config import central_scheduler, checked_settings
+from .config import central_scheduler, checked_settings, scheduler_url
 
 # One BLAS/OpenMP thread per worker process: two processes each spinning up a thread per core fight
 # over the two cores and run slower than one process alone.
@@ -343,10 +343,7 @@ def _unreachable_scheduler():
     Asked once before the build, so a dead luigid costs one clear error per date instead of Luigi's
     retries and a traceback for every task.
     """
-    from luigi.interface import core
-
-    settings = core()
-    url = settings.scheduler_url or f"http://{settings.scheduler_host}:{settings.scheduler_port}/"
+    url = scheduler_url()
     address = urllib.parse.urlsplit(url)
     if address.scheme not in ("http", "https"):
         return None
