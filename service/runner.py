@@ -50,7 +50,8 @@ from .config import central_scheduler, checked_settings, scheduler_url
 THREAD_LIMITS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 # Errors of the disk rather than of the pipeline: the operator frees space or fixes permissions.
 STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
-SCHEDULER_CONNECT_TIMEOUT = 5
+SCHEDULER_CONNECT_TIMEOUT = 5  # seconds a central scheduler may take to accept connections (a restart)
+SCHEDULER_RETRY_SECONDS = 0.25
 OTHERS_POLL_SECONDS = 0.5  # how often a date another worker is building is looked at again
 LOG = logging.getLogger(__name__)
 
@@ -340,19 +341,24 @@ def _release_memory():
 def _unreachable_scheduler():
     """An RPCError when the configured central scheduler does not accept connections, else None.
 
-    Asked once before the build, so a dead luigid costs one clear error per date instead of Luigi's
+    Asked before the build, so a dead luigid costs one clear error per date instead of Luigi's
     retries and a traceback for every task.
     """
     url = scheduler_url()
     address = urllib.parse.urlsplit(url)
     if address.scheme not in ("http", "https"):
         return None
-    try:
-        socket.create_connection((address.hostname, address.port or 80), timeout=SCHEDULER_CONNECT_TIMEOUT).close()
-    except OSError as exc:
-        return luigi.rpc.RPCError(f"central scheduler {url} not reachable ({exc.strerror or exc}); start luigid "
-                                  "or remove [core] default_scheduler_host to use the local scheduler", exc)
-    return None
+    deadline = time.monotonic() + SCHEDULER_CONNECT_TIMEOUT
+    while True:  # asked again for a few seconds: luigid being restarted fails no date
+        try:
+            socket.create_connection((address.hostname, address.port or 80), timeout=SCHEDULER_CONNECT_TIMEOUT).close()
+            return None
+        except OSError as exc:
+            if time.monotonic() + SCHEDULER_RETRY_SECONDS < deadline:
+                time.sleep(SCHEDULER_RETRY_SECONDS)
+                continue
+            return luigi.rpc.RPCError(f"central scheduler {url} not reachable ({exc.strerror or exc}); start luigid "
+                                      "or remove [core] default_scheduler_host to use the local scheduler", exc)
 
 
 def _finish(root, date, token, events, crash, still_elsewhere=False):
