@@ -79,8 +79,8 @@ class Network:
         """argv in the namespace, under its own hostname (a UTS namespace of its own)."""
         command = ["ip", "netns", "exec", namespace, "unshare", "--uts", "sh", "-c",
                    'hostname "$0" && exec "$@"', hostname, *argv]
-        process = subprocess.Popen(command, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, **kwargs)
+        streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **kwargs}
+        process = subprocess.Popen(command, cwd=REPO, env=env, text=True, **streams)
         self.processes.append(process)
         return process
 
@@ -205,14 +205,17 @@ def test_two_hosts_backfilling_one_range_run_each_task_once_and_both_succeed(net
     assert {host for _, host in runs} == {"host-a", "host-b"}, "the work did not spread over the hosts"
 
 
-def test_an_assistant_worker_on_another_host_takes_a_share_and_stops_cleanly(network, luigid, irisflow_config):
+def test_an_assistant_worker_on_another_host_takes_a_share_and_stops_cleanly(network, luigid, irisflow_config,
+                                                                           tmp_path):
     """`python -m service worker` on host-b runs tasks host-a's backfill scheduled; a stock `luigi`
     command for one of the dates (same task ids) on host-c adds no second run; SIGTERM ends the worker 0."""
     for host in ("host-a", "host-b", "host-c"):
         network.add_host(host)
-    worker = network.start(network.hosts["host-b"], "host-b", [sys.executable, "-m", "service", "worker"],
-                           irisflow_config.env())
-    poll("the worker to register", lambda: "irisflow worker: assistant of" in _peek(worker), timeout=60)
+    log = tmp_path / "worker.log"
+    with open(log, "w") as stderr:
+        worker = network.start(network.hosts["host-b"], "host-b", [sys.executable, "-m", "service", "worker"],
+                               irisflow_config.env(), stderr=stderr)
+    poll("the worker to start", lambda: "irisflow worker: assistant of" in log.read_text(), timeout=60)
     count = 10
     backfill = _backfill(network, "host-a", irisflow_config, count)
     stock = network.start(network.hosts["host-c"], "host-c",
@@ -226,17 +229,9 @@ def test_an_assistant_worker_on_another_host_takes_a_share_and_stops_cleanly(net
     assert _each_ran_once(runs) == {} and len(runs) == count * 6
     assert "host-b" in {host for _, host in runs}, "the assistant ran nothing"
     worker.send_signal(signal.SIGTERM)
-    _, stderr = worker.communicate(timeout=60)
-    assert worker.returncode == 0, stderr
-    assert "finished in" in stderr and "irisflow worker stopped" in stderr
-
-
-def _peek(process):
-    """The stderr a running process has written so far (non-blocking)."""
-    os.set_blocking(process.stderr.fileno(), False)
-    chunk = process.stderr.read() or ""
-    process.seen = getattr(process, "seen", "") + chunk
-    return process.seen
+    worker.communicate(timeout=60)
+    assert worker.returncode == 0, log.read_text()
+    assert "finished in" in log.read_text() and "irisflow worker stopped" in log.read_text()
 
 
 def test_a_host_killed_mid_backfill_loses_nothing(network, luigid, irisflow_config):
