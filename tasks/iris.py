@@ -214,7 +214,8 @@ class Validate(DatePartitionTask):
         from .schema import InputRejected, read_source, validate_frame
 
         settings = config.settings()
-        described = f"{source_path(self.date)} (snapshot {self.input().path})"
+        # Relative to the output root, so the report (and its hash) is the same wherever the root lives.
+        described = f"{source_path(self.date)} (snapshot {self.date.isoformat()}/{Path(self.input().path).name})"
         try:
             frame = read_source(self.input().path, settings.max_source_bytes, shown_as=described)
             valid, report = validate_frame(frame, source=described, min_rows=settings.min_rows,
