@@ -12,7 +12,8 @@
 #   PREFIX/share         prometheus/ (scrape config, alerts) and grafana/ (dashboard, provisioning)
 #   SYSCONFDIR           luigi.cfg (the daemon's overlay), luigid.cfg, environment (secrets); kept
 #                        once edited, the new version then lands beside as *.dist
-#   UNITDIR              irisflow.service, luigid.service, irisflow-backfill@.service
+#   UNITDIR              irisflow.service, luigid.service, irisflow-backfill@.service,
+#                        irisflow-worker.service (extra hosts: README "Scale out")
 #   /var/lib/irisflow    the daemon's state and output (StateDirectory=irisflow)
 set -eu
 
@@ -49,7 +50,7 @@ SYSTEMCTL=yes
 ACTION=install
 PURGE=no
 SERVICE_USER=irisflow
-UNITS="irisflow.service luigid.service irisflow-backfill@.service"
+UNITS="irisflow.service luigid.service irisflow-backfill@.service irisflow-worker.service"
 STATE_DIRS="/var/lib/irisflow /var/lib/luigid"
 
 die() { echo "install.sh: $*" >&2; exit 2; }
@@ -190,15 +191,16 @@ install_all() {
     if [ "$SYSTEMCTL" = yes ]; then
         systemctl daemon-reload
         # A running service picks up the new code; a stopped one stays stopped.
-        systemctl try-restart irisflow.service luigid.service
+        systemctl try-restart irisflow.service luigid.service irisflow-worker.service
     fi
     say "installed irisflow in $DESTDIR$PREFIX, config in $DESTDIR$SYSCONFDIR, units in $DESTDIR$UNITDIR"
     say "start it with: systemctl enable --now irisflow.service (and luigid.service to use luigid)"
+    say "on an extra host: systemctl enable --now irisflow-worker.service (README: Scale out)"
 }
 
 uninstall_all() {
     if [ "$SYSTEMCTL" = yes ]; then
-        systemctl disable --now irisflow.service luigid.service 2>/dev/null || true
+        systemctl disable --now irisflow.service luigid.service irisflow-worker.service 2>/dev/null || true
     fi
     for unit in $UNITS; do rm -f "$DESTDIR$UNITDIR/$unit"; done
     if [ "$SYSTEMCTL" = yes ]; then systemctl daemon-reload; fi
