@@ -328,6 +328,7 @@ class IrisPipeline(DatePartitionTask):
         summary["manifest"], changed = self.manifest()
         if changed:
             summary["history_changed"] = changed
+        partition.remove_leftovers(self.folder)
         partition.write_durably(self.folder / partition.SUMMARY, json.dumps(summary, indent=2, sort_keys=True))
 
     def manifest(self):
