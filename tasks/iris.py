@@ -1,4 +1,4 @@
-"""The Iris pipeline as Luigi tasks: IrisData → Extract → Validate → Split → TrainModel×N → IrisPipeline.
+"""The Iris pipeline as Luigi tasks: IrisData → Extract → Validate → (Drift, Split → TrainModel×N) → IrisPipeline.
 
 Each task reads its input targets, calls one plain function from `steps`/`schema` and writes its output
 targets under `{output_root}/{YYYY-MM-DD}/`; every write goes to a temporary file renamed into place, so
@@ -15,7 +15,7 @@ import luigi
 from luigi.task import flatten
 
 from . import partition
-from .config import iris
+from .config import iris, quality
 
 
 def source_path(date):
@@ -126,6 +126,41 @@ class Validate(DatePartitionTask):
             pass  # the partition still holds other files
 
 
+class Drift(DatePartitionTask):
+    """Compare the day's validated data with a reference: recent complete dates, or a pinned file."""
+
+    def requires(self):
+        return self.clone(Validate)
+
+    def output(self):
+        return self.target("drift.json")
+
+    def run(self):
+        from .quality import assess_drift, describe_drift
+        from .schema import InputRejected
+
+        settings = quality()
+        report = assess_drift(read_csv(self.input()["data"]), self.reference(), settings, iris().features)
+        if report["drift_detected"] and settings.fail_on_drift:
+            failed = partition.failed_dir(self.root, self.date) / "drift.json"
+            write_json(luigi.LocalTarget(str(failed)), report)
+            raise InputRejected(f"{source_path(self.date)}: data drift against {report['reference']['described']}: "
+                                f"{describe_drift(report)} ([quality] fail_on_drift = true)")
+        write_json(self.output(), report)
+
+    def reference(self):
+        """The pinned `[quality] reference`, else validated.csv of the recent complete dates. The history
+        is read from the configured output root: a forced rebuild writes this date elsewhere (staging)."""
+        from .quality import history_dates
+
+        settings = quality()
+        if settings.reference:
+            return {"file": settings.reference}
+        root = Path(iris().output_root)
+        return {"dates": [d.isoformat() for d in history_dates(root, self.date, settings.reference_days)],
+                "root": str(root)}
+
+
 class Split(DatePartitionTask):
     """Stratified, seeded train/test split of the validated data."""
 
@@ -184,7 +219,7 @@ class TrainModel(DatePartitionTask):
 
 
 class IrisPipeline(DatePartitionTask):
-    """The whole date: one TrainModel per `[iris] models` entry, summarised in summary.json.
+    """The whole date: its Drift and one TrainModel per `[iris] models` entry, summarised in summary.json.
 
     The date is complete when summary.json and every file its manifest lists exist, so deleting one
     model's output makes the date incomplete again and the next run rebuilds only that piece.
@@ -192,10 +227,11 @@ class IrisPipeline(DatePartitionTask):
 
     def requires(self):
         settings = iris()
-        return {name: self.clone(TrainModel, model=name, features=settings.features,
-                                 hyperparameters=settings.hyperparameters.get(name, {}),
-                                 test_size=settings.test_size, seed=settings.seed)
-                for name in settings.models}
+        return {"drift": self.clone(Drift),
+                "models": {name: self.clone(TrainModel, model=name, features=settings.features,
+                                            hyperparameters=settings.hyperparameters.get(name, {}),
+                                            test_size=settings.test_size, seed=settings.seed)
+                           for name in settings.models}}
 
     def output(self):
         return self.target(partition.SUMMARY)
@@ -206,7 +242,8 @@ class IrisPipeline(DatePartitionTask):
     def run(self):
         from .steps import summarize
 
-        summary = summarize(self.date, {name: read_json(out["metrics"]) for name, out in self.input().items()})
+        summary = summarize(self.date, {name: read_json(out["metrics"]) for name, out in self.input()["models"].items()})
+        summary["drift_detected"] = read_json(self.input()["drift"])["drift_detected"]
         summary["manifest"] = self.manifest()
         write_json(self.output(), summary)
 
