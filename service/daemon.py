@@ -293,8 +293,7 @@ class Daemon:
         upcoming = self.next_run(now)
         metrics.NEXT_RUN.set(upcoming.timestamp() if upcoming else 0)
         if complete:
-            summary = json.loads((partition.partition_dir(self.root, complete[-1]) / partition.SUMMARY).read_text())
-            metrics.record_partition(complete[-1], {name: m["accuracy"] for name, m in summary["models"].items()})
+            metrics.record_partition(self.root, complete[-1])
 
     # -- settled failures ----------------------------------------------------------------------------
     def _load_settled(self):
