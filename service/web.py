@@ -288,7 +288,7 @@ def configured_view(links=None):
     from tasks.iris import source_path
 
     settings = iris()
-    overview = Overview(settings.output_root, settings.models, source_path)
+    overview = Overview(settings.output_root, settings.models, lambda date: source_path(date, settings.source))
     return PartitionView(overview, quality().thresholds(), links(overview) if links else None)
 
 

@@ -18,9 +18,9 @@ from . import partition
 from .config import iris, quality
 
 
-def source_path(date):
-    """The day's input file: `[iris] source` with '{date}' replaced by YYYY-MM-DD."""
-    return iris().source.replace("{date}", date.isoformat())
+def source_path(date, source=None):
+    """The day's input file: `source` (default `[iris] source`) with '{date}' replaced by YYYY-MM-DD."""
+    return (source or iris().source).replace("{date}", date.isoformat())
 
 
 def data_dir():
