@@ -142,3 +142,11 @@ def test_fail_on_drift_rejects_the_date_naming_the_feature_mails_it_and_keeps_th
     message, = mailbox.wait_for(1)
     assert f"date={DAY}" in message["Subject"] and "Drift(" in message["Subject"]
     assert "petal_width (PSI" in mailbox.text(message)
+
+
+def test_bad_quality_settings_are_a_one_line_usage_error(irisflow_config, cli):
+    irisflow_config.set("quality", reference="/nonexistent/ref.csv", psi_moderate="0.5", psi_significant="0.2")
+    result = cli("run", "--date", str(DAY))
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
+    assert "[quality] reference /nonexistent/ref.csv: no such file" in result.stderr
+    assert "psi_moderate <= psi_significant" in result.stderr
