@@ -187,7 +187,7 @@ def cmd_status(args):
     for row in rows:
         detail = ""
         if row["state"] == "failed":
-            headline = (row["error"] or "").partition("\n")[0]  # an error may be empty or span lines
+            headline = str(row["error"] or "").partition("\n")[0]  # an error may be empty or span lines
             detail = f"{row['reason']} in {row['step']}: {headline}"
         elif row["state"] in ("incomplete", "damaged"):
             detail = "; ".join(row["problems"])
