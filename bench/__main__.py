@@ -43,6 +43,7 @@ def main(argv=None, out=sys.stdout):
             for figure in (lambda: first, lambda: figures.backfill_nothing_to_do(plan, complete),
                            lambda: figures.scaling(plan, tmp), lambda: memory,
                            lambda: figures.daemon_memory(plan, tmp), lambda: figures.one_date_cold(plan, tmp),
+                           lambda: figures.drift_per_date(plan, tmp), lambda: figures.view_render(plan, tmp),
                            *scale_out.figures(plan, tmp)):
                 for line in figure().lines():
                     say(line)

@@ -1,4 +1,5 @@
-"""`python -m service …`: run, backfill, status, validate (and serve, the daemon; worker, for extra hosts).
+"""`python -m service …`: run, backfill, status, validate, report (and serve, the daemon; worker, for
+extra hosts).
 
 Exit status: 0 success, 1 a pipeline or validation failure, 2 bad usage or configuration, always with a
 one-line error rather than a traceback. Commands with nothing to compute import no heavy library.
@@ -6,8 +7,10 @@ one-line error rather than a traceback. Commands with nothing to compute import 
 import argparse
 import datetime as dt
 import json
+import os
 import re
 import sys
+import traceback
 
 from tasks import partition
 
@@ -50,6 +53,8 @@ def build_parser():
     backfill.add_argument("--start", type=_date, required=True, help="first date, YYYY-MM-DD")
     backfill.add_argument("--end", type=_date, required=True, help="last date, YYYY-MM-DD")
     for command in (run, backfill):
+        command.add_argument("--verify", action="store_true",
+                             help="also compare every file with its recorded sha256 and rebuild what differs")
         command.add_argument("--workers", type=_positive, help="worker processes (default: [service] workers)")
         command.add_argument("--force", action="store_true",
                              help="recompute complete dates; old outputs are replaced only once the new are complete")
@@ -61,8 +66,17 @@ def build_parser():
     status.add_argument("--start", type=_date, help="first date (default: the oldest date with outputs)")
     status.add_argument("--end", type=_date, help="last date (default: today, or the newest date with outputs)")
     status.add_argument("--json", action="store_true", help="print JSON")
+    status.add_argument("--verify", action="store_true",
+                        help="also compare every file with its recorded sha256 (reads every file)")
 
-    commands.add_parser("serve", help="run the daemon: the daily schedule, catch-up, failure mail, /metrics")
+    commands.add_parser("serve", help="run the daemon: the daily schedule, catch-up, failure mail, /metrics and "
+                                      "the partition view")
+
+    report = commands.add_parser("report", help="write the partition view of a date range as static HTML files")
+    report.add_argument("--start", type=_date, required=True, help="first date, YYYY-MM-DD")
+    report.add_argument("--end", type=_date, required=True, help="last date, YYYY-MM-DD")
+    report.add_argument("--out", required=True, metavar="DIR", help="folder for index.html and the other pages")
+
     worker = commands.add_parser("worker", help="run whatever irisflow work the central scheduler has pending "
                                                 "(a Luigi assistant worker, for extra hosts)")
     worker.add_argument("--workers", type=_positive, default=1,
@@ -74,6 +88,7 @@ def build_parser():
 
 
 def main(argv=None):
+    args = None
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
@@ -86,6 +101,12 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("irisflow: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug, or a state nobody foresaw: one line, the traceback with --verbose
+        if args is not None and args.verbose:
+            traceback.print_exc()
+        _print_error(f"unexpected {type(exc).__name__}: {exc}" + ("" if args is not None and args.verbose
+                                                                  else " (run again with --verbose for the traceback)"))
+        return EXIT_FAILED
 
 
 def _print_error(message):
@@ -111,7 +132,8 @@ def cmd_run(args):
 
     date = args.date or today()
     _check_metrics_destinations(args)
-    report = run_dates([date], workers=_workers(args), force=args.force, log_level=_log_level(args))
+    report = run_dates([date], workers=_workers(args), force=args.force, verify=args.verify,
+                       log_level=_log_level(args))
     outcome = report.outcomes[0]
     if outcome.status == "failure":
         _print_failure(outcome)
@@ -134,7 +156,7 @@ def cmd_backfill(args):
             print(f"[{done}/{total}] {outcome.date} {outcome.status}", file=sys.stderr, flush=True)
 
     _check_metrics_destinations(args)
-    report = run_dates(dates, workers=_workers(args), force=args.force, progress=progress,
+    report = run_dates(dates, workers=_workers(args), force=args.force, verify=args.verify, progress=progress,
                        log_level=_log_level(args))
     for first, last, status, count in _runs_of_same_status(report.outcomes):
         span = first if first == last else f"{first}..{last}"
@@ -162,7 +184,7 @@ def cmd_status(args):
         start = args.start or (present[0] if present else None)
         end = args.end or (today() if args.start else present[-1] if present else None)
         dates = _range(start, end) if start and end else []
-    rows = statuses(root, dates)
+    rows = statuses(root, dates, verify=args.verify)
     if args.json:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
@@ -171,7 +193,7 @@ def cmd_status(args):
     for row in rows:
         detail = ""
         if row["state"] == "failed":
-            headline = (row["error"] or "").partition("\n")[0]  # an error may be empty or span lines
+            headline = str(row["error"] or "").partition("\n")[0]  # an error may be empty or span lines
             detail = f"{row['reason']} in {row['step']}: {headline}"
         elif row["state"] in ("incomplete", "damaged"):
             detail = "; ".join(row["problems"])
@@ -182,8 +204,6 @@ def cmd_status(args):
 
 
 def cmd_validate(args):
-    import os
-
     from tasks.schema import InputRejected, format_report, read_source, validate_frame
 
     from .config import checked_settings
@@ -242,7 +262,9 @@ def _print_failure(outcome):
 
 
 def _print_models(root, date):
-    summary = json.loads((partition.partition_dir(root, date) / partition.SUMMARY).read_text())
+    summary = partition.read_summary(root, date)
+    if summary is None:  # changed since the run finished
+        return
     print(f"  {'model':<22}{'accuracy':>9}{'macro F1':>10}")
     for name, metrics in sorted(summary["models"].items()):
         print(f"  {name:<22}{metrics['accuracy']:>9.3f}{metrics['macro_f1']:>10.3f}")
@@ -255,9 +277,17 @@ def cmd_serve(args):
     return serve(verbose=args.verbose)
 
 
+def cmd_report(args):
+    from .web import write_report
+
+    _range(args.start, args.end)  # a reversed range is a usage error
+    written = write_report(args.start, args.end, args.out)
+    print(f"{written} files written; open {os.path.join(os.path.abspath(args.out), 'index.html')}")
+    return EXIT_OK
+
+
 def _check_metrics_destinations(args):
     """Refuse unusable --metrics-textfile/--pushgateway values before any work (exit status 2)."""
-    import os
     import urllib.parse
 
     if args.metrics_textfile and not os.path.isdir(os.path.dirname(os.path.abspath(args.metrics_textfile))):
@@ -294,4 +324,4 @@ def cmd_worker(args):
 
 
 COMMANDS = {"run": cmd_run, "backfill": cmd_backfill, "status": cmd_status, "validate": cmd_validate,
-            "serve": cmd_serve, "worker": cmd_worker}
+            "serve": cmd_serve, "report": cmd_report, "worker": cmd_worker}

@@ -40,15 +40,12 @@ import luigi.task_register
 from luigi.task import flatten
 
 from tasks import config as task_config, partition
-from tasks.iris import FOUND_DONE, IrisPipeline, read_json, source_path
+from tasks.iris import FOUND_DONE, IrisPipeline, one_thread_each, read_json, source_path
 from tasks.schema import InputRejected
 
 from . import notifications
 from .config import central_scheduler, checked_settings, scheduler_url
 
-# One BLAS/OpenMP thread per worker process: two processes each spinning up a thread per core fight
-# over the two cores and run slower than one process alone.
-THREAD_LIMITS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 # Errors of the disk rather than of the pipeline: the operator frees space or fixes permissions.
 STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
 SCHEDULER_CONNECT_TIMEOUT = 5  # seconds a central scheduler may take to accept connections (a restart)
@@ -187,7 +184,7 @@ def _run_chunks(chunks, workers, build):
     This process builds too rather than idling while it waits: that saves one process start-up (about
     1.5 s of imports) and one process's memory (about 180 MB). A thread per helper process keeps it fed.
     """
-    _one_thread_each()  # effective when this process has not loaded BLAS yet, as in a CLI run
+    one_thread_each()  # effective when this process has not loaded BLAS yet, as in a CLI run
     helpers = min(workers, chunks.count_full()) - 1  # a helper is worth its start-up for a full chunk
     if helpers < 1:
         while chunk := chunks.take():
@@ -267,15 +264,9 @@ def _build_counting_mails(dates, force, verify, log_level):
     return outcomes, notifications.since(before)
 
 
-def _one_thread_each():
-    """One BLAS/OpenMP thread in this process (from when it loads BLAS), unless the operator chose otherwise."""
-    for name in THREAD_LIMITS:
-        os.environ.setdefault(name, "1")
-
-
 def _helper_started():
     """A helper process: one BLAS thread, and killed by the kernel when the process that started it dies."""
-    _one_thread_each()
+    one_thread_each()
     pr_set_pdeathsig = 1
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 

@@ -47,7 +47,7 @@ def serve_worker(processes=1, verbose=False):
     """
     from tasks.iris import _import_heavy_libraries
 
-    from .runner import _one_thread_each, _unreachable_scheduler
+    from .runner import _unreachable_scheduler
 
     if not central_scheduler():
         raise ConfigError("worker needs a central scheduler: set [core] default_scheduler_host "
@@ -59,7 +59,6 @@ def serve_worker(processes=1, verbose=False):
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT)
     if not verbose:
         logging.getLogger("luigi-interface").setLevel(logging.WARNING)
-    _one_thread_each()
     _import_heavy_libraries()
     notifications.install()
     _log_task_events()
