@@ -18,7 +18,7 @@ def build_parser():
     parser.add_argument("--dates", type=int, help="dates of the backfill figures (default 365)")
     parser.add_argument("--scale-dates", type=int, help="dates of the scaling figure's large run (default 3650)")
     parser.add_argument("--repeats", type=int, help="runs per timing; medians are quoted (default 3)")
-    parser.add_argument("--scale-out-dates", type=int, help="dates of each run of figures 6-9 (default 60)")
+    parser.add_argument("--scale-out-dates", type=int, help="dates of each run of figures 8-11 (default 60)")
     return parser
 
 

@@ -1,12 +1,12 @@
-"""Figures 6-9: Luigi's own engine against the runner's, and several "hosts" on one luigid.
+"""Figures 8-11: Luigi's own engine against the runner's, and several "hosts" on one luigid.
 
-6. the stock `luigi --module tasks.iris RangeDaily --of IrisPipeline … --workers 2` against
+8. the stock `luigi --module tasks.iris RangeDaily --of IrisPipeline … --workers 2` against
    `python -m service backfill --workers 2` (Luigi's own worker processes against the runner's pool);
-7. a backfill through a real luigid (the shipped luigid.cfg) against the same on the local scheduler,
+9. a backfill through a real luigid (the shipped luigid.cfg) against the same on the local scheduler,
    with Luigi's RPC over requests' keep-alive session, and once more over urllib (requests hidden);
-8. two backfill processes with one worker each ("hosts") against one luigid over one range, against
+10. two backfill processes with one worker each ("hosts") against one luigid over one range, against
    one such process alone;
-9. the runner's helper pool: `backfill --workers 2` against `backfill --workers 1`.
+11. the runner's helper pool: `backfill --workers 2` against `backfill --workers 1`.
 """
 import contextlib
 import dataclasses
@@ -99,7 +99,7 @@ def _backfill(workspace, start, count, workers, **env):
 
 
 def stock_luigi(plan, tmp, start):
-    """Figure 6: the stock command over `plan.dates` dates against the runner, both with 2 workers."""
+    """Figure 8: the stock command over `plan.dates` dates against the runner, both with 2 workers."""
     def stock(i):
         workspace = Workspace(tmp, "stock")
         first = start + dt.timedelta(days=i * plan.dates)
@@ -120,7 +120,7 @@ def stock_luigi(plan, tmp, start):
 
     stocks, runners = alternate(plan.repeats, stock, runner)
     ratio = median_ratio(stocks, runners)
-    return Figure("6", f"stock luigi RangeDaily --of IrisPipeline --workers {plan.workers} ({plan.dates} dates)",
+    return Figure("8", f"stock luigi RangeDaily --of IrisPipeline --workers {plan.workers} ({plan.dates} dates)",
                   f"{median_seconds(stocks):.1f} s = {ratio:.2f}x python -m service backfill --workers "
                   f"{plan.workers} ({median_seconds(runners):.1f} s)", "<= 1.5x", ratio <= 1.5,
                   (f"CPU time {median_ratio(stocks, runners, 'cpu_seconds'):.2f}x the runner's (a process forked "
@@ -128,7 +128,7 @@ def stock_luigi(plan, tmp, start):
 
 
 def through_luigid(plan, tmp, start):
-    """Figure 7: one backfill through luigid against the same on the local scheduler (one worker each,
+    """Figure 9: one backfill through luigid against the same on the local scheduler (one worker each,
     so the comparison is of the schedulers alone), and through luigid with urllib instead of requests."""
     def local(i):
         workspace = Workspace(tmp, "local")
@@ -152,7 +152,7 @@ def through_luigid(plan, tmp, start):
     urllib, local_u = central(plan.repeats, hide_requests=True), local(plan.repeats)
     unrecorded, local_h = central(plan.repeats + 1, history=False), local(plan.repeats + 1)
     ratio = median_ratio(centrals, locals_)
-    return Figure("7", f"backfill through luigid ({plan.dates} dates, --workers 1, shipped luigid.cfg)",
+    return Figure("9", f"backfill through luigid ({plan.dates} dates, --workers 1, shipped luigid.cfg)",
                   f"{median_seconds(centrals):.1f} s = {ratio:.2f}x the local scheduler "
                   f"({median_seconds(locals_):.1f} s)", "<= 1.1x", ratio <= 1.1,
                   (f"luigid's own CPU time meanwhile: {statistics.median(c.scheduler_cpu for c in centrals):.1f} s "
@@ -163,7 +163,7 @@ def through_luigid(plan, tmp, start):
 
 
 def two_hosts(plan, tmp, start):
-    """Figure 8: two backfill processes with one worker each against one luigid, over one range, against
+    """Figure 10: two backfill processes with one worker each against one luigid, over one range, against
     one such process alone (both through luigid)."""
     def one(i):
         with luigid(tmp) as server:
@@ -186,7 +186,7 @@ def two_hosts(plan, tmp, start):
 
     twos, ones = alternate(plan.repeats, two, one)
     ratio = median_ratio(twos, ones)
-    return Figure("8", f"two hosts (two backfills, one worker each, one luigid, one range of {plan.dates} dates)",
+    return Figure("10", f"two hosts (two backfills, one worker each, one luigid, one range of {plan.dates} dates)",
                   f"{median_seconds(twos):.1f} s = {ratio:.2f}x one such host ({median_seconds(ones):.1f} s)",
                   "<= 0.6x", ratio <= 0.6,
                   (f"CPU time of the two {median_ratio(twos, ones, 'cpu_seconds'):.2f}x the one's; luigid's "
@@ -195,7 +195,7 @@ def two_hosts(plan, tmp, start):
 
 
 def helper_pool(plan, tmp, start):
-    """Figure 9: what the runner's own helper pool buys: --workers 2 against --workers 1."""
+    """Figure 11: what the runner's own helper pool buys: --workers 2 against --workers 1."""
     def run(i, workers):
         workspace = Workspace(tmp, f"pool-{workers}")
         measured = _backfill(workspace, start + dt.timedelta(days=i * plan.dates), plan.dates, workers)
@@ -204,9 +204,9 @@ def helper_pool(plan, tmp, start):
 
     pools, singles = alternate(plan.repeats, lambda i: run(i, plan.workers), lambda i: run(i, 1))
     ratio = median_ratio(pools, singles)
-    return Figure("9", f"the runner's helper pool: backfill --workers {plan.workers} ({plan.dates} dates)",
+    return Figure("11", f"the runner's helper pool: backfill --workers {plan.workers} ({plan.dates} dates)",
                   f"{median_seconds(pools):.1f} s = {ratio:.2f}x --workers 1 ({median_seconds(singles):.1f} s); "
-                  f"with figure 6, the pool (not Luigi's per-task processes) is what makes the runner fast")
+                  f"with figure 8, the pool (not Luigi's per-task processes) is what makes the runner fast")
 
 
 
