@@ -35,7 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import luigi
+import luigi.interface
 import luigi.rpc
+import luigi.worker
 import luigi.task_register
 from luigi.task import flatten
 
@@ -51,6 +53,8 @@ STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.E
 SCHEDULER_CONNECT_TIMEOUT = 5  # seconds a central scheduler may take to accept connections (a restart)
 SCHEDULER_RETRY_SECONDS = 0.25
 OTHERS_POLL_SECONDS = 0.5  # how often a date another worker is building is looked at again
+PATIENT_WAIT_SECONDS = 0.1  # ... and how often, within one build, luigid is asked for the next task
+PATIENT_IDLE_SECONDS = 2  # how long one build waits with nothing to run before it returns
 LOG = logging.getLogger(__name__)
 
 
@@ -313,12 +317,26 @@ def _build(tasks, log_level):
     _EVENTS.by_date = {}
     try:
         if crash is None:
-            luigi.build(tasks, local_scheduler=not central_scheduler(), workers=1, log_level=log_level)
+            luigi.build(tasks, local_scheduler=not central_scheduler(), workers=1, log_level=log_level,
+                        worker_scheduler_factory=_PatientWorkers() if central_scheduler() else None)
     except Exception as exc:  # scheduler gone mid-build, or Luigi itself failed
         crash = exc
     finally:
         events, _EVENTS.by_date = _EVENTS.by_date, None
     return events, crash
+
+
+class _PatientWorkers(luigi.interface._WorkerSchedulerFactory):
+    """Luigi's workers, but through a central scheduler one whose tasks wait for tasks another worker runs
+    stays and asks luigid again every PATIENT_WAIT_SECONDS, for up to PATIENT_IDLE_SECONDS idle, instead
+    of returning at once and the build being made again (two hosts on one range of 40 dates, on a loaded
+    2-core machine: 30 s before, 21 s after, one host alone 19 s). A failed task keeps it idle too, so a
+    date that fails through luigid is told PATIENT_IDLE_SECONDS later."""
+
+    def create_worker(self, scheduler, worker_processes, assistant=False):
+        return luigi.worker.Worker(scheduler=scheduler, worker_processes=worker_processes, assistant=assistant,
+                                   keep_alive=True, wait_interval=PATIENT_WAIT_SECONDS, wait_jitter=0.0,
+                                   max_keep_alive_idle_duration=dt.timedelta(seconds=PATIENT_IDLE_SECONDS))
 
 
 def _built_elsewhere(root, date, events, crash):
