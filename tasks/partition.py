@@ -11,6 +11,7 @@ do without loading pandas or scikit-learn.
 import datetime as dt
 import json
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 SUMMARY = "summary.json"
@@ -59,6 +60,36 @@ def missing_outputs(root, date):
 
 def is_complete(root, date):
     return missing_outputs(root, date) == []
+
+
+# Stand-in for the lead's partition contract v2 (PARTITION_V2.md), only as far as issue 14 needs it:
+# the lead's `read_summary`/`inspect` replace these at merge (no size checks, no verify here).
+@dataclass
+class Inspection:
+    state: str  # complete | incomplete | damaged | missing
+    problems: list = field(default_factory=list)  # "relative/path: what is wrong"
+    summary: dict | None = None
+
+
+def read_summary(root, date):
+    """The date's summary.json, or None when missing, unparsable or of the wrong shape."""
+    try:
+        summary = json.loads((partition_dir(root, date) / SUMMARY).read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) and isinstance(summary.get("models"), dict) else None
+
+
+def inspect(root, date, verify=False):
+    """What state the date's partition is in, and what is wrong with it."""
+    part = partition_dir(root, date)
+    if not (part / SUMMARY).exists():
+        return Inspection("incomplete", [f"{SUMMARY}: absent"]) if part.is_dir() else Inspection("missing")
+    summary = read_summary(root, date)
+    if summary is None:
+        return Inspection("damaged", [f"{SUMMARY}: unparsable or not a summary"])
+    absent = [f"{name}: absent" for name in summary.get("manifest", []) if not (part / name).is_file()]
+    return Inspection("incomplete" if absent else "complete", absent, summary)
 
 
 def read_failure(root, date):
