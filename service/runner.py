@@ -18,6 +18,7 @@ import os
 import queue
 import re
 import shutil
+import signal
 import socket
 import threading
 import time
@@ -25,13 +26,15 @@ import urllib.parse
 import uuid
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import luigi
+import luigi.interface
 import luigi.rpc
 import luigi.task_register
+import luigi.worker
 from luigi.task import flatten
 
 from tasks import partition
@@ -55,7 +58,7 @@ class DateOutcome:
     """What happened to one date in a run."""
 
     date: str
-    status: str  # success | failure | skipped (already complete)
+    status: str  # success | failure | skipped (already complete) | cancelled (never started: the run was stopped)
     step: str | None = None  # the task family that failed
     reason: str | None = None  # validation | missing_input | storage | scheduler | error
     error: str | None = None
@@ -102,11 +105,12 @@ def date_lock(root, date):
         yield
 
 
-def run_dates(dates, *, workers=1, force=False, progress=None, log_level="WARNING"):
+def run_dates(dates, *, workers=1, force=False, progress=None, log_level="WARNING", stop=None):
     """Run the pipeline for every date; complete dates are skipped unless `force`. Returns a RunReport.
 
-    `progress(outcome, done, total)` is called as each date finishes. Raises ConfigError before any
-    work when the configuration is bad.
+    `progress(outcome, done, total)` is called as each date finishes. Once `stop` (a threading.Event) is
+    set no further chunk is handed out: chunks in progress finish, and dates never started come back
+    "cancelled". Raises ConfigError before any work when the configuration is bad.
     """
     settings, runtime = checked_settings()
     started = time.monotonic()
@@ -119,14 +123,16 @@ def run_dates(dates, *, workers=1, force=False, progress=None, log_level="WARNIN
     for outcome in outcomes.values():
         _report_progress(progress, outcome, 0, len(dates))
     emails = {"sent": 0, "failed": 0}
-    for chunk_outcomes, chunk_emails in _run_chunks(_Chunks(todo, runtime.chunk_size, workers), workers, force,
-                                                    log_level):
-        emails = {key: emails[key] + chunk_emails[key] for key in emails}
-        for outcome in chunk_outcomes:
-            done += 1
-            outcomes[outcome.date] = outcome
-            _report_progress(progress, outcome, done, len(dates))
-    return RunReport([outcomes[d.isoformat()] for d in dates], time.monotonic() - started,
+    chunks = _Chunks(todo, runtime.chunk_size, workers, stop)
+    with closing(_run_chunks(chunks, workers, force, log_level)) as built:  # closed at once if interrupted
+        for chunk_outcomes, chunk_emails in built:
+            emails = {key: emails[key] + chunk_emails[key] for key in emails}
+            for outcome in chunk_outcomes:
+                done += 1
+                outcomes[outcome.date] = outcome
+                _report_progress(progress, outcome, done, len(dates))
+    return RunReport([outcomes.get(d.isoformat()) or DateOutcome(d.isoformat(), "cancelled") for d in dates],
+                     time.monotonic() - started,
                      emails["sent"], emails["failed"])
 
 
@@ -142,8 +148,9 @@ class _Chunks:
     as the dates run out (guided self-scheduling), so every process finishes at about the same moment.
     """
 
-    def __init__(self, dates, chunk_size, workers):
+    def __init__(self, dates, chunk_size, workers, stop=None):
         self._dates, self._size, self._workers = deque(dates), chunk_size, workers
+        self._stop = stop or threading.Event()
         self._lock = threading.Lock()
 
     def __len__(self):
@@ -154,8 +161,10 @@ class _Chunks:
         return len(self._dates) // self._size
 
     def take(self):
-        """The next chunk, or [] when every date has been handed out."""
+        """The next chunk, or [] when every date has been handed out or the run is stopping."""
         with self._lock:
+            if self._stop.is_set():
+                self._dates.clear()
             share = math.ceil(len(self._dates) / (2 * self._workers)) if self._workers > 1 else self._size
             return [self._dates.popleft() for _ in range(min(self._size, max(1, share), len(self._dates)))]
 
@@ -178,22 +187,28 @@ def _run_chunks(chunks, workers, force, log_level):
             yield _build_counting_mails(chunk, force, log_level)
         return
     finished = queue.SimpleQueue()
-    remaining = len(chunks)
+    feeding = helpers  # feeders that have not yet put their (None, None): "no more from my helper"
     context = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
-    with ProcessPoolExecutor(helpers, mp_context=context, initializer=_one_thread_each) as pool:
+    with ProcessPoolExecutor(helpers, mp_context=context, initializer=_start_helper) as pool:
         feeders = [threading.Thread(target=_feed_helper, args=(pool, chunks, finished, force, log_level),
                                     daemon=True) for _ in range(helpers)]
         for feeder in feeders:
             feeder.start()
         try:
-            while remaining:
+            while feeding or len(chunks):
                 chunk = chunks.take()
                 done = [(chunk, _build_counting_mails(chunk, force, log_level))] if chunk else [finished.get()]
                 while not finished.empty():
                     done.append(finished.get())
                 for chunk, result in done:
-                    remaining -= len(chunk)
-                    yield result
+                    if chunk is None:
+                        feeding -= 1
+                    else:
+                        yield result
+        except BaseException:  # abandoned (a second Ctrl-C): helpers end now, their chunks unfinished
+            for helper in list(pool._processes.values()):  # noqa: SLF001 - Python 3.11 has no kill_workers()
+                helper.kill()
+            raise
         finally:
             chunks.close()
             for feeder in feeders:
@@ -201,7 +216,8 @@ def _run_chunks(chunks, workers, force, log_level):
 
 
 def _feed_helper(pool, chunks, finished, force, log_level):
-    """Keep one helper process building chunks until none are left; put each (chunk, result) in finished."""
+    """Keep one helper process building chunks until none are left (or the run stops); put each
+    (chunk, result) in finished, then (None, None)."""
     while chunk := chunks.take():
         try:
             result = pool.submit(_build_counting_mails, chunk, force, log_level).result()
@@ -210,6 +226,7 @@ def _feed_helper(pool, chunks, finished, force, log_level):
                                    error=f"worker process failed: {exc!r}") for d in chunk],
                       {"sent": 0, "failed": 0})
         finished.put((chunk, result))
+    finished.put((None, None))
 
 
 def _build_counting_mails(dates, force, log_level):
@@ -218,6 +235,24 @@ def _build_counting_mails(dates, force, log_level):
     before = notifications.tally()
     outcomes = build_chunk(dates, force, log_level)
     return outcomes, notifications.since(before)
+
+
+def _start_helper():
+    """A helper process: one BLAS thread; the run decides when it stops (a terminal's Ctrl-C reaches the
+    whole process group, systemd's SIGTERM the whole unit), and it never outlives the run."""
+    _one_thread_each()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), name="irisflow-orphan-watch",
+                     daemon=True).start()
+
+
+def _exit_when_orphaned(parent):
+    """End this helper once the run that started it is gone, even killed with SIGKILL (the kernel's
+    parent-death signal would fire when the *thread* that spawned the helper ends, too early here)."""
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(1)
 
 
 def _one_thread_each():
@@ -251,7 +286,8 @@ def build_chunk(dates, force=False, log_level="WARNING"):
         _EVENTS.by_date = {}
         try:
             if crash is None:
-                luigi.build(tasks, local_scheduler=not central_scheduler(), workers=1, log_level=log_level)
+                luigi.build(tasks, worker_scheduler_factory=_WorkersWithoutTaskMail(),
+                            local_scheduler=not central_scheduler(), workers=1, log_level=log_level)
         except Exception as exc:  # scheduler gone mid-build, or Luigi itself failed
             crash = exc
         finally:
@@ -259,6 +295,15 @@ def build_chunk(dates, force=False, log_level="WARNING"):
         finished = {d: _finish(root, d, staging.get(d), events.get(d.isoformat(), []), crash) for d in todo}
     _release_memory()
     return [finished.get(d) or DateOutcome(d.isoformat(), "skipped") for d in dates]
+
+
+class _WorkersWithoutTaskMail(luigi.interface._WorkerSchedulerFactory):  # noqa: SLF001 - build's hook
+    """Luigi's workers without their mail per failed task: a run mails once for all its dates
+    (`notifications.mail_run`). Only irisflow's builds: a stock `luigi` command mails as Luigi does."""
+
+    def create_worker(self, scheduler, worker_processes, assistant=False):
+        return luigi.worker.Worker(scheduler=scheduler, worker_processes=worker_processes, assistant=assistant,
+                                   send_failure_email=False)
 
 
 def _release_memory():

@@ -164,7 +164,8 @@ def test_a_deleted_model_shows_in_status_and_only_that_piece_is_rebuilt(irisflow
 
     status = cli("status", "--json", "--start", DAY, "--end", DAY)
     row = json.loads(status.stdout)[0]
-    assert row["state"] == "incomplete" and row["missing"] == [victim.relative_to(part).as_posix()]
+    assert row["state"] == "incomplete" and [p.split(":")[0] for p in row["problems"]] == [
+        victim.relative_to(part).as_posix()]
 
     assert cli("run", "--date", DAY).returncode == 0
     assert victim.is_file()

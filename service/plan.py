@@ -1,0 +1,122 @@
+"""What a backfill would do with each date, and why: the plan `backfill --dry-run` prints and `status` shows.
+
+Read from the output tree alone (`tasks.partition.inspect` and the failure records) and today's `[iris]`
+settings; nothing heavy is imported and nothing is written. Each date gets one reason:
+
+    missing     no outputs yet                        incomplete  a partition without all its files
+    failed      the last run failed (reason, step)    damaged     outputs that cannot be trusted
+    stale       complete, but built with other settings than today's (which ones differ)
+    forced      complete, rebuilt because of --force  complete    complete with today's settings: skipped
+
+A plain backfill builds missing, failed, incomplete and damaged dates; `--only` chooses the reasons, so
+`--only stale` rebuilds exactly the stale dates. Stale, forced and damaged dates are rebuilt from scratch
+(the runner's `force`: the old partition stays until the new one is complete), since reusing their files
+would keep what made them stale or damaged.
+"""
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from tasks import partition
+
+from .summary import PLAN_REASONS
+
+REASONS = PLAN_REASONS + ("complete",)
+REBUILT_FROM_SCRATCH = ("stale", "forced", "damaged")
+SETTING_KEYS = ("models", "features", "hyperparameters", "test_size", "seed")
+
+
+@dataclass
+class Decision:
+    date: object  # datetime.date
+    reason: str  # one of REASONS
+    detail: str  # why, in a few words
+    problems: list  # the files that are wrong, or the settings that differ, one string each
+    failure: dict | None = None  # the failure record of a failed date
+
+    @property
+    def needs_rebuild(self):
+        return self.reason in REBUILT_FROM_SCRATCH
+
+    def as_dict(self):
+        entry = {"date": self.date.isoformat(), "reason": self.reason, "detail": self.detail,
+                 "problems": self.problems}
+        return {**entry, "failure": self.failure} if self.failure else entry
+
+
+def wanted_settings(settings):
+    """The settings today's `[iris]` configuration builds with, in summary.json's `settings` shape."""
+    hyperparameters = settings.hyperparameters
+    return _plain({"models": list(settings.models), "features": list(settings.features),
+                   "hyperparameters": {name: hyperparameters.get(name, {}) for name in settings.models},
+                   "test_size": settings.test_size, "seed": settings.seed})
+
+
+def plan(root, dates, wanted, force=False):
+    """One Decision per date, in order."""
+    return [decide(root, date, wanted, force) for date in dates]
+
+
+def decide(root, date, wanted, force=False):
+    inspection = partition.inspect(root, date)
+    if inspection.state == "complete":
+        changes = setting_changes(built_settings(inspection.summary), wanted)
+        if force:
+            return Decision(date, "forced", "complete; rebuilt as --force asks", changes)
+        if changes:
+            return Decision(date, "stale", "built with other settings: " + "; ".join(changes), changes)
+        return Decision(date, "complete", "skipped", [])
+    if inspection.state == "damaged":
+        return Decision(date, "damaged", "; ".join(inspection.problems), inspection.problems)
+    failure = partition.read_failure(root, date)
+    if failure is not None:
+        headline = str(failure.get("error") or "").partition("\n")[0]
+        detail = f"{failure.get('reason')} in {failure.get('step') or 'the run'}: {headline}".rstrip(": ")
+        return Decision(date, "failed", detail, [], failure)
+    if inspection.state == "incomplete":
+        return Decision(date, "incomplete", "; ".join(inspection.problems), inspection.problems)
+    return Decision(date, "missing", "no outputs yet", [])
+
+
+def built_settings(summary):
+    """The settings a complete date was built with: summary.json's `settings`, or for a date built before
+    summaries recorded them, what each model's metrics recorded."""
+    if isinstance(summary.get("settings"), Mapping):
+        return _plain(summary["settings"])
+    per_model = {name: m.get("settings", {}) for name, m in summary["models"].items() if isinstance(m, Mapping)}
+    first = next(iter(per_model.values()), {})
+    return _plain({"models": list(per_model), "features": first.get("features"),
+                   "hyperparameters": {name: s.get("hyperparameters", {}) for name, s in per_model.items()},
+                   "test_size": first.get("test_size"), "seed": first.get("seed")})
+
+
+def setting_changes(built, wanted):
+    """'models: knn, svc -> knn', 'hyperparameters of knn: {...} -> {...}': what differs, one string each."""
+    changes = []
+    old_models, new_models = sorted(built.get("models") or []), sorted(wanted["models"])
+    if old_models != new_models:
+        changes.append(f"models: {', '.join(old_models)} -> {', '.join(new_models)}")
+    for key in ("features", "test_size", "seed"):
+        if built.get(key) != wanted[key]:
+            old, new = built.get(key), wanted[key]
+            shown = (", ".join(v) if isinstance(v, list) else v for v in (old, new))
+            changes.append("{}: {} -> {}".format(key, *shown))
+    old_hyper = built.get("hyperparameters") or {}
+    for name in (m for m in new_models if m in old_models):
+        if (old_hyper.get(name) or {}) != (wanted["hyperparameters"].get(name) or {}):
+            changes.append(f"hyperparameters of {name}: {old_hyper.get(name) or {}} -> "
+                           f"{wanted['hyperparameters'].get(name) or {}}")
+    return changes
+
+
+def count(decisions):
+    """{reason: number of dates} in REASONS order, leaving out reasons no date has."""
+    return {reason: n for reason in REASONS if (n := sum(d.reason == reason for d in decisions))}
+
+
+def _plain(value):
+    """Luigi's frozen dicts and tuples as JSON's dicts and lists, so settings compare as summary.json's do."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
