@@ -2,8 +2,8 @@
 
 One mail per run, not one per date: the runner turns Luigi's per-task failure mail off for its builds,
 and a `run`, a `backfill` or a daemon pass calls `mail_run` once at its end. That mail names every date
-that failed, grouped by reason and step (`service.summary`), and every date that failed and was mailed
-before and is complete now ("recovered"), once. Which dates were mailed as failed is kept in
+that failed, grouped by reason and step (`service.summary`), and, once, every date that failed and was
+mailed before and is complete now ("recovered"). Which dates were mailed as failed is kept in
 `{output_root}/failed/mailed.json`, beside the failure records, so the CLI and the daemon agree. Every
 mail goes through `luigi.notifications.send_error_email` and so obeys the same configuration and rules
 (nothing without `[email] receiver`, nothing from a terminal unless `[email] force_send`).
@@ -24,6 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from luigi import notifications
+
+from tasks import partition
 
 from . import summary
 
@@ -93,19 +95,17 @@ def send_failure(subject, message):
 
 
 def mail_run(root, outcomes, rerun):
-    """The run's one mail, if any date failed or recovered; returns the mails it took, as `tally`.
+    """The run's one mail, if any date failed; returns the mails it took, as `tally`.
 
+    The mail also names, once, the dates mailed as failed before that are complete now (recovered).
     `rerun(dates)` is the command that reruns those dates, shown under each group of failures.
     """
     failed = [o for o in outcomes if o.status == "failure"]
-    complete = {o.date for o in outcomes if o.status in ("success", "skipped")}
-    if not failed and not (Path(root) / "failed" / MAILED).exists():
-        return {"sent": 0, "failed": 0}  # the common case costs no lock and creates no directory
+    if not failed:
+        return {"sent": 0, "failed": 0}
+    dates = [o.date for o in failed]
     with _mailed_dates(root) as mailed:
-        recovered = sorted(date for date in mailed if date in complete)
-        if not failed and not recovered:
-            return {"sent": 0, "failed": 0}
-        dates = [o.date for o in failed]
+        recovered = sorted(d for d in mailed if d not in dates and partition.is_complete(root, d))
         mails = send_failure(summary.mail_subject(dates, recovered),
                              summary.mail_body(summary.failure_groups(failed), recovered, rerun))
         if mails["sent"]:

@@ -95,19 +95,13 @@ def format_failures(groups, rerun):
 
 def mail_subject(failed, recovered):
     """'irisflow: 20 dates FAILED (2026-01-01..2026-01-20), 2 recovered': the count and the range."""
-    parts = []
-    if failed:
-        parts.append(f"{len(failed)} date{'s' if len(failed) > 1 else ''} FAILED ({span(failed)})")
-    if recovered:
-        parts.append(f"{len(recovered)} recovered" if failed else
-                     f"{len(recovered)} date{'s' if len(recovered) > 1 else ''} recovered ({span(recovered)})")
-    return "irisflow: " + ", ".join(parts)
+    subject = f"irisflow: {len(failed)} date{'s' if len(failed) > 1 else ''} FAILED ({span(failed)})"
+    return subject + (f", {len(recovered)} recovered" if recovered else "")
 
 
 def mail_body(groups, recovered, rerun):
     """The mail's text: the grouped failures, then the dates that failed before and are complete now."""
     text = format_failures(groups, rerun)
     if recovered:
-        text += ("\n\n" if text else "") + (f"Recovered (failed and mailed before, complete now): "
-                                           f"{date_ranges(recovered)}")
+        text += f"\n\nRecovered (failed and mailed before, complete now): {date_ranges(recovered)}"
     return text

@@ -191,8 +191,10 @@ def test_the_data_deadline_turns_missing_input_into_one_failure_mail(irisflow_co
     assert runs("failure") - failed == 1
     assert daemon.scheduler.get_job(f"retry-{DAY}") is None
     message, = mailbox.messages
-    assert message["Subject"] == f"irisflow: {DAY} FAILED in IrisData: input missing at the data deadline"
-    assert f"{incoming / str(DAY)}.csv" in mailbox.text(message)
+    assert message["Subject"] == f"irisflow: 1 date FAILED ({DAY})"
+    body = mailbox.text(message)
+    assert f"1 date FAILED (missing_input) in IrisData: {DAY}" in body and f"{incoming / str(DAY)}.csv" in body
+    assert "data deadline" in body and f"rerun: python -m service backfill --dates {DAY}" in body
 
     restarted = Daemon(daemon.scheduler, now=Clock(at(DAY, 9)), in_process=True)
     restarted.tick()  # the settled date is not run (or mailed) again while its input is still absent
@@ -214,7 +216,7 @@ def test_a_rejected_date_is_mailed_once_and_rerun_only_when_its_input_changes(ir
     daemon.tick()
     assert runs("failure") - failed == 1
     message, = mailbox.wait_for(1)
-    assert f"date={DAY}" in message["Subject"] and "check 'isin(" in mailbox.text(message)
+    assert message["Subject"] == f"irisflow: 1 date FAILED ({DAY})" and "check 'isin(" in mailbox.text(message)
 
     write_input(incoming, DAY)  # the corrected file
     daemon.tick()
@@ -229,8 +231,8 @@ def test_an_error_outside_any_task_is_mailed_and_the_next_pass_tries_again(irisf
     daemon.tick()
     assert runs("failure") - failed == 1
     message, = mailbox.messages
-    assert message["Subject"] == f"irisflow: {DAY} FAILED (error) outside any task"
-    assert "no_such_model" in mailbox.text(message)
+    assert message["Subject"] == f"irisflow: 1 date FAILED ({DAY})"
+    assert "(error) in the run" in mailbox.text(message) and "no_such_model" in mailbox.text(message)
 
     irisflow_config.set("iris", models='["knn"]')
     daemon.tick()
