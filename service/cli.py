@@ -149,14 +149,16 @@ def cmd_run(args):
 
 
 def cmd_backfill(args):
+    from tasks.iris import pipeline_settings
+
     from .config import checked_settings
-    from .plan import plan, wanted_settings
+    from .plan import plan
 
     dates = _backfill_dates(args)
     if args.json and not args.dry_run:
         raise ConfigError("--json goes with --dry-run")
     settings, _ = checked_settings()
-    decisions = plan(settings.output_root, dates, wanted_settings(settings), force=args.force)
+    decisions = plan(settings.output_root, dates, pipeline_settings(), force=args.force)
     only = set(args.only or summary.DEFAULT_REASONS + ("forced",))
     chosen = [d for d in decisions if d.reason in only]
     if args.dry_run:
@@ -284,8 +286,10 @@ def _mail(root, report, outcomes, rerun):
 
 
 def cmd_status(args):
+    from tasks.iris import pipeline_settings
+
     from .config import checked_settings
-    from .plan import count, plan, wanted_settings
+    from .plan import count, plan
 
     root = _output_root()
     if args.start and args.end:
@@ -295,7 +299,8 @@ def cmd_status(args):
         start = args.start or (present[0] if present else None)
         end = args.end or (today() if args.start else present[-1] if present else None)
         dates = _range(start, end) if start and end else []
-    decisions = plan(root, dates, wanted_settings(checked_settings()[0]))
+    checked_settings()
+    decisions = plan(root, dates, pipeline_settings())
     if args.json:
         print(json.dumps([_status_row(d) for d in decisions], indent=2))
         return EXIT_OK
@@ -303,7 +308,7 @@ def cmd_status(args):
         print(f"no dates under {root}")
         return EXIT_OK
     for decision in decisions:
-        detail = "" if decision.reason in ("complete", "missing") else decision.detail
+        detail = "" if decision.reason == "missing" or decision.detail == "skipped" else decision.detail
         print(f"{decision.date}  {decision.reason:<10} {detail}".rstrip())
     print("dates: " + ", ".join(f"{n} {state}" for state, n in count(decisions).items()))
     return EXIT_OK
@@ -317,6 +322,8 @@ def _status_row(decision):
         row.update({key: decision.failure.get(key) for key in ("reason", "step", "error", "time")})
     elif decision.problems:
         row["problems"] = decision.problems
+    if decision.history_changed:
+        row["history_changed"] = decision.history_changed
     return row
 
 

@@ -36,14 +36,15 @@ from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.base import STATE_STOPPED
 from apscheduler.schedulers.blocking import BlockingScheduler
-from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy.exc import SQLAlchemyError
 
 from tasks import partition
 
-from . import metrics, notifications, summary
+from . import metrics, notifications
 from .config import ConfigError, checked_settings, time_zone
 from .runner import DateOutcome, RunReport, run_dates
+from .schedule import UTC, Schedule, build_trigger
+from .summary import backfill_command
 
 LOG = logging.getLogger("irisflow.daemon")
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
@@ -54,27 +55,7 @@ MISFIRE_GRACE_SECONDS = 24 * 3600
 # Reasons whose date is not run again until its input file changes: rerunning could only fail (and mail)
 # the same way. Other failures (errors, a full disk, an unreachable scheduler) are retried every pass.
 SETTLING_REASONS = ("validation", "missing_input")
-CRON_FIELDS = ("second", "minute", "hour", "day", "month", "day_of_week")
 _DAEMON = None  # the serving daemon, for the job the persistent store holds by reference
-
-
-def build_trigger(schedule, timezone):
-    """The CronTrigger of `[service] schedule`: 5 cron fields, or 6 with seconds first (for tests)."""
-    zone = time_zone(timezone)
-    fields = schedule.split()
-    problem = f"luigi.cfg [service] schedule {schedule!r}"
-    if len(fields) not in (5, 6):
-        raise ConfigError(f"{problem}: expected 5 cron fields (minute hour day month weekday), or 6 with seconds first")
-    try:
-        if len(fields) == 5:
-            trigger = CronTrigger.from_crontab(schedule, timezone=zone)
-        else:
-            trigger = CronTrigger(**dict(zip(CRON_FIELDS, fields)), timezone=zone)
-    except ValueError as exc:
-        raise ConfigError(f"{problem}: {exc}") from None
-    if trigger.get_next_fire_time(None, dt.datetime.now(zone)) is None:
-        raise ConfigError(f"{problem}: never fires")
-    return trigger
 
 
 class DaemonScheduler(BlockingScheduler):
@@ -118,7 +99,7 @@ def run_one_by_one(dates, stopping=None, log_level="WARNING"):
         if stopping is not None and stopping.is_set():
             return
         try:
-            yield run_dates([date], log_level=log_level)
+            yield run_dates([date], verify=True, log_level=log_level)
         except Exception as exc:
             yield RunReport([DateOutcome(date.isoformat(), "failure", reason="error",
                                          error=f"{type(exc).__name__}: {exc}")], 0.0)
@@ -162,13 +143,12 @@ class Daemon:
             (runtime.data_deadline < dt.timedelta(0), "data_deadline must not be negative")) if bad]
         if problems:
             raise ConfigError("luigi.cfg [service]: " + "; ".join(problems))
-        self.zone = self.trigger.timezone
-        self.catchup_days, self.retry_interval = runtime.catchup_days, runtime.retry_interval
-        self.data_deadline = runtime.data_deadline
+        self.schedule = Schedule(self.trigger, runtime.catchup_days, runtime.data_deadline)
+        self.retry_interval = runtime.retry_interval
         self.root = Path(settings.output_root)
         self.settled_path = Path(runtime.state_dir) / "settled.json"
         self.scheduler = scheduler
-        self.now = now or (lambda: dt.datetime.now(self.zone))
+        self.now = now or (lambda: dt.datetime.now(UTC))
         self.run = self._run_here if in_process else self._run_in_child
         self.log_level = log_level
         self.stopping = multiprocessing.get_context("spawn").Event()
@@ -178,31 +158,11 @@ class Daemon:
         self.settled = self._load_settled()
 
     # -- what is due ---------------------------------------------------------------------------------
-    def scheduled_time(self, date):
-        """When the schedule first fires on `date` (its midnight if it does not fire that day)."""
-        midnight = dt.datetime.combine(date, dt.time(), self.zone)
-        fire = self.next_run(midnight)
-        return fire if fire is not None and fire.date() == date else midnight
-
-    def window(self, now):
-        """The catch-up window, oldest first: `catchup_days` dates up to the newest one already scheduled."""
-        newest = now.astimezone(self.zone).date()
-        if self.scheduled_time(newest) > now:
-            newest -= dt.timedelta(days=1)
-        return [newest - dt.timedelta(days=n) for n in range(self.catchup_days - 1, -1, -1)]
-
     def due(self, now):
-        """Dates of the window to run: not complete, and not settled with the same input file."""
-        return [d for d in self.window(now) if not partition.is_complete(self.root, d)
+        """Dates of the window to run: not complete (verified against their recorded hashes), and not
+        settled with the same input file."""
+        return [d for d in self.schedule.window(now) if not partition.is_complete(self.root, d, verify=True)
                 and self.settled.get(d.isoformat(), "unsettled") != source_fingerprint(d)]
-
-    def next_run(self, now):
-        """The schedule's next firing from `now`, as a real local time (a cron time in a DST gap becomes the
-        instant the trigger means, which then compares equal to that instant in any zone)."""
-        fire = self.trigger.get_next_fire_time(None, now)
-        if fire is not None and fire.astimezone(dt.timezone.utc) < now.astimezone(dt.timezone.utc):
-            fire = self.trigger.get_next_fire_time(fire, now)  # APScheduler 3 inside a repeated hour (DST end)
-        return fire and fire.astimezone(dt.timezone.utc).astimezone(self.zone)
 
     # -- passes --------------------------------------------------------------------------------------
     def tick(self):
@@ -237,7 +197,7 @@ class Daemon:
             for report in self.run(dates):
                 mails.update(sent=report.emails_sent, failed=report.email_failures)
                 counted.extend(o for o in report.outcomes if self._handle(o, inputs.get(o.date)))
-            mails.update(notifications.mail_run(self.root, counted, summary.backfill_command))  # one mail a pass
+            mails.update(notifications.mail_run(self.root, counted, backfill_command))  # one mail a pass
             metrics.record(RunReport(counted, time.monotonic() - started, mails["sent"], mails["failed"]))
             self._save_settled()
         self.update_gauges(self.now())
@@ -250,8 +210,8 @@ class Daemon:
             self.settled.pop(outcome.date, None)
             self._cancel_retry(date)
             return True
-        now = self.now()
-        deadline = self.scheduled_time(date) + self.data_deadline
+        now = self.now().astimezone(UTC)
+        deadline = self.schedule.deadline(date)
         if outcome.reason == "missing_input" and now < deadline:
             when = min(now + self.retry_interval, deadline)
             LOG.info("%s: input not there yet; looking again at %s (deadline %s)", outcome.date, when, deadline)
@@ -259,8 +219,9 @@ class Daemon:
                                    jobstore="memory", replace_existing=True)
             return False
         if outcome.reason == "missing_input":
-            outcome.error = (f"{outcome.error}\nnot there by the data deadline {deadline}, {self.data_deadline} "
-                             "after the scheduled time; the next pass runs the date once the file is there")
+            outcome.error = (f"{outcome.error}\nnot there by the data deadline {deadline} "
+                             f"({self.schedule.data_deadline} after the scheduled time); the next pass runs the "
+                             "date once the file is there")
         LOG.error("%s: FAILED (%s) in %s: %s", outcome.date, outcome.reason, outcome.step or "the run",
                   (outcome.error or "").partition("\n")[0])
         self._cancel_retry(date)
@@ -276,13 +237,13 @@ class Daemon:
 
     def update_gauges(self, now):
         """Dates missing in the window, the next scheduled run, and the newest complete date's accuracy."""
-        window = self.window(now)
+        window = self.schedule.window(now)
         complete = [d for d in window if partition.is_complete(self.root, d)]
         metrics.CATCHUP_MISSING.set(len(window) - len(complete))
-        upcoming = self.next_run(now)
+        upcoming = self.schedule.next_run(now)
         metrics.NEXT_RUN.set(upcoming.timestamp() if upcoming else 0)
-        if complete:
-            summary = json.loads((partition.partition_dir(self.root, complete[-1]) / partition.SUMMARY).read_text())
+        summary = partition.read_summary(self.root, complete[-1]) if complete else None
+        if summary is not None:
             metrics.record_partition(complete[-1], {name: m["accuracy"] for name, m in summary["models"].items()})
 
     # -- settled failures ----------------------------------------------------------------------------
@@ -298,7 +259,7 @@ class Daemon:
 
     def _save_settled(self):
         """Write the settled dates still inside the window (so the file stays small), atomically."""
-        oldest = self.window(self.now())[0].isoformat()
+        oldest = self.schedule.window(self.now())[0].isoformat()
         self.settled = {date: fingerprint for date, fingerprint in self.settled.items() if date >= oldest}
         self.settled_path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.settled_path.with_name(self.settled_path.name + ".tmp")

@@ -13,7 +13,6 @@ A plain backfill builds missing, failed, incomplete and damaged dates; `--only` 
 (the runner's `force`: the old partition stays until the new one is complete), since reusing their files
 would keep what made them stale or damaged.
 """
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from tasks import partition
@@ -22,7 +21,6 @@ from .summary import PLAN_REASONS
 
 REASONS = PLAN_REASONS + ("complete",)
 REBUILT_FROM_SCRATCH = ("stale", "forced", "damaged")
-SETTING_KEYS = ("models", "features", "hyperparameters", "test_size", "seed")
 
 
 @dataclass
@@ -32,6 +30,7 @@ class Decision:
     detail: str  # why, in a few words
     problems: list  # the files that are wrong, or the settings that differ, one string each
     failure: dict | None = None  # the failure record of a failed date
+    history_changed: dict | None = None  # a complete date whose input differs from its first snapshot
 
     @property
     def needs_rebuild(self):
@@ -40,30 +39,27 @@ class Decision:
     def as_dict(self):
         entry = {"date": self.date.isoformat(), "reason": self.reason, "detail": self.detail,
                  "problems": self.problems}
-        return {**entry, "failure": self.failure} if self.failure else entry
-
-
-def wanted_settings(settings):
-    """The settings today's `[iris]` configuration builds with, in summary.json's `settings` shape."""
-    hyperparameters = settings.hyperparameters
-    return _plain({"models": list(settings.models), "features": list(settings.features),
-                   "hyperparameters": {name: hyperparameters.get(name, {}) for name in settings.models},
-                   "test_size": settings.test_size, "seed": settings.seed})
+        extra = {"failure": self.failure, "history_changed": self.history_changed}
+        return {**entry, **{key: value for key, value in extra.items() if value}}
 
 
 def plan(root, dates, wanted, force=False):
-    """One Decision per date, in order."""
+    """One Decision per date, in order; `wanted` is today's settings (`tasks.iris.pipeline_settings()`)."""
     return [decide(root, date, wanted, force) for date in dates]
 
 
 def decide(root, date, wanted, force=False):
     inspection = partition.inspect(root, date)
     if inspection.state == "complete":
-        changes = setting_changes(built_settings(inspection.summary), wanted)
+        changes = setting_changes(inspection.summary["settings"], wanted)
         if force:
             return Decision(date, "forced", "complete; rebuilt as --force asks", changes)
         if changes:
             return Decision(date, "stale", "built with other settings: " + "; ".join(changes), changes)
+        changed = inspection.summary.get("history_changed")
+        if changed:
+            return Decision(date, "complete", f"skipped; history changed: {changed.get('source')} differs from "
+                                              "the first snapshot", [], history_changed=changed)
         return Decision(date, "complete", "skipped", [])
     if inspection.state == "damaged":
         return Decision(date, "damaged", "; ".join(inspection.problems), inspection.problems)
@@ -77,20 +73,9 @@ def decide(root, date, wanted, force=False):
     return Decision(date, "missing", "no outputs yet", [])
 
 
-def built_settings(summary):
-    """The settings a complete date was built with: summary.json's `settings`, or for a date built before
-    summaries recorded them, what each model's metrics recorded."""
-    if isinstance(summary.get("settings"), Mapping):
-        return _plain(summary["settings"])
-    per_model = {name: m.get("settings", {}) for name, m in summary["models"].items() if isinstance(m, Mapping)}
-    first = next(iter(per_model.values()), {})
-    return _plain({"models": list(per_model), "features": first.get("features"),
-                   "hyperparameters": {name: s.get("hyperparameters", {}) for name, s in per_model.items()},
-                   "test_size": first.get("test_size"), "seed": first.get("seed")})
-
-
 def setting_changes(built, wanted):
-    """'models: knn, svc -> knn', 'hyperparameters of knn: {...} -> {...}': what differs, one string each."""
+    """'models: knn, svc -> knn', 'hyperparameters of knn: {...} -> {...}': what differs between the settings
+    a date was built with (summary.json's `settings`) and today's, one string each."""
     changes = []
     old_models, new_models = sorted(built.get("models") or []), sorted(wanted["models"])
     if old_models != new_models:
@@ -112,11 +97,3 @@ def count(decisions):
     """{reason: number of dates} in REASONS order, leaving out reasons no date has."""
     return {reason: n for reason in REASONS if (n := sum(d.reason == reason for d in decisions))}
 
-
-def _plain(value):
-    """Luigi's frozen dicts and tuples as JSON's dicts and lists, so settings compare as summary.json's do."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
