@@ -1,4 +1,4 @@
-"""`python -m service …`: run, backfill, status, validate (and serve, the daemon).
+"""`python -m service …`: run, backfill, status, validate, report (and serve, the daemon).
 
 Exit status: 0 success, 1 a pipeline or validation failure, 2 bad usage or configuration, always with a
 one-line error rather than a traceback. Commands with nothing to compute import no heavy library.
@@ -6,9 +6,11 @@ one-line error rather than a traceback. Commands with nothing to compute import 
 import argparse
 import datetime as dt
 import json
+import os
 import re
 import signal
 import sys
+import traceback
 
 from tasks import partition
 
@@ -77,6 +79,8 @@ def build_parser():
                           help="run and write nothing: print what each date would get and why")
     backfill.add_argument("--json", action="store_true", help="with --dry-run: print the plan as JSON")
     for command in (run, backfill):
+        command.add_argument("--verify", action="store_true",
+                             help="also compare every file with its recorded sha256 and rebuild what differs")
         command.add_argument("--workers", type=_positive, help="worker processes (default: [service] workers)")
         command.add_argument("--force", action="store_true",
                              help="recompute complete dates; old outputs are replaced only once the new are complete")
@@ -88,8 +92,16 @@ def build_parser():
     status.add_argument("--start", type=_date, help="first date (default: the oldest date with outputs)")
     status.add_argument("--end", type=_date, help="last date (default: today, or the newest date with outputs)")
     status.add_argument("--json", action="store_true", help="print JSON")
+    status.add_argument("--verify", action="store_true",
+                        help="also compare every file with its recorded sha256 (reads every file)")
 
-    commands.add_parser("serve", help="run the daemon: the daily schedule, catch-up, failure mail, /metrics")
+    commands.add_parser("serve", help="run the daemon: the daily schedule, catch-up, failure mail, /metrics and "
+                                      "the partition view")
+
+    report = commands.add_parser("report", help="write the partition view of a date range as static HTML files")
+    report.add_argument("--start", type=_date, required=True, help="first date, YYYY-MM-DD")
+    report.add_argument("--end", type=_date, required=True, help="last date, YYYY-MM-DD")
+    report.add_argument("--out", required=True, metavar="DIR", help="folder for index.html and the other pages")
 
     validate = commands.add_parser("validate", help="check a CSV file against the schema")
     validate.add_argument("path", help="the CSV file")
@@ -97,6 +109,7 @@ def build_parser():
 
 
 def main(argv=None):
+    args = None
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
@@ -109,6 +122,12 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("irisflow: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug, or a state nobody foresaw: one line, the traceback with --verbose
+        if args is not None and args.verbose:
+            traceback.print_exc()
+        _print_error(f"unexpected {type(exc).__name__}: {exc}" + ("" if args is not None and args.verbose
+                                                                  else " (run again with --verbose for the traceback)"))
+        return EXIT_FAILED
 
 
 def _print_error(message):
@@ -134,7 +153,8 @@ def cmd_run(args):
 
     date = args.date or today()
     _check_metrics_destinations(args)
-    report = run_dates([date], workers=_workers(args), force=args.force, log_level=_log_level(args))
+    report = run_dates([date], workers=_workers(args), force=args.force, verify=args.verify,
+                       log_level=_log_level(args))
     outcome = report.outcomes[0]
     root = _output_root()
     if outcome.status == "failure":
@@ -158,7 +178,7 @@ def cmd_backfill(args):
     if args.json and not args.dry_run:
         raise ConfigError("--json goes with --dry-run")
     settings, _ = checked_settings()
-    decisions = plan(settings.output_root, dates, pipeline_settings(), force=args.force)
+    decisions = plan(settings.output_root, dates, pipeline_settings(), force=args.force, verify=args.verify)
     only = set(args.only or summary.DEFAULT_REASONS + ("forced",))
     chosen = [d for d in decisions if d.reason in only]
     if args.dry_run:
@@ -264,7 +284,8 @@ def _run_backfill(args, chosen):
     previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         report = run_dates([d.date for d in chosen], workers=_workers(args), progress=on_finished, stop=stop,
-                           force=args.force or any(d.needs_rebuild for d in chosen), log_level=_log_level(args))
+                           force=args.force or any(d.needs_rebuild for d in chosen), verify=args.verify,
+                           log_level=_log_level(args))
     except KeyboardInterrupt:  # the second signal: what finished is kept, the rest is left
         progress.write("abandoned the dates in progress")
         report = RunReport([finished.get(d.date.isoformat()) or DateOutcome(d.date.isoformat(), "cancelled")
@@ -300,7 +321,7 @@ def cmd_status(args):
         end = args.end or (today() if args.start else present[-1] if present else None)
         dates = _range(start, end) if start and end else []
     checked_settings()
-    decisions = plan(root, dates, pipeline_settings())
+    decisions = plan(root, dates, pipeline_settings(), verify=args.verify)
     if args.json:
         print(json.dumps([_status_row(d) for d in decisions], indent=2))
         return EXIT_OK
@@ -328,8 +349,6 @@ def _status_row(decision):
 
 
 def cmd_validate(args):
-    import os
-
     from tasks.schema import InputRejected, format_report, read_source, validate_frame
 
     from .config import checked_settings
@@ -388,7 +407,9 @@ def _print_failure(outcome):
 
 
 def _print_models(root, date):
-    summary = json.loads((partition.partition_dir(root, date) / partition.SUMMARY).read_text())
+    summary = partition.read_summary(root, date)
+    if summary is None:  # changed since the run finished
+        return
     print(f"  {'model':<22}{'accuracy':>9}{'macro F1':>10}")
     for name, metrics in sorted(summary["models"].items()):
         print(f"  {name:<22}{metrics['accuracy']:>9.3f}{metrics['macro_f1']:>10.3f}")
@@ -401,9 +422,17 @@ def cmd_serve(args):
     return serve(verbose=args.verbose)
 
 
+def cmd_report(args):
+    from .web import write_report
+
+    _range(args.start, args.end)  # a reversed range is a usage error
+    written = write_report(args.start, args.end, args.out)
+    print(f"{written} files written; open {os.path.join(os.path.abspath(args.out), 'index.html')}")
+    return EXIT_OK
+
+
 def _check_metrics_destinations(args):
     """Refuse unusable --metrics-textfile/--pushgateway values before any work (exit status 2)."""
-    import os
     import urllib.parse
 
     if args.metrics_textfile and not os.path.isdir(os.path.dirname(os.path.abspath(args.metrics_textfile))):
@@ -430,4 +459,4 @@ def _export_metrics(args, report):
 
 
 COMMANDS = {"run": cmd_run, "backfill": cmd_backfill, "status": cmd_status, "validate": cmd_validate,
-            "serve": cmd_serve}
+            "serve": cmd_serve, "report": cmd_report}

@@ -43,13 +43,14 @@ class Decision:
         return {**entry, **{key: value for key, value in extra.items() if value}}
 
 
-def plan(root, dates, wanted, force=False):
-    """One Decision per date, in order; `wanted` is today's settings (`tasks.iris.pipeline_settings()`)."""
-    return [decide(root, date, wanted, force) for date in dates]
+def plan(root, dates, wanted, force=False, verify=False):
+    """One Decision per date, in order; `wanted` is today's settings (`tasks.iris.pipeline_settings()`).
+    `verify` also compares every file with its recorded sha256 (same-size damage)."""
+    return [decide(root, date, wanted, force, verify) for date in dates]
 
 
-def decide(root, date, wanted, force=False):
-    inspection = partition.inspect(root, date)
+def decide(root, date, wanted, force=False, verify=False):
+    inspection = partition.inspect(root, date, verify)
     if inspection.state == "complete":
         changes = setting_changes(inspection.summary["settings"], wanted)
         if force:

@@ -170,6 +170,14 @@ def _replace(source, destination):
     os.replace(source, destination)
 
 
+def remove_leftovers(part):
+    """Delete temporaries that killed writers left anywhere in the partition. Only for the summary's writer:
+    it runs once every task of the date is done, when no honest writer has a temporary open."""
+    for leftover in Path(part).rglob(f"*{TEMPORARY}*"):
+        if leftover.is_file():
+            leftover.unlink(missing_ok=True)
+
+
 def _remove_temporaries(path):
     """Temporaries of `path` that a killed writer left (call it holding the writer's lock)."""
     for leftover in path.parent.glob(f"{path.name}{TEMPORARY}*"):
