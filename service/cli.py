@@ -163,7 +163,7 @@ def cmd_run(args):
         verb = "already complete, nothing to do" if outcome.status == "skipped" else f"done in {report.seconds:.1f} s"
         print(f"{outcome.date}: {verb}; outputs in {partition.partition_dir(root, date)}")
         _print_models(root, date)
-    _mail(root, report, report.outcomes, lambda dates: summary.backfill_command(dates, ["forced"] * args.force))
+    _mail(root, report, report.outcomes, lambda dates: summary.backfill_command(dates, ["forced"] if args.force else []))
     delivered = _export_metrics(args, report)  # after the outcome, as backfill does: the run is told either way
     return EXIT_OK if outcome.status != "failure" and delivered else EXIT_FAILED
 
@@ -274,8 +274,9 @@ def _run_backfill(args, chosen):
             raise KeyboardInterrupt
         signals.append(signum)
         stop.set()
+        again = "Ctrl-C again" if signum == signal.SIGINT else "a second SIGTERM"
         progress.write(f"{signal.Signals(signum).name}: no new dates start; the dates in progress finish "
-                       "(Ctrl-C again abandons them)")
+                       f"({again} abandons them)")
 
     def on_finished(outcome, _done, _total):
         finished[outcome.date] = outcome
