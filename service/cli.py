@@ -163,7 +163,8 @@ def cmd_run(args):
         verb = "already complete, nothing to do" if outcome.status == "skipped" else f"done in {report.seconds:.1f} s"
         print(f"{outcome.date}: {verb}; outputs in {partition.partition_dir(root, date)}")
         _print_models(root, date)
-    _mail(root, report, report.outcomes, lambda dates: summary.backfill_command(dates, ["forced"] if args.force else []))
+    forced = ["forced"] if args.force else []
+    _mail(root, report, report.outcomes, lambda dates: summary.backfill_command(dates, forced))
     delivered = _export_metrics(args, report)  # after the outcome, as backfill does: the run is told either way
     return EXIT_OK if outcome.status != "failure" and delivered else EXIT_FAILED
 

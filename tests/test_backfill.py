@@ -18,6 +18,7 @@ import time
 import pytest
 
 from conftest import REPO, poll, write_input
+from service import summary
 from service.progress import Progress
 from service.runner import DateOutcome
 from tasks import partition
@@ -135,6 +136,19 @@ def test_progress_in_a_pipe_is_one_plain_line_per_date(irisflow_config, cli):
     assert result.returncode == 0
     assert "\r" not in result.stderr
     assert result.stderr.splitlines() == [f"[{n}/3] {day} success" for n, day in enumerate(D[:3], 1)]
+
+
+def test_commands_name_dates_as_ranges_that_read_back_and_take_only_what_the_dates_need():
+    days = [D[0], D[1], D[2], D[5]]
+    assert summary.date_ranges(reversed(days)) == f"{D[0]}..{D[2]},{D[5]}"
+    assert summary.parse_dates(summary.date_ranges(days)) == days
+    with pytest.raises(ValueError, match="no such day"):
+        summary.parse_dates("2026-02-28..2026-02-30")
+    assert summary.backfill_command(days, ["missing", "failed"]) == \
+        f"python -m service backfill --dates {D[0]}..{D[2]},{D[5]}"
+    assert summary.backfill_command([D[0]], ["stale"], workers=2) == \
+        f"python -m service backfill --dates {D[0]} --only missing,failed,incomplete,damaged,stale --workers 2"
+    assert summary.backfill_command([D[0]], ["forced"]).endswith("--only missing,failed,incomplete,damaged,forced --force")
 
 
 def test_plain_progress_adds_an_eta_line_every_interval():
