@@ -44,6 +44,7 @@ from tasks.schema import InputRejected
 
 from . import notifications
 from .config import central_scheduler, checked_settings
+from .defaults import use_packaged_defaults
 
 # One BLAS/OpenMP thread per worker process: two processes each spinning up a thread per core fight
 # over the two cores and run slower than one process alone.
@@ -263,8 +264,10 @@ def _one_thread_each():
 
 
 def _helper_started():
-    """A helper process: one BLAS thread, and killed by the kernel when the process that started it dies."""
+    """A helper process: one BLAS thread, the configuration its parent read, and killed by the kernel when
+    the process that started it dies."""
     _one_thread_each()
+    use_packaged_defaults()
     pr_set_pdeathsig = 1
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
