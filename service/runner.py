@@ -376,7 +376,7 @@ def _finish(root, date, token, events, crash, still_elsewhere=False):
         else:
             partition.record_failure(root, date, {
                 "date": outcome.date, "step": outcome.step, "reason": outcome.reason, "error": outcome.error,
-                "time": dt.datetime.now(dt.timezone.utc).isoformat()})
+                "time": dt.datetime.now(dt.UTC).isoformat()})
     except OSError as exc:  # the same full or read-only disk that failed the run
         LOG.warning("%s: could not record the outcome under %s: %s", outcome.date, root, _storage_error(exc))
     return outcome

@@ -12,7 +12,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from .config import ConfigError, time_zone
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 CRON_FIELDS = ("second", "minute", "hour", "day", "month", "day_of_week")
 
 
@@ -27,7 +27,7 @@ def build_trigger(schedule, timezone):
         if len(fields) == 5:
             trigger = CronTrigger.from_crontab(schedule, timezone=zone)
         else:
-            trigger = CronTrigger(**dict(zip(CRON_FIELDS, fields)), timezone=zone)
+            trigger = CronTrigger(**dict(zip(CRON_FIELDS, fields, strict=True)), timezone=zone)
     except ValueError as exc:
         raise ConfigError(f"{problem}: {exc}") from None
     if trigger.get_next_fire_time(None, dt.datetime.now(zone)) is None:
