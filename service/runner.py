@@ -27,6 +27,7 @@ import threading
 import time
 import urllib.parse
 from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import ExitStack
@@ -72,13 +73,13 @@ class DateOutcome:
 
 @dataclass
 class RunReport:
-    outcomes: list
+    outcomes: list[DateOutcome]
     seconds: float
     emails_sent: int = 0  # failure mails Luigi's workers sent during the run, in whichever process
     email_failures: int = 0  # ... and could not send
 
     @property
-    def failed(self):
+    def failed(self) -> list[DateOutcome]:
         return [o for o in self.outcomes if o.status == "failure"]
 
 
@@ -99,7 +100,8 @@ for _event, _kind in ((luigi.Event.PROCESSING_TIME, "time"), (luigi.Event.FAILUR
     luigi.Task.event_handler(_event)(lambda task, value=None, _kind=_kind: _EVENTS.record(_kind, task, value))
 
 
-def run_dates(dates, *, workers=1, force=False, verify=False, progress=None, log_level="WARNING"):
+def run_dates(dates: Iterable[dt.date], *, workers: int = 1, force: bool = False, verify: bool = False,
+              progress: Callable[[DateOutcome, int, int], None] | None = None, log_level: str = "WARNING") -> RunReport:
     """Run the pipeline for every date; complete dates are skipped unless `force`. Returns a RunReport.
 
     `verify` also compares every file with its recorded sha256, so same-size damage is found and rebuilt.
@@ -272,7 +274,8 @@ def _helper_started():
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
-def build_chunk(dates, force=False, verify=False, log_level="WARNING"):
+def build_chunk(dates: Sequence[dt.date], force: bool = False, verify: bool = False,
+                log_level: str = "WARNING") -> list[DateOutcome]:
     """Build IrisPipeline for the dates in one luigi.build call; one DateOutcome per date.
 
     Runs in a helper process or in the caller's. A forced date is built under its own staging root and
@@ -291,7 +294,8 @@ def build_chunk(dates, force=False, verify=False, log_level="WARNING"):
     with ExitStack() as rebuilds:
         tokens = {d: rebuilds.enter_context(partition.forced_rebuild(root, d)) for d in todo} if force else {}
         deadline = time.monotonic() + runtime.wait_for_others.total_seconds()
-        events, crash, pending = {}, None, todo
+        events: dict[str, list] = {}
+        crash, pending = None, todo
         while pending:
             batch, crash = _build([IrisPipeline(date=d, rebuild=tokens.get(d, "")) for d in pending], log_level)
             for date, happened in batch.items():
