@@ -4,6 +4,7 @@ luigi.cfg and data/iris.csv stay at the top of the checkout, where Luigi and the
 the build copies them into the `service/_defaults/` folder of the wheel, with the same layout, so an
 installed irisflow finds them next to its package (service/defaults.py).
 """
+
 import os
 
 from setuptools import setup

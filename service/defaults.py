@@ -6,6 +6,7 @@ luigi.cfg and data/iris.csv in `service/_defaults/` (setup.py copies them there 
 every entry point calls `use_packaged_defaults()` first. Run from a source tree or an editable install,
 the same two files are found at the top of the checkout.
 """
+
 import os
 from pathlib import Path
 
