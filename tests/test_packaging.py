@@ -4,6 +4,7 @@ the checkout, as `pip install .` or deploy/install.sh would have it."""
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -112,3 +113,34 @@ def test_installed_wheel_runs_a_date_from_any_directory_with_the_packaged_defaul
     assert f"{DATE}  complete" in run(bin_dir / "irisflow", "status", cwd=tmp_path)
     run(bin_dir / "irisflow", "report", "--start", DATE, "--end", DATE, "--out", tmp_path / "report", cwd=tmp_path)
     assert DATE.isoformat() in (tmp_path / "report" / "index.html").read_text()
+
+
+@pytest.mark.slow
+def test_installer_puts_the_lock_and_the_wheel_into_its_own_venv(installed_wheel, tmp_path):
+    """deploy/install.sh makes PREFIX/venv from the lock and the wheel; the installed CLI (the units'
+    working directory, the installed overlay) runs a date."""
+    _, wheel = installed_wheel
+    prefix, sysconfdir = tmp_path / "opt/irisflow", tmp_path / "etc/irisflow"
+    run(
+        "sh",
+        REPO / "deploy/install.sh",
+        "--prefix",
+        prefix,
+        "--sysconfdir",
+        sysconfdir,
+        "--unitdir",
+        tmp_path / "units",
+        "--wheel",
+        wheel,
+        "--no-user",
+        "--no-systemctl",
+        cwd=tmp_path,
+    )
+    assert not (prefix / "app" / "service").exists() and (prefix / "venv/bin/irisflow").exists()
+    config = sysconfdir / "luigi.cfg"
+    text = re.sub(r"^output_root = .*$", f"output_root = {tmp_path}/output", config.read_text(), flags=re.M)
+    config.write_text(re.sub(r"^state_dir = .*$", f"state_dir = {tmp_path}/state", text, flags=re.M))
+
+    assert run(prefix / "bin/irisflow", "--version", cwd="/").strip() == f"irisflow {__version__}"
+    run(prefix / "bin/irisflow", "run", "--date", DATE.isoformat(), cwd="/")
+    assert partition.is_complete(tmp_path / "output", DATE, verify=True)
