@@ -45,6 +45,7 @@ from . import metrics, notifications
 from .config import ConfigError, checked_settings, time_zone
 from .runner import DateOutcome, RunReport, run_dates
 from .schedule import UTC, Schedule, build_trigger
+from .summary import backfill_command
 
 LOG = logging.getLogger("irisflow.daemon")
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
@@ -196,14 +197,13 @@ class Daemon:
             counted, mails = [], Counter()
             for report in self.run(dates):
                 mails.update(sent=report.emails_sent, failed=report.email_failures)
-                for outcome in report.outcomes:
-                    if self._handle(outcome, inputs.get(outcome.date), mails):
-                        counted.append(outcome)
+                counted.extend(o for o in report.outcomes if self._handle(o, inputs.get(o.date)))
+            mails.update(notifications.mail_run(self.root, counted, backfill_command))  # one mail a pass
             metrics.record(RunReport(counted, time.monotonic() - started, mails["sent"], mails["failed"]))
             self._save_settled()
         self.update_gauges(self.now())
 
-    def _handle(self, outcome, fingerprint, mails):
+    def _handle(self, outcome, fingerprint):
         """Act on one date's outcome; False when it is no failure yet (input still awaited)."""
         date = partition.parse_date(outcome.date)
         if outcome.status != "failure":
@@ -219,25 +219,16 @@ class Daemon:
             self.scheduler.add_job(self.retry, "date", run_date=when, args=[outcome.date], id=f"retry-{date}",
                                    jobstore="memory", replace_existing=True)
             return False
+        if outcome.reason == "missing_input":
+            outcome.error = (f"{outcome.error}\nnot there by the data deadline {deadline} "
+                             f"({self.schedule.data_deadline} after the scheduled time); the next pass runs the "
+                             "date once the file is there")
         LOG.error("%s: FAILED (%s) in %s: %s", outcome.date, outcome.reason, outcome.step or "the run",
                   (outcome.error or "").partition("\n")[0])
         self._cancel_retry(date)
         if outcome.reason in SETTLING_REASONS:
             self.settled[outcome.date] = fingerprint
-        if outcome.reason == "missing_input" or outcome.step is None:  # Luigi mailed every other failure
-            mails.update(self._mail(outcome, deadline))
         return True
-
-    def _mail(self, outcome, deadline):
-        if outcome.reason == "missing_input":
-            subject = f"irisflow: {outcome.date} FAILED in {outcome.step}: input missing at the data deadline"
-            message = (f"{outcome.error}\n\nThe input for {outcome.date} had not arrived by {deadline}, "
-                       f"{self.schedule.data_deadline} after its scheduled time. The daemon runs the date on its next "
-                       f"pass once the file is there, or run it now: python -m service run --date {outcome.date}")
-        else:
-            subject = f"irisflow: {outcome.date} FAILED ({outcome.reason}) outside any task"
-            message = outcome.error or "no error text"
-        return notifications.send_failure(subject, message)
 
     def _cancel_retry(self, date):
         try:

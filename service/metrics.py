@@ -88,8 +88,9 @@ UNREADABLE_CHECK = "readable_csv"  # the check a file fails when it cannot be re
 
 
 def record(report, now=None):
-    """Count one run (a daemon pass, `run` or `backfill`) from its RunReport; skipped dates count nothing."""
-    ran = [o for o in report.outcomes if o.status != "skipped"]
+    """Count one run (a daemon pass, `run` or `backfill`) from its RunReport; dates skipped or never
+    started (an interrupted backfill) count nothing."""
+    ran = [o for o in report.outcomes if o.status in ("success", "failure")]
     # The gauges move before the counters, so no scrape sees a new failure counted but the run still "ok".
     if ran:
         LAST_RUN_SUCCESS.set(0 if any(o.status == "failure" for o in ran) else 1)

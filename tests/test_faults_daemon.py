@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import IRIS_CSV, Mailbox, free_port, poll
 from test_central_scheduler import luigid  # noqa: F401 - a fixture used below
@@ -95,12 +96,23 @@ def test_a_backfill_of_the_date_the_daemon_is_running_waits_and_does_no_work_twi
     daemon = start_daemon()
     poll("the daemon's run to reach TrainModel", lambda: (part / "split").exists(), timeout=120)
 
-    backfill = cli("backfill", "--start", today, "--end", today)
+    textfile = irisflow_config.path.parent / "backfill.prom"
+    backfill = cli("backfill", "--start", today, "--end", today, "--metrics-textfile", str(textfile))
     assert backfill.returncode == 0, backfill.stderr
-    assert f"{today}  already complete (1 date)" in backfill.stdout
+    assert "0 failed" in backfill.stdout
     metrics = scrape_until(port, "the daemon's run", lambda m: _count(m, "irisflow_catchup_missing_dates") == 0)
     assert _count(metrics, "irisflow_pipeline_runs_total", outcome="success") == 1
     assert stop(daemon) == 0
+    # The two processes may share the date's tasks (each waits for a task the other holds, then finds it
+    # done), but together they do each task's work exactly once.
+    backfill_metrics = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                        for family in text_string_to_metric_families(textfile.read_text()) for s in family.samples}
+    for family in ("Extract", "Validate", "Drift", "Split", "IrisPipeline"):
+        runs = [_count(found, "irisflow_task_duration_seconds_count", task_family=family)
+                for found in (metrics, backfill_metrics)]
+        assert sum(runs) == 1, (family, runs)
+    assert sum(_count(found, "irisflow_task_duration_seconds_count", task_family="TrainModel")
+               for found in (metrics, backfill_metrics)) == 2
     assert len(list(part.glob("models/random_forest-*/model.joblib"))) == 1
     _no_partial_files(irisflow_config.output_root)
 
