@@ -14,8 +14,9 @@ import traceback
 
 from tasks import partition
 
-from . import summary
+from . import __version__, summary
 from .config import ConfigError
+from .defaults import use_packaged_defaults
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 STATUS_WORDS = {"success": "ran", "skipped": "already complete", "failure": "FAILED",
@@ -61,8 +62,9 @@ def _positive(text):
 
 
 def build_parser():
-    parser = _Parser(prog="python -m service", description="irisflow: the scheduled Iris batch pipeline.")
+    parser = _Parser(prog="irisflow", description="irisflow: the scheduled Iris batch pipeline.")
     parser.add_argument("--verbose", action="store_true", help="show Luigi's INFO log")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = commands.add_parser("run", help="run the pipeline for one date (default: today)")
@@ -111,6 +113,7 @@ def build_parser():
 def main(argv=None):
     args = None
     try:
+        use_packaged_defaults()
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except ConfigError as exc:

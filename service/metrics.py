@@ -11,8 +11,15 @@ import platform
 import socket
 import time
 
-from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics,
-                               push_to_gateway, write_to_textfile)
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    push_to_gateway,
+    write_to_textfile,
+)
 
 from tasks import partition
 from tasks.quality import read_drift
@@ -123,7 +130,7 @@ def _record_validation(report):
 def record_partition(root, date):
     """The newest complete date's models, best model and drift, read from its partition, unless a newer
     date is already recorded. A model or feature no longer in the partition leaves no stale series."""
-    stamp = dt.datetime.combine(dt.date.fromisoformat(str(date)), dt.time(), dt.timezone.utc).timestamp()
+    stamp = dt.datetime.combine(dt.date.fromisoformat(str(date)), dt.time(), dt.UTC).timestamp()
     if stamp < REGISTRY.get_sample_value(LAST_PARTITION_NAME):
         return
     try:

@@ -27,6 +27,7 @@ import threading
 import time
 import urllib.parse
 from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import ExitStack, closing
@@ -46,6 +47,7 @@ from tasks.schema import InputRejected
 
 from . import notifications
 from .config import central_scheduler, checked_settings
+from .defaults import use_packaged_defaults
 
 # One BLAS/OpenMP thread per worker process: two processes each spinning up a thread per core fight
 # over the two cores and run slower than one process alone.
@@ -73,13 +75,13 @@ class DateOutcome:
 
 @dataclass
 class RunReport:
-    outcomes: list
+    outcomes: list[DateOutcome]
     seconds: float
     emails_sent: int = 0  # failure mails Luigi's workers sent during the run, in whichever process
     email_failures: int = 0  # ... and could not send
 
     @property
-    def failed(self):
+    def failed(self) -> list[DateOutcome]:
         return [o for o in self.outcomes if o.status == "failure"]
 
 
@@ -100,7 +102,9 @@ for _event, _kind in ((luigi.Event.PROCESSING_TIME, "time"), (luigi.Event.FAILUR
     luigi.Task.event_handler(_event)(lambda task, value=None, _kind=_kind: _EVENTS.record(_kind, task, value))
 
 
-def run_dates(dates, *, workers=1, force=False, verify=False, progress=None, log_level="WARNING", stop=None):
+def run_dates(dates: Iterable[dt.date], *, workers: int = 1, force: bool = False, verify: bool = False,
+              progress: Callable[[DateOutcome, int, int], None] | None = None, log_level: str = "WARNING",
+              stop: threading.Event | None = None) -> RunReport:
     """Run the pipeline for every date; complete dates are skipped unless `force`. Returns a RunReport.
 
     `verify` also compares every file with its recorded sha256, so same-size damage is found and rebuilt.
@@ -289,17 +293,20 @@ def _one_thread_each():
 
 
 def _helper_started():
-    """A helper process: one BLAS thread, and killed by the kernel when the process that started it dies.
-    The run decides when it stops: a terminal's Ctrl-C reaches the whole process group, systemd's SIGTERM
-    the whole unit, and the helper finishes its chunk unless the run abandons it."""
+    """A helper process: one BLAS thread, the configuration its parent read, and killed by the kernel when
+    the process that started it dies. The run decides when it stops: a terminal's Ctrl-C reaches the whole
+    process group, systemd's SIGTERM the whole unit, and the helper finishes its chunk unless the run
+    abandons it."""
     _one_thread_each()
+    use_packaged_defaults()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     pr_set_pdeathsig = 1
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
-def build_chunk(dates, force=False, verify=False, log_level="WARNING"):
+def build_chunk(dates: Sequence[dt.date], force: bool = False, verify: bool = False,
+                log_level: str = "WARNING") -> list[DateOutcome]:
     """Build IrisPipeline for the dates in one luigi.build call; one DateOutcome per date.
 
     Runs in a helper process or in the caller's. A forced date is built under its own staging root and
@@ -318,7 +325,8 @@ def build_chunk(dates, force=False, verify=False, log_level="WARNING"):
     with ExitStack() as rebuilds:
         tokens = {d: rebuilds.enter_context(partition.forced_rebuild(root, d)) for d in todo} if force else {}
         deadline = time.monotonic() + runtime.wait_for_others.total_seconds()
-        events, crash, pending = {}, None, todo
+        events: dict[str, list] = {}
+        crash, pending = None, todo
         while pending:
             batch, crash = _build([IrisPipeline(date=d, rebuild=tokens.get(d, "")) for d in pending], log_level)
             for date, happened in batch.items():
@@ -413,7 +421,7 @@ def _finish(root, date, token, events, crash, still_elsewhere=False):
         else:
             partition.record_failure(root, date, {
                 "date": outcome.date, "step": outcome.step, "reason": outcome.reason, "error": outcome.error,
-                "time": dt.datetime.now(dt.timezone.utc).isoformat()})
+                "time": dt.datetime.now(dt.UTC).isoformat()})
     except OSError as exc:  # the same full or read-only disk that failed the run
         LOG.warning("%s: could not record the outcome under %s: %s", outcome.date, root, _storage_error(exc))
     return outcome

@@ -162,7 +162,7 @@ def test_installer_is_idempotent_and_keeps_an_edited_config(tmp_path):
     install(*args)
     assert tree_digest(tmp_path) == first
     assert {"etc/systemd/system/irisflow.service", "etc/irisflow/luigi.cfg", "opt/irisflow/bin/irisflow",
-            "opt/irisflow/app/service/__main__.py", "opt/irisflow/share/grafana/irisflow.json",
+            "opt/irisflow/app/README.md", "opt/irisflow/share/grafana/irisflow.json",
             "opt/irisflow/share/prometheus/alerts.yml"} <= set(first)
     assert not any(str(tmp_path) in path.read_text(errors="replace") for path in tmp_path.rglob("*") if path.is_file())
 
