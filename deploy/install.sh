@@ -198,10 +198,17 @@ install_all() {
 
 uninstall_all() {
     if [ "$SYSTEMCTL" = yes ]; then
-        systemctl disable --now irisflow.service luigid.service 2>/dev/null || true
+        # Every unit of ours, a running backfill instance too: once its unit file and venv are gone it
+        # could only be left behind, half done. Stopping waits for each to end (TimeoutStopSec=).
+        systemctl disable irisflow.service luigid.service 2>/dev/null || true
+        systemctl stop irisflow.service luigid.service 'irisflow-backfill@*.service' || true
     fi
     for unit in $UNITS; do rm -f "$DESTDIR$UNITDIR/$unit"; done
-    if [ "$SYSTEMCTL" = yes ]; then systemctl daemon-reload; fi
+    if [ "$SYSTEMCTL" = yes ]; then
+        systemctl daemon-reload
+        # A unit that ended failed stays listed until reset.
+        systemctl reset-failed irisflow.service luigid.service 'irisflow-backfill@*.service' 2>/dev/null || true
+    fi
     for sub in app bin share venv; do rm -rf "$DESTDIR${PREFIX:?}/$sub"; done
     rmdir "$DESTDIR$PREFIX" 2>/dev/null || true
     if [ "$PURGE" = yes ]; then
