@@ -34,7 +34,7 @@ def tasks_in_order(task):
 
 def run_date(date, output_root):
     """Write the date's partition by running each of its tasks directly."""
-    for task in tasks_in_order(IrisPipeline(date=date, output_root=str(output_root))):
+    for task in tasks_in_order(IrisPipeline(date=date)):
         if not isinstance(task, luigi.ExternalTask):
             task.run()
 

@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import re
 import sys
+import traceback
 
 from tasks import partition
 
@@ -50,6 +51,8 @@ def build_parser():
     backfill.add_argument("--start", type=_date, required=True, help="first date, YYYY-MM-DD")
     backfill.add_argument("--end", type=_date, required=True, help="last date, YYYY-MM-DD")
     for command in (run, backfill):
+        command.add_argument("--verify", action="store_true",
+                             help="also compare every file with its recorded sha256 and rebuild what differs")
         command.add_argument("--workers", type=_positive, help="worker processes (default: [service] workers)")
         command.add_argument("--force", action="store_true",
                              help="recompute complete dates; old outputs are replaced only once the new are complete")
@@ -61,6 +64,8 @@ def build_parser():
     status.add_argument("--start", type=_date, help="first date (default: the oldest date with outputs)")
     status.add_argument("--end", type=_date, help="last date (default: today, or the newest date with outputs)")
     status.add_argument("--json", action="store_true", help="print JSON")
+    status.add_argument("--verify", action="store_true",
+                        help="also compare every file with its recorded sha256 (reads every file)")
 
     commands.add_parser("serve", help="run the daemon: the daily schedule, catch-up, failure mail, /metrics")
 
@@ -70,6 +75,7 @@ def build_parser():
 
 
 def main(argv=None):
+    args = None
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
@@ -82,6 +88,12 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("irisflow: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug, or a state nobody foresaw: one line, the traceback with --verbose
+        if args is not None and args.verbose:
+            traceback.print_exc()
+        _print_error(f"unexpected {type(exc).__name__}: {exc}" + ("" if args is not None and args.verbose
+                                                                  else " (run again with --verbose for the traceback)"))
+        return EXIT_FAILED
 
 
 def _print_error(message):
@@ -107,7 +119,8 @@ def cmd_run(args):
 
     date = args.date or today()
     _check_metrics_destinations(args)
-    report = run_dates([date], workers=_workers(args), force=args.force, log_level=_log_level(args))
+    report = run_dates([date], workers=_workers(args), force=args.force, verify=args.verify,
+                       log_level=_log_level(args))
     outcome = report.outcomes[0]
     if outcome.status == "failure":
         _print_failure(outcome)
@@ -130,7 +143,7 @@ def cmd_backfill(args):
             print(f"[{done}/{total}] {outcome.date} {outcome.status}", file=sys.stderr, flush=True)
 
     _check_metrics_destinations(args)
-    report = run_dates(dates, workers=_workers(args), force=args.force, progress=progress,
+    report = run_dates(dates, workers=_workers(args), force=args.force, verify=args.verify, progress=progress,
                        log_level=_log_level(args))
     for first, last, status, count in _runs_of_same_status(report.outcomes):
         span = first if first == last else f"{first}..{last}"
@@ -158,7 +171,7 @@ def cmd_status(args):
         start = args.start or (present[0] if present else None)
         end = args.end or (today() if args.start else present[-1] if present else None)
         dates = _range(start, end) if start and end else []
-    rows = statuses(root, dates)
+    rows = statuses(root, dates, verify=args.verify)
     if args.json:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
@@ -169,8 +182,10 @@ def cmd_status(args):
         if row["state"] == "failed":
             headline = (row["error"] or "").partition("\n")[0]  # an error may be empty or span lines
             detail = f"{row['reason']} in {row['step']}: {headline}"
-        elif row["state"] == "incomplete":
-            detail = "missing " + ", ".join(row["missing"])
+        elif row["state"] in ("incomplete", "damaged"):
+            detail = "; ".join(row["problems"])
+        elif row.get("history_changed"):
+            detail = f"history changed: {row['history_changed'].get('source')} differs from the first snapshot"
         print(f"{row['date']}  {row['state']:<10} {detail}".rstrip())
     return EXIT_OK
 
@@ -236,7 +251,9 @@ def _print_failure(outcome):
 
 
 def _print_models(root, date):
-    summary = json.loads((partition.partition_dir(root, date) / partition.SUMMARY).read_text())
+    summary = partition.read_summary(root, date)
+    if summary is None:  # changed since the run finished
+        return
     print(f"  {'model':<22}{'accuracy':>9}{'macro F1':>10}")
     for name, metrics in sorted(summary["models"].items()):
         print(f"  {name:<22}{metrics['accuracy']:>9.3f}{metrics['macro_f1']:>10.3f}")

@@ -42,6 +42,9 @@ class service(luigi.Config):  # noqa: N801 - the class name is the luigi.cfg sec
     stop_timeout = luigi.TimeDeltaParameter(default=dt.timedelta(minutes=5),
                                             description="How long SIGTERM waits for a run in progress.")
     workers = luigi.IntParameter(default=1, description="Worker processes a run uses.")
+    wait_for_others = luigi.TimeDeltaParameter(
+        default=dt.timedelta(minutes=30),
+        description="Through a central scheduler: how long a date another worker is building is waited for.")
     chunk_size = luigi.IntParameter(
         default=5, description="Most dates handed to one luigi.build call (measured best: Luigi's scheduler "
                                "costs grow with the square of its tasks, each call has a fixed cost).")

@@ -37,7 +37,6 @@ from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.base import STATE_STOPPED
 from apscheduler.schedulers.blocking import BlockingScheduler
-from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy.exc import SQLAlchemyError
 
 from tasks import partition
@@ -45,6 +44,7 @@ from tasks import partition
 from . import journal, metrics, notifications
 from .config import ConfigError, checked_settings, time_zone
 from .runner import DateOutcome, RunReport, run_dates
+from .schedule import UTC, Schedule, build_trigger
 from .systemd_notify import Notifier
 
 LOG = logging.getLogger("irisflow.daemon")
@@ -56,28 +56,8 @@ MISFIRE_GRACE_SECONDS = 24 * 3600
 # Reasons whose date is not run again until its input file changes: rerunning could only fail (and mail)
 # the same way. Other failures (errors, a full disk, an unreachable scheduler) are retried every pass.
 SETTLING_REASONS = ("validation", "missing_input")
-CRON_FIELDS = ("second", "minute", "hour", "day", "month", "day_of_week")
 WATCHDOG = "watchdog"  # the heartbeat job's id and its executor's alias
 _DAEMON = None  # the serving daemon, for the job the persistent store holds by reference
-
-
-def build_trigger(schedule, timezone):
-    """The CronTrigger of `[service] schedule`: 5 cron fields, or 6 with seconds first (for tests)."""
-    zone = time_zone(timezone)
-    fields = schedule.split()
-    problem = f"luigi.cfg [service] schedule {schedule!r}"
-    if len(fields) not in (5, 6):
-        raise ConfigError(f"{problem}: expected 5 cron fields (minute hour day month weekday), or 6 with seconds first")
-    try:
-        if len(fields) == 5:
-            trigger = CronTrigger.from_crontab(schedule, timezone=zone)
-        else:
-            trigger = CronTrigger(**dict(zip(CRON_FIELDS, fields)), timezone=zone)
-    except ValueError as exc:
-        raise ConfigError(f"{problem}: {exc}") from None
-    if trigger.get_next_fire_time(None, dt.datetime.now(zone)) is None:
-        raise ConfigError(f"{problem}: never fires")
-    return trigger
 
 
 class DaemonScheduler(BlockingScheduler):
@@ -121,7 +101,7 @@ def run_one_by_one(dates, stopping=None, log_level="WARNING"):
         if stopping is not None and stopping.is_set():
             return
         try:
-            yield run_dates([date], log_level=log_level)
+            yield run_dates([date], verify=True, log_level=log_level)
         except Exception as exc:
             yield RunReport([DateOutcome(date.isoformat(), "failure", reason="error",
                                          error=f"{type(exc).__name__}: {exc}")], 0.0)
@@ -172,13 +152,12 @@ class Daemon:
             (runtime.data_deadline < dt.timedelta(0), "data_deadline must not be negative")) if bad]
         if problems:
             raise ConfigError("luigi.cfg [service]: " + "; ".join(problems))
-        self.zone = self.trigger.timezone
-        self.catchup_days, self.retry_interval = runtime.catchup_days, runtime.retry_interval
-        self.data_deadline = runtime.data_deadline
+        self.schedule = Schedule(self.trigger, runtime.catchup_days, runtime.data_deadline)
+        self.retry_interval = runtime.retry_interval
         self.root = Path(settings.output_root)
         self.settled_path = Path(runtime.state_dir) / "settled.json"
         self.scheduler = scheduler
-        self.now = now or (lambda: dt.datetime.now(self.zone))
+        self.now = now or (lambda: dt.datetime.now(UTC))
         self.run = self._run_here if in_process else self._run_in_child
         self.log_level = log_level
         self.stopping = multiprocessing.get_context("spawn").Event()
@@ -190,31 +169,11 @@ class Daemon:
         self.on_status = lambda line: None  # where status lines go: systemd's STATUS= under `serve`
 
     # -- what is due ---------------------------------------------------------------------------------
-    def scheduled_time(self, date):
-        """When the schedule first fires on `date` (its midnight if it does not fire that day)."""
-        midnight = dt.datetime.combine(date, dt.time(), self.zone)
-        fire = self.next_run(midnight)
-        return fire if fire is not None and fire.date() == date else midnight
-
-    def window(self, now):
-        """The catch-up window, oldest first: `catchup_days` dates up to the newest one already scheduled."""
-        newest = now.astimezone(self.zone).date()
-        if self.scheduled_time(newest) > now:
-            newest -= dt.timedelta(days=1)
-        return [newest - dt.timedelta(days=n) for n in range(self.catchup_days - 1, -1, -1)]
-
     def due(self, now):
-        """Dates of the window to run: not complete, and not settled with the same input file."""
-        return [d for d in self.window(now) if not partition.is_complete(self.root, d)
+        """Dates of the window to run: not complete (verified against their recorded hashes), and not
+        settled with the same input file."""
+        return [d for d in self.schedule.window(now) if not partition.is_complete(self.root, d, verify=True)
                 and self.settled.get(d.isoformat(), "unsettled") != source_fingerprint(d)]
-
-    def next_run(self, now):
-        """The schedule's next firing from `now`, as a real local time (a cron time in a DST gap becomes the
-        instant the trigger means, which then compares equal to that instant in any zone)."""
-        fire = self.trigger.get_next_fire_time(None, now)
-        if fire is not None and fire.astimezone(dt.timezone.utc) < now.astimezone(dt.timezone.utc):
-            fire = self.trigger.get_next_fire_time(fire, now)  # APScheduler 3 inside a repeated hour (DST end)
-        return fire and fire.astimezone(dt.timezone.utc).astimezone(self.zone)
 
     # -- passes --------------------------------------------------------------------------------------
     def tick(self):
@@ -231,7 +190,7 @@ class Daemon:
             return
         self.idle.clear()
         if dates:
-            self.on_status(f"running {_span(dates)} since {self.now():%H:%M:%S %Z}")
+            self.on_status(f"running {_span(dates)} since {self.now().astimezone(self.schedule.zone):%H:%M:%S %Z}")
         try:
             self._run_pass(dates)
         except Exception as exc:
@@ -270,8 +229,8 @@ class Daemon:
             self.settled.pop(outcome.date, None)
             self._cancel_retry(date)
             return True
-        now = self.now()
-        deadline = self.scheduled_time(date) + self.data_deadline
+        now = self.now().astimezone(UTC)
+        deadline = self.schedule.deadline(date)
         if outcome.reason == "missing_input" and now < deadline:
             when = min(now + self.retry_interval, deadline)
             LOG.info("%s: input not there yet; looking again at %s (deadline %s)", outcome.date, when, deadline)
@@ -291,7 +250,7 @@ class Daemon:
         if outcome.reason == "missing_input":
             subject = f"irisflow: {outcome.date} FAILED in {outcome.step}: input missing at the data deadline"
             message = (f"{outcome.error}\n\nThe input for {outcome.date} had not arrived by {deadline}, "
-                       f"{self.data_deadline} after its scheduled time. The daemon runs the date on its next "
+                       f"{self.schedule.data_deadline} after its scheduled time. The daemon runs the date on its next "
                        f"pass once the file is there, or run it now: python -m service run --date {outcome.date}")
         else:
             subject = f"irisflow: {outcome.date} FAILED ({outcome.reason}) outside any task"
@@ -306,23 +265,26 @@ class Daemon:
 
     def update_gauges(self, now):
         """Dates missing in the window, the next scheduled run, and the newest complete date's accuracy."""
-        window = self.window(now)
+        window = self.schedule.window(now)
         complete = [d for d in window if partition.is_complete(self.root, d)]
         metrics.CATCHUP_MISSING.set(len(window) - len(complete))
-        upcoming = self.next_run(now)
+        upcoming = self.schedule.next_run(now)
         metrics.NEXT_RUN.set(upcoming.timestamp() if upcoming else 0)
-        if complete:
-            summary = json.loads((partition.partition_dir(self.root, complete[-1]) / partition.SUMMARY).read_text())
+        summary = partition.read_summary(self.root, complete[-1]) if complete else None
+        if summary is not None:
             metrics.record_partition(complete[-1], {name: m["accuracy"] for name, m in summary["models"].items()})
 
     def status(self, now):
-        """One line for `systemctl status`: the last pass and its outcome, the next run, the dates missing."""
-        window = self.window(now)
+        """One line for `systemctl status`, times in the schedule's zone: the last pass and its outcome, the next
+        run, the dates missing."""
+        window = self.schedule.window(now)
         missing = [d for d in window if not partition.is_complete(self.root, d)]
-        upcoming = self.next_run(now)
-        return "; ".join((_pass_summary(self.last_pass),
-                          f"next run {upcoming:%Y-%m-%d %H:%M %Z}" if upcoming else "no next run",
-                          f"{len(missing)} of {len(window)} dates missing" + (f" ({_span(missing)})" if missing else "")))
+        upcoming = self.schedule.next_run(now)
+        return "; ".join((_pass_summary(self.last_pass, self.schedule.zone),
+                          f"next run {upcoming.astimezone(self.schedule.zone):%Y-%m-%d %H:%M %Z}" if upcoming
+                          else "no next run",
+                          f"{len(missing)} of {len(window)} dates missing"
+                          + (f" ({_span(missing)})" if missing else "")))
 
     # -- settled failures ----------------------------------------------------------------------------
     def _load_settled(self):
@@ -337,7 +299,7 @@ class Daemon:
 
     def _save_settled(self):
         """Write the settled dates still inside the window (so the file stays small), atomically."""
-        oldest = self.window(self.now())[0].isoformat()
+        oldest = self.schedule.window(self.now())[0].isoformat()
         self.settled = {date: fingerprint for date, fingerprint in self.settled.items() if date >= oldest}
         self.settled_path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.settled_path.with_name(self.settled_path.name + ".tmp")
@@ -413,10 +375,10 @@ def _span(dates, shown=3):
     return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
-def _pass_summary(record):
+def _pass_summary(record, zone):
     if record is None:
         return "no pass yet"
-    ended = f"last pass {record.finished:%Y-%m-%d %H:%M %Z}"
+    ended = f"last pass {record.finished.astimezone(zone):%Y-%m-%d %H:%M %Z}"
     if record.outcomes is None:
         return f"{ended}: FAILED outside any task"
     counts = Counter(o.status for o in record.outcomes)
@@ -505,7 +467,8 @@ def serve(verbose=False):
 
     def on_signal(signum, _frame):
         if not daemon.stopping.is_set():
-            said = f"{signal.Signals(signum).name}: no new runs; a run in progress may take up to {runtime.stop_timeout}"
+            said = (f"{signal.Signals(signum).name}: no new runs; a run in progress may take up to "
+                    f"{runtime.stop_timeout}")
             LOG.info("%s", said)
             notifier.stopping(f"stopping ({said})")
             daemon.stopping.set()

@@ -1,31 +1,35 @@
-"""Every run of any date goes through here: dates → chunks of IrisPipeline tasks → luigi.build → outcomes.
+"""Every run of any date goes through here: dates → builds of IrisPipeline tasks → one outcome per date.
 
-The CLI's `run` and `backfill` and the daemon's ticks all call `run_dates`. It skips complete dates
-without touching Luigi, hands the rest to `luigi.build` in chunks (Luigi's local scheduler slows down
-with the square of the tasks it holds), spreads chunks over worker processes, and turns Luigi's task
-events into one outcome per date. Per date it holds a file lock for the whole build, so a backfill and
-the daemon never run the same date at once, and records why a failed date failed under
+The CLI's `run` and `backfill` and the daemon's passes all call `run_dates`. It skips complete dates
+without touching Luigi, hands the rest to `luigi.build` in chunks (Luigi's local scheduler slows down with
+the square of the tasks it holds), spreads chunks over this process and helper processes, and turns
+Luigi's task events into one outcome per date, recording why a failed date failed under
 `{output_root}/failed/{date}/failure.json` (removed again once the date succeeds).
+
+What a date's files must be, and the locks that keep two builders of one task apart (whichever entry
+point or host they run on), are the partition contract's (`tasks.partition`); the runner only decides what
+to build and reports. A helper process that dies fails only its chunk, which is retried once in a fresh
+process; through a central scheduler, a date another worker is building is waited for, not failed.
 """
 import ctypes
 import datetime as dt
 import errno
-import fcntl
+import functools
 import logging
 import math
 import multiprocessing
 import os
 import queue
 import re
-import shutil
+import signal
 import socket
 import threading
 import time
 import urllib.parse
-import uuid
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import ExitStack, contextmanager
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,8 +38,8 @@ import luigi.rpc
 import luigi.task_register
 from luigi.task import flatten
 
-from tasks import partition
-from tasks.iris import IrisPipeline, read_json, source_path, write_json
+from tasks import config as task_config, partition
+from tasks.iris import FOUND_DONE, IrisPipeline, read_json, source_path
 from tasks.schema import InputRejected
 
 from . import notifications
@@ -47,6 +51,7 @@ THREAD_LIMITS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 # Errors of the disk rather than of the pipeline: the operator frees space or fixes permissions.
 STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
 SCHEDULER_CONNECT_TIMEOUT = 5
+OTHERS_POLL_SECONDS = 0.5  # how often a date another worker is building is looked at again
 LOG = logging.getLogger(__name__)
 
 
@@ -88,39 +93,32 @@ class _TaskEvents:
 
 _EVENTS = _TaskEvents()
 for _event, _kind in ((luigi.Event.PROCESSING_TIME, "time"), (luigi.Event.FAILURE, "failure"),
-                      (luigi.Event.SUCCESS, "success"), (luigi.Event.DEPENDENCY_MISSING, "missing")):
+                      (luigi.Event.SUCCESS, "success"), (luigi.Event.DEPENDENCY_MISSING, "missing"),
+                      (FOUND_DONE, "found_done")):
     luigi.Task.event_handler(_event)(lambda task, value=None, _kind=_kind: _EVENTS.record(_kind, task, value))
 
 
-@contextmanager
-def date_lock(root, date):
-    """Hold an exclusive lock on the date for this process; the kernel drops it if the process dies."""
-    folder = Path(root) / ".locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"{date.isoformat()}.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-
-
-def run_dates(dates, *, workers=1, force=False, progress=None, log_level="WARNING"):
+def run_dates(dates, *, workers=1, force=False, verify=False, progress=None, log_level="WARNING"):
     """Run the pipeline for every date; complete dates are skipped unless `force`. Returns a RunReport.
 
-    `progress(outcome, done, total)` is called as each date finishes. Raises ConfigError before any
-    work when the configuration is bad.
+    `verify` also compares every file with its recorded sha256, so same-size damage is found and rebuilt.
+    `progress(outcome, done, total)` is called as each date finishes. Raises ConfigError before any work
+    when the configuration is bad.
     """
     settings, runtime = checked_settings()
     started = time.monotonic()
     root = Path(settings.output_root)
+    _recover_staging(root)
     dates = sorted(set(dates))
-    todo = dates if force else [d for d in dates if not partition.is_complete(root, d)]
+    todo = dates if force else [d for d in dates if not partition.is_complete(root, d, verify)]
     pending = set(todo)
     outcomes = {d.isoformat(): DateOutcome(d.isoformat(), "skipped") for d in dates if d not in pending}
     done = len(outcomes)
     for outcome in outcomes.values():
         _report_progress(progress, outcome, 0, len(dates))
     emails = {"sent": 0, "failed": 0}
-    for chunk_outcomes, chunk_emails in _run_chunks(_Chunks(todo, runtime.chunk_size, workers), workers, force,
-                                                    log_level):
+    build = functools.partial(_build_counting_mails, force=force, verify=verify, log_level=log_level)
+    for chunk_outcomes, chunk_emails in _run_chunks(_Chunks(todo, runtime.chunk_size, workers), workers, build):
         emails = {key: emails[key] + chunk_emails[key] for key in emails}
         for outcome in chunk_outcomes:
             done += 1
@@ -128,6 +126,13 @@ def run_dates(dates, *, workers=1, force=False, progress=None, log_level="WARNIN
             _report_progress(progress, outcome, done, len(dates))
     return RunReport([outcomes[d.isoformat()] for d in dates], time.monotonic() - started,
                      emails["sent"], emails["failed"])
+
+
+def _recover_staging(root):
+    try:
+        partition.recover_staging(root)
+    except OSError as exc:  # an unreadable or full output root: each date's build reports it
+        LOG.warning("could not clean up forced rebuilds under %s: %s", root, _storage_error(exc))
 
 
 def _report_progress(progress, outcome, done, total):
@@ -165,7 +170,7 @@ class _Chunks:
             self._dates.clear()
 
 
-def _run_chunks(chunks, workers, force, log_level):
+def _run_chunks(chunks, workers, build):
     """Yield each chunk's (outcomes, mails) as it finishes, building in this process and workers - 1 others.
 
     This process builds too rather than idling while it waits: that saves one process start-up (about
@@ -175,48 +180,79 @@ def _run_chunks(chunks, workers, force, log_level):
     helpers = min(workers, chunks.count_full()) - 1  # a helper is worth its start-up for a full chunk
     if helpers < 1:
         while chunk := chunks.take():
-            yield _build_counting_mails(chunk, force, log_level)
+            yield _contained(build, chunk)
         return
     finished = queue.SimpleQueue()
     remaining = len(chunks)
-    context = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
-    with ProcessPoolExecutor(helpers, mp_context=context, initializer=_one_thread_each) as pool:
-        feeders = [threading.Thread(target=_feed_helper, args=(pool, chunks, finished, force, log_level),
-                                    daemon=True) for _ in range(helpers)]
+    feeders = [threading.Thread(target=_feed_helper, args=(chunks, finished, build), daemon=True)
+               for _ in range(helpers)]
+    for feeder in feeders:
+        feeder.start()
+    try:
+        while remaining:
+            chunk = chunks.take()
+            done = [(chunk, _contained(build, chunk))] if chunk else [finished.get()]
+            while not finished.empty():
+                done.append(finished.get())
+            for chunk, result in done:
+                remaining -= len(chunk)
+                yield result
+    finally:
+        chunks.close()
         for feeder in feeders:
-            feeder.start()
-        try:
-            while remaining:
-                chunk = chunks.take()
-                done = [(chunk, _build_counting_mails(chunk, force, log_level))] if chunk else [finished.get()]
-                while not finished.empty():
-                    done.append(finished.get())
-                for chunk, result in done:
-                    remaining -= len(chunk)
-                    yield result
-        finally:
-            chunks.close()
-            for feeder in feeders:
-                feeder.join()
+            feeder.join()
 
 
-def _feed_helper(pool, chunks, finished, force, log_level):
-    """Keep one helper process building chunks until none are left; put each (chunk, result) in finished."""
-    while chunk := chunks.take():
-        try:
-            result = pool.submit(_build_counting_mails, chunk, force, log_level).result()
-        except BaseException as exc:  # the helper died (killed, out of memory) or was interrupted
-            result = ([DateOutcome(d.isoformat(), "failure", reason="error",
-                                   error=f"worker process failed: {exc!r}") for d in chunk],
-                      {"sent": 0, "failed": 0})
-        finished.put((chunk, result))
+def _contained(build, chunk):
+    """Build a chunk in this process; an exception fails that chunk's dates, never the whole run."""
+    try:
+        return build(chunk)
+    except Exception as exc:
+        LOG.debug("building %s failed", chunk, exc_info=True)
+        return _chunk_failed(chunk, f"{type(exc).__name__}: {exc}")
 
 
-def _build_counting_mails(dates, force, log_level):
+def _chunk_failed(chunk, error):
+    return [DateOutcome(d.isoformat(), "failure", reason="error", error=error) for d in chunk], {"sent": 0, "failed": 0}
+
+
+def _feed_helper(chunks, finished, build):
+    """Keep one helper process building chunks until none are left; put each (chunk, result) in finished.
+
+    Each helper has its own one-process pool, so a helper that dies (killed, out of memory) breaks only
+    its own chunk: the pool is rebuilt and the chunk tried once more in the fresh process, where dates
+    the dead helper finished are found complete and skipped.
+    """
+    context = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
+    pool = None
+    try:
+        while chunk := chunks.take():
+            result = None
+            for attempt in (1, 2):
+                pool = pool or ProcessPoolExecutor(1, mp_context=context, initializer=_helper_started)
+                try:
+                    result = pool.submit(build, chunk).result()
+                    break
+                except BrokenProcessPool:
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    pool = None
+                    LOG.warning("a helper process died while building %s..%s (attempt %d of 2)",
+                                chunk[0], chunk[-1], attempt)
+                except Exception as exc:  # the build itself raised in the helper
+                    result = _chunk_failed(chunk, f"{type(exc).__name__}: {exc}")
+                    break
+            finished.put((chunk, result or _chunk_failed(
+                chunk, "the helper process building the date died twice (killed, or out of memory?)")))
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _build_counting_mails(dates, force, verify, log_level):
     """build_chunk and the failure mails Luigi sent meanwhile, so counts made in a worker process travel back."""
     notifications.install()
     before = notifications.tally()
-    outcomes = build_chunk(dates, force, log_level)
+    outcomes = build_chunk(dates, force, verify, log_level)
     return outcomes, notifications.since(before)
 
 
@@ -226,39 +262,67 @@ def _one_thread_each():
         os.environ.setdefault(name, "1")
 
 
-def build_chunk(dates, force=False, log_level="WARNING"):
+def _helper_started():
+    """A helper process: one BLAS thread, and killed by the kernel when the process that started it dies."""
+    _one_thread_each()
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def build_chunk(dates, force=False, verify=False, log_level="WARNING"):
     """Build IrisPipeline for the dates in one luigi.build call; one DateOutcome per date.
 
-    Runs in a worker process or in the caller's. Each date is locked for the whole build and checked
-    again once locked, so a date another process finished meanwhile is skipped.
+    Runs in a helper process or in the caller's. A forced date is built under its own staging root and
+    swapped in once complete. Through a central scheduler, a date that another worker is still building
+    (so nothing here failed, yet it is not complete) is built again after a pause, until it is complete,
+    fails here, or `[service] wait_for_others` has passed.
     """
-    settings, _ = checked_settings()
-    root = Path(settings.output_root)
-    with ExitStack() as locks:
-        try:
-            for date in dates:
-                locks.enter_context(date_lock(root, date))
-        except OSError as exc:  # the output root is not writable or its disk is full
-            return [DateOutcome(d.isoformat(), "failure", reason="storage",
-                                error=f"cannot take the date's lock: {_storage_error(exc)}") for d in dates]
-        todo = [d for d in dates if force or not partition.is_complete(root, d)]
+    _, runtime = checked_settings()
+    task_config.settings.cache_clear()  # this build reads the configuration as it is now
+    root = Path(task_config.settings().output_root)
+    todo = [d for d in dates if force or not partition.is_complete(root, d, verify)]
+    if verify:
         for date in todo:
-            _remove_abandoned_temporaries(root, date)
-        staging = {d: _fresh_staging(root, d) for d in todo} if force else {}
-        # An explicit output_root spares every target path a luigi.Config lookup (the costliest per-task step).
-        tasks = [IrisPipeline(date=d, output_root=str(staging.get(d, root))) for d in todo]
-        crash = _unreachable_scheduler() if central_scheduler() and tasks else None
-        _EVENTS.by_date = {}
-        try:
-            if crash is None:
-                luigi.build(tasks, local_scheduler=not central_scheduler(), workers=1, log_level=log_level)
-        except Exception as exc:  # scheduler gone mid-build, or Luigi itself failed
-            crash = exc
-        finally:
-            events, _EVENTS.by_date = _EVENTS.by_date, None
-        finished = {d: _finish(root, d, staging.get(d), events.get(d.isoformat(), []), crash) for d in todo}
+            partition.remove_damaged(root, date)
+    outcomes = {}
+    with ExitStack() as rebuilds:
+        tokens = {d: rebuilds.enter_context(partition.forced_rebuild(root, d)) for d in todo} if force else {}
+        deadline = time.monotonic() + runtime.wait_for_others.total_seconds()
+        events, crash, pending = {}, None, todo
+        while pending:
+            batch, crash = _build([IrisPipeline(date=d, rebuild=tokens.get(d, "")) for d in pending], log_level)
+            for date, happened in batch.items():
+                events.setdefault(date, []).extend(happened)
+            pending = [d for d in pending if _built_elsewhere(root, d, events.get(d.isoformat(), []), crash)]
+            if pending and time.monotonic() < deadline:
+                time.sleep(OTHERS_POLL_SECONDS)
+            else:
+                break
+        for date in todo:
+            outcomes[date] = _finish(root, date, tokens.get(date), events.get(date.isoformat(), []), crash,
+                                     still_elsewhere=date in pending)
     _release_memory()
-    return [finished.get(d) or DateOutcome(d.isoformat(), "skipped") for d in dates]
+    return [outcomes.get(d) or DateOutcome(d.isoformat(), "skipped") for d in dates]
+
+
+def _build(tasks, log_level):
+    """One luigi.build of the tasks: ({date: events}, the exception that ended it or None)."""
+    crash = _unreachable_scheduler() if central_scheduler() and tasks else None
+    _EVENTS.by_date = {}
+    try:
+        if crash is None:
+            luigi.build(tasks, local_scheduler=not central_scheduler(), workers=1, log_level=log_level)
+    except Exception as exc:  # scheduler gone mid-build, or Luigi itself failed
+        crash = exc
+    finally:
+        events, _EVENTS.by_date = _EVENTS.by_date, None
+    return events, crash
+
+
+def _built_elsewhere(root, date, events, crash):
+    """True when the date is incomplete only because another worker of the central scheduler has it."""
+    return (central_scheduler() and crash is None and not partition.is_complete(root, date)
+            and not any(kind in ("failure", "missing") for kind, _, _ in events))
 
 
 def _release_memory():
@@ -294,75 +358,57 @@ def _unreachable_scheduler():
     return None
 
 
-def _remove_abandoned_temporaries(root, date):
-    """Delete temporary files a killed or failed run left behind; safe while this process holds the lock."""
-    part = partition.partition_dir(root, date)
-    for leftover in part.rglob("*-luigi-tmp-*"):
-        leftover.unlink(missing_ok=True)
-    for folder in sorted((p for p in part.rglob("*") if p.is_dir()), reverse=True) + [part]:
-        try:
-            folder.rmdir()  # only empty ones: a failed date keeps its whole targets for the next run
-        except OSError:
-            pass
-
-
-def _fresh_staging(root, date):
-    """An empty output root for a forced rebuild of the date; leftovers of killed rebuilds are removed."""
-    staging = Path(root) / ".staging"
-    for old in staging.glob(f"{date.isoformat()}-*"):
-        shutil.rmtree(old, ignore_errors=True)
-    return staging / f"{date.isoformat()}-{uuid.uuid4().hex[:8]}"
-
-
-def _finish(root, date, staging, events, crash):
+def _finish(root, date, token, events, crash, still_elsewhere=False):
     """Turn the date's events into an outcome, promote a forced rebuild, and record or clear failure."""
-    outcome = _outcome(staging or root, date, events, crash)
-    if staging is not None:
-        _promote(staging, root, date, outcome.status == "success")
-    failed = partition.failed_dir(root, date)
-    if outcome.status == "success":
-        shutil.rmtree(failed, ignore_errors=True)
-        return outcome
-    _remove_abandoned_temporaries(root, date)
-    record = {"date": outcome.date, "step": outcome.step, "reason": outcome.reason,
-              "error": outcome.error, "time": dt.datetime.now(dt.timezone.utc).isoformat()}
+    built_in = partition.staging_root(root, date, token) if token else root
+    outcome = _outcome(built_in, date, events, crash)
+    if still_elsewhere and outcome.status == "failure":
+        outcome.reason, outcome.step = "scheduler", None
+        outcome.error = "another worker of the central scheduler was still building the date after [service] wait_for_others"
     try:
-        write_json(luigi.LocalTarget(str(failed / partition.FAILURE)), record)
+        if token:
+            _settle_rebuild(root, date, token, outcome.status == "success")
+        if outcome.status == "success":
+            partition.clear_failure(root, date)
+        else:
+            partition.record_failure(root, date, {
+                "date": outcome.date, "step": outcome.step, "reason": outcome.reason, "error": outcome.error,
+                "time": dt.datetime.now(dt.timezone.utc).isoformat()})
     except OSError as exc:  # the same full or read-only disk that failed the run
-        _remove_abandoned_temporaries(Path(root) / "failed", date)
-        LOG.warning("%s: could not record the failure under %s: %s", outcome.date, failed, _storage_error(exc))
+        LOG.warning("%s: could not record the outcome under %s: %s", outcome.date, root, _storage_error(exc))
     return outcome
 
 
-def _promote(staging, root, date, succeeded):
-    """Swap a complete forced rebuild in for the old partition; keep the old one if the rebuild failed."""
+def _settle_rebuild(root, date, token, succeeded):
+    """Swap a complete forced rebuild in; a failed one leaves the old partition, and its rejected input's
+    records (if any) replace the date's failure records."""
     if succeeded:
-        new, old = partition.partition_dir(staging, date), partition.partition_dir(root, date)
-        retired = staging.with_name(staging.name + "-retired")
-        if old.exists():
-            old.replace(retired)
-        new.replace(old)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        rejected = partition.failed_dir(staging, date)
-        if rejected.exists():
-            target = partition.failed_dir(root, date)
-            shutil.rmtree(target, ignore_errors=True)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            rejected.replace(target)
-    shutil.rmtree(staging, ignore_errors=True)
+        partition.promote(root, date, token)
+        return
+    rejected = partition.failed_dir(partition.staging_root(root, date, token), date)
+    if rejected.exists():
+        partition.clear_failure(root, date)
+        target = partition.failed_dir(root, date)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        rejected.replace(target)
+    partition.discard_rebuild(root, date, token)
 
 
 def _outcome(root, date, events, crash):
     outcome = DateOutcome(date.isoformat(), "success" if partition.is_complete(root, date) else "failure")
+    found_done = [task for kind, task, _ in events if kind == "found_done"]
+    events = [(kind, task, value) for kind, task, value in events if not any(task is t for t in found_done)]
     outcome.tasks = [[task.task_family, seconds, not any(k == "failure" and t is task for k, t, _ in events)]
                      for kind, task, seconds in events if kind == "time"]
+    if outcome.status == "success" and not outcome.tasks:  # another process did all of the date's work
+        outcome.status = "skipped"
+        return outcome
     validated = [(kind, task, value) for kind, task, value in events
                  if task.task_family == "Validate" and kind in ("success", "failure")]
     if validated:
         outcome.validation = _validation_report(root, date, validated[-1][0] == "success")
     if outcome.status == "success":
-        summary = read_json(luigi.LocalTarget(str(partition.partition_dir(root, date) / partition.SUMMARY)))
+        summary = partition.read_summary(root, date)
         outcome.accuracy = {name: m["accuracy"] for name, m in summary["models"].items()}
         return outcome
     failures = [(task, exc) for kind, task, exc in events if kind == "failure"]
@@ -390,7 +436,7 @@ def _outcome(root, date, events, crash):
 def _storage_error(exc, targets=()):
     """'no space left on device: /out/2026-11-24/input.csv': the file, or else the targets being written."""
     if exc.filename:
-        path = re.sub(r"-luigi-tmp-\d+$", "", str(exc.filename))  # the target, not Luigi's temporary
+        path = re.sub(r"\.tmp-[0-9a-f]+$", "", str(exc.filename))  # the target, not its temporary
     else:
         path = ", ".join(target.path for target in targets) or None
     what = (exc.strerror or str(exc)).lower()

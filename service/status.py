@@ -4,22 +4,23 @@ from pathlib import Path
 from tasks import partition
 
 
-def date_status(root, date):
-    """One date: complete, failed (with why), incomplete (naming what is missing) or missing."""
+def date_status(root, date, verify=False):
+    """One date: complete, failed (with why), incomplete or damaged (naming what is wrong), or missing.
+
+    A complete date whose input changed since it was first built says so (`history_changed`)."""
     entry = {"date": date.isoformat()}
-    missing = partition.missing_outputs(root, date)
-    if missing == []:
-        return {**entry, "state": "complete"}
+    found = partition.inspect(root, date, verify)
+    if found.state == "complete":
+        changed = found.summary.get("history_changed")
+        return {**entry, "state": "complete", **({"history_changed": changed} if changed else {})}
     failure = partition.read_failure(root, date)
     if failure is not None:
         return {**entry, "state": "failed", "reason": failure.get("reason"), "step": failure.get("step"),
                 "error": failure.get("error"), "time": failure.get("time")}
-    if missing:
-        return {**entry, "state": "incomplete", "missing": missing}
-    if partition.partition_dir(root, date).exists():
-        return {**entry, "state": "incomplete", "missing": [partition.SUMMARY]}
-    return {**entry, "state": "missing"}
+    if found.state == "missing":
+        return {**entry, "state": "missing"}
+    return {**entry, "state": found.state, "problems": found.problems}
 
 
-def statuses(root, dates):
-    return [date_status(Path(root), d) for d in dates]
+def statuses(root, dates, verify=False):
+    return [date_status(Path(root), d, verify) for d in dates]

@@ -3,6 +3,8 @@
 Luigi resolves every key from luigi.cfg in the working directory, /etc/luigi/luigi.cfg and the file
 named by LUIGI_CONFIG_PATH (later files override earlier ones), so an operator overrides any key there.
 """
+import functools
+
 import luigi
 
 FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
@@ -27,3 +29,11 @@ class iris(luigi.Config):  # noqa: N801 - the class name is the luigi.cfg sectio
     min_rows = luigi.IntParameter(default=30, description="Fewest valid rows a day's file may have.")
     max_source_bytes = luigi.IntParameter(
         default=200 * 1024 * 1024, description="Larger input files are refused before they are read.")
+
+
+@functools.lru_cache(maxsize=1)
+def settings():
+    """The `[iris]` section, resolved once per process: a luigi.Config resolves every key on each
+    instantiation, and tasks ask for the output root on every target path. Call
+    `settings.cache_clear()` after changing the configuration in a running process."""
+    return iris()

@@ -1,35 +1,41 @@
 """The Iris pipeline as Luigi tasks: IrisData → Extract → Validate → Split → TrainModel×N → IrisPipeline.
 
-Each task reads its input targets, calls one plain function from `steps`/`schema` and writes its output
-targets under `{output_root}/{YYYY-MM-DD}/`; every write goes to a temporary file renamed into place, so
-a target that exists is whole. Run it with the stock Luigi command:
+Each task reads its input targets, calls one plain function from `steps`/`schema` and writes its outputs
+into the date's partition through `tasks.partition` (temporary files, fsync, rename, then a receipt), so a
+task's outputs appear together and a task is done only when its receipt matches its files and its inputs.
+The date and the settings are the only parameters, so every entry point builds the same task ids. Run it
+with the stock Luigi command:
 
     PYTHONPATH=. luigi --module tasks.iris IrisPipeline --date 2026-11-24 --local-scheduler
 """
-import hashlib
+import contextlib
 import json
+import logging
 import os
 from pathlib import Path
 
 import luigi
 from luigi.task import flatten
 
-from . import partition
-from .config import iris
+from . import config, partition
+
+LOG = logging.getLogger("irisflow.tasks")
+# The event a task fires when, once it holds its lock, it finds its work already done by another process.
+FOUND_DONE = "irisflow.found_done"
 
 
 def source_path(date):
     """The day's input file: `[iris] source` with '{date}' replaced by YYYY-MM-DD."""
-    return iris().source.replace("{date}", date.isoformat())
+    return config.settings().source.replace("{date}", date.isoformat())
 
 
 def data_dir():
     """The directory every day's input must stay inside: `[iris] source` up to its first '{date}'."""
-    return os.path.dirname(iris().source.split("{date}", 1)[0]) or "."
+    return os.path.dirname(config.settings().source.split("{date}", 1)[0]) or "."
 
 
-def write_json(target, obj):
-    with target.open("w") as handle:
+def write_json(path, obj):
+    with open(path, "w") as handle:
         json.dump(obj, handle, indent=2, sort_keys=True)
 
 
@@ -38,15 +44,40 @@ def read_json(target):
         return json.load(handle)
 
 
-def write_csv(target, frame):
-    with target.open("w") as handle:
-        frame.to_csv(handle, index=False)
+def write_csv(path, frame):
+    frame.to_csv(path, index=False)
 
 
 def read_csv(target):
     import pandas as pd
 
     return pd.read_csv(target.path)
+
+
+def plain(value):
+    """A Luigi parameter value (frozen dicts, tuples) as plain JSON data."""
+    if isinstance(value, (str, bytes)):
+        return value
+    if hasattr(value, "items"):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    return value
+
+
+def _import_heavy_libraries():
+    """Import what the tasks' work needs, in the process that finds a task to do: stock Luigi with
+    `--workers N` forks a process per task, which then inherits these instead of importing them again,
+    while a run with nothing to do never loads them."""
+    import joblib  # noqa: F401
+    import pandas  # noqa: F401
+    import pandera.pandas  # noqa: F401
+    import sklearn.metrics  # noqa: F401
+    import sklearn.model_selection  # noqa: F401
+
+    from .models import import_estimators
+
+    import_estimators()
 
 
 class IrisData(luigi.ExternalTask):
@@ -59,18 +90,83 @@ class IrisData(luigi.ExternalTask):
 
 
 class DatePartitionTask(luigi.Task):
-    """A task whose outputs live in the date's partition directory."""
+    """A task whose outputs live in the date's partition, written and sealed as `tasks.partition` says.
+
+    Subclasses say what they produce in `produce()`; `run()` holds the task's lock around it, and skips it
+    when another process (another worker, a stock `luigi` run, another host) finished the task meanwhile.
+    """
 
     date = luigi.DateParameter()
-    output_root = luigi.OptionalParameter(
-        default=None, description="Root of the date partitions (default: [iris] output_root).")
+    rebuild = luigi.Parameter(
+        default="", description="Token of a forced rebuild, which builds under the staging root; empty: "
+                                "the date's own partition.")
 
     @property
     def root(self):
-        return Path(self.output_root or iris().output_root)
+        root = Path(config.settings().output_root)
+        return partition.staging_root(root, self.date, self.rebuild) if self.rebuild else root
+
+    @property
+    def folder(self):
+        return partition.partition_dir(self.root, self.date)
 
     def target(self, *parts):
-        return luigi.LocalTarget(str(partition.partition_dir(self.root, self.date).joinpath(*parts)))
+        return luigi.LocalTarget(str(self.folder.joinpath(*parts)))
+
+    def _relative(self):
+        """{output key (None for a single target): path relative to the partition}."""
+        outputs = self.output()
+        pairs = outputs.items() if isinstance(outputs, dict) else [(None, outputs)]
+        return {key: Path(target.path).relative_to(self.folder).as_posix() for key, target in pairs}
+
+    @property
+    def receipt(self):
+        return partition.receipt_name(self.task_family, self._relative().values())
+
+    def upstream(self):
+        return [task for task in flatten(self.requires()) if isinstance(task, DatePartitionTask)]
+
+    def input_records(self):
+        """{file: sha256} of every upstream output as its receipt recorded it; None if one is not done."""
+        records = {}
+        for task in self.upstream():
+            receipt = partition.read_receipt(task.folder, task.receipt)
+            if receipt is None:
+                return None
+            records.update({name: record["sha256"] for name, record in receipt["outputs"].items()})
+        return records
+
+    def is_done(self):
+        receipt = partition.read_receipt(self.folder, self.receipt)
+        return (receipt is not None and not partition.files_match(self.folder, receipt["outputs"])
+                and all(task.complete() for task in self.upstream())
+                and receipt["inputs"] == self.input_records())
+
+    def complete(self):
+        done = self.is_done()
+        if not done:
+            _import_heavy_libraries()
+        return done
+
+    def run(self):
+        with partition.task_lock(self.root, self.date, self.receipt):
+            if self.is_done():
+                self.trigger_event(FOUND_DONE, self)
+            else:
+                self.produce()
+
+    def produce(self):
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def publishing(self, extra=None):
+        """Temporary paths shaped like output(); when the block succeeds they are renamed into place
+        together and sealed by the task's receipt (with `extra`, which the block may still fill in)."""
+        relative = self._relative()
+        with partition.publishing(self.folder, relative.values(), self.receipt, self.input_records() or {},
+                                  extra) as temporaries:
+            paths = {key: str(temporaries[name]) for key, name in relative.items()}
+            yield paths[None] if None in paths else paths
 
 
 class Extract(DatePartitionTask):
@@ -82,11 +178,27 @@ class Extract(DatePartitionTask):
     def output(self):
         return self.target("input.csv")
 
-    def run(self):
+    def produce(self):
         from .schema import snapshot_source
 
-        with self.output().temporary_path() as tmp:
-            snapshot_source(self.input().path, tmp, data_dir=data_dir(), max_bytes=iris().max_source_bytes)
+        previous = self.previous_snapshot()
+        extra = {}
+        with self.publishing(extra) as snapshot:
+            snapshot_source(self.input().path, snapshot, data_dir=data_dir(),
+                            max_bytes=config.settings().max_source_bytes)
+            now = partition.file_record(snapshot)["sha256"]
+            if previous and previous != now:
+                LOG.warning("%s: history changed: %s now differs from the snapshot this date was built from "
+                            "(sha256 %s, now %s)", self.date, self.input().path, previous[:12], now[:12])
+                extra["history_changed"] = {"source": self.input().path, "previous_sha256": previous}
+
+    def previous_snapshot(self):
+        """The sha256 the date's snapshot had when last recorded (its receipt, or else its summary)."""
+        receipt = partition.read_receipt(self.folder, self.receipt)
+        if receipt is not None:
+            return receipt["outputs"].get("input.csv", {}).get("sha256")
+        summary = partition.read_summary(self.root, self.date)
+        return summary["manifest"].get("input.csv", {}).get("sha256") if summary else None
 
 
 class Validate(DatePartitionTask):
@@ -98,11 +210,12 @@ class Validate(DatePartitionTask):
     def output(self):
         return {"data": self.target("validated.csv"), "report": self.target("validation.json")}
 
-    def run(self):
+    def produce(self):
         from .schema import InputRejected, read_source, validate_frame
 
-        settings = iris()
-        described = f"{source_path(self.date)} (snapshot {self.input().path})"
+        settings = config.settings()
+        # Relative to the output root, so the report (and its hash) is the same wherever the root lives.
+        described = f"{source_path(self.date)} (snapshot {self.date.isoformat()}/{Path(self.input().path).name})"
         try:
             frame = read_source(self.input().path, settings.max_source_bytes, shown_as=described)
             valid, report = validate_frame(frame, source=described, min_rows=settings.min_rows,
@@ -110,20 +223,14 @@ class Validate(DatePartitionTask):
         except InputRejected as exc:
             self.quarantine(exc.report or {"file": described, "passed": False, "error": str(exc)})
             raise
-        write_csv(self.output()["data"], valid)
-        write_json(self.output()["report"], report)
+        with self.publishing() as out:
+            write_csv(out["data"], valid)
+            write_json(out["report"], report)
 
     def quarantine(self, report):
         """Move the rejected snapshot and its report to failed/{date}/ so a corrected source is re-read."""
-        where = partition.failed_dir(self.root, self.date)
-        where.mkdir(parents=True, exist_ok=True)
-        write_json(luigi.LocalTarget(str(where / "validation.json")), report)
-        snapshot = Path(self.input().path)
-        snapshot.replace(where / snapshot.name)
-        try:
-            snapshot.parent.rmdir()
-        except OSError:
-            pass  # the partition still holds other files
+        extract = self.requires()
+        partition.quarantine(self.root, self.date, Path(self.input().path).name, extract.receipt, report)
 
 
 class Split(DatePartitionTask):
@@ -139,12 +246,13 @@ class Split(DatePartitionTask):
         folder = f"split/test_size-{self.test_size:g}_seed-{self.seed}"
         return {"train": self.target(folder, "train.csv"), "test": self.target(folder, "test.csv")}
 
-    def run(self):
+    def produce(self):
         from .steps import split
 
         train, test = split(read_csv(self.input()["data"]), self.test_size, self.seed)
-        write_csv(self.output()["train"], train)
-        write_csv(self.output()["test"], test)
+        with self.publishing() as out:
+            write_csv(out["train"], train)
+            write_csv(out["test"], test)
 
 
 class TrainModel(DatePartitionTask):
@@ -162,15 +270,16 @@ class TrainModel(DatePartitionTask):
     @property
     def settings(self):
         return {"model": self.model, "features": list(self.features),
-                "hyperparameters": dict(self.hyperparameters), "test_size": self.test_size,
-                "seed": self.seed}
+                "hyperparameters": plain(self.hyperparameters), "test_size": self.test_size, "seed": self.seed}
 
     def output(self):
+        import hashlib
+
         digest = hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()[:10]
         folder = f"models/{self.model}-{digest}"
         return {"model": self.target(folder, "model.joblib"), "metrics": self.target(folder, "metrics.json")}
 
-    def run(self):
+    def produce(self):
         import joblib
 
         from .steps import evaluate, train
@@ -178,47 +287,64 @@ class TrainModel(DatePartitionTask):
         estimator = train(read_csv(self.input()["train"]), self.model, self.features,
                           self.hyperparameters, self.seed)
         metrics = evaluate(estimator, read_csv(self.input()["test"]), self.features)
-        with self.output()["model"].temporary_path() as tmp:
-            joblib.dump(estimator, tmp)
-        write_json(self.output()["metrics"], {**metrics, "settings": self.settings})
+        with self.publishing() as out:
+            joblib.dump(estimator, out["model"])
+            write_json(out["metrics"], {**metrics, "settings": self.settings})
+
+
+def pipeline_settings():
+    """The `[iris]` settings that shape a date's results, as summary.json records them."""
+    settings = config.settings()
+    return {"models": list(settings.models), "features": list(settings.features),
+            "hyperparameters": {name: plain(settings.hyperparameters.get(name, {})) for name in settings.models},
+            "test_size": settings.test_size, "seed": settings.seed}
 
 
 class IrisPipeline(DatePartitionTask):
     """The whole date: one TrainModel per `[iris] models` entry, summarised in summary.json.
 
-    The date is complete when summary.json and every file its manifest lists exist, so deleting one
-    model's output makes the date incomplete again and the next run rebuilds only that piece.
+    summary.json is the date's seal: written last, it lists every other file of the partition with its
+    size and sha256, so a date is complete exactly when its summary is well formed and its files match.
     """
 
     def requires(self):
-        settings = iris()
-        return {name: self.clone(TrainModel, model=name, features=settings.features,
-                                 hyperparameters=settings.hyperparameters.get(name, {}),
-                                 test_size=settings.test_size, seed=settings.seed)
-                for name in settings.models}
+        settings = pipeline_settings()
+        return {name: self.clone(TrainModel, model=name, features=settings["features"],
+                                 hyperparameters=settings["hyperparameters"][name],
+                                 test_size=settings["test_size"], seed=settings["seed"])
+                for name in settings["models"]}
 
     def output(self):
         return self.target(partition.SUMMARY)
 
-    def complete(self):
+    def is_done(self):
         return partition.is_complete(self.root, self.date)
 
-    def run(self):
+    def produce(self):
         from .steps import summarize
 
         summary = summarize(self.date, {name: read_json(out["metrics"]) for name, out in self.input().items()})
-        summary["manifest"] = self.manifest()
-        write_json(self.output(), summary)
+        summary["settings"] = pipeline_settings()
+        summary["manifest"], changed = self.manifest()
+        if changed:
+            summary["history_changed"] = changed
+        partition.remove_leftovers(self.folder)
+        partition.write_durably(self.folder / partition.SUMMARY, json.dumps(summary, indent=2, sort_keys=True))
 
     def manifest(self):
-        """Every file of the date's partition that the upstream tasks wrote, relative to the partition."""
-        base = partition.partition_dir(self.root, self.date)
-        paths, pending = set(), list(flatten(self.requires()))
+        """({file: {size, sha256}} of every receipt and every file they record, any history change seen)."""
+        records, changed, pending, seen = {}, None, list(self.upstream()), set()
         while pending:
             task = pending.pop()
-            for target in flatten(task.output()):
-                path = Path(target.path)
-                if base in path.parents:
-                    paths.add(path.relative_to(base).as_posix())
-            pending.extend(flatten(task.requires()))
-        return sorted(paths)
+            if task.receipt in seen:
+                continue
+            seen.add(task.receipt)
+            receipt = partition.read_receipt(task.folder, task.receipt)
+            if receipt is None:  # changed under us: this run fails, and the next one rebuilds it
+                raise RuntimeError(f"{task}: its receipt disappeared while the summary was being written")
+            records.update(receipt["outputs"])
+            name = f"{partition.RECEIPTS}/{task.receipt}"
+            records[name] = partition.file_record(self.folder / name)
+            changed = changed or receipt.get("history_changed")
+            pending.extend(task.upstream())
+        return dict(sorted(records.items())), changed

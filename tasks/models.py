@@ -34,3 +34,9 @@ def build_model(name, hyperparameters, seed):
     if "random_state" in cls().get_params():
         params.setdefault("random_state", seed)
     return cls(**params)
+
+
+def import_estimators():
+    """Import every registered model's module now (see tasks.iris: done before Luigi forks task processes)."""
+    for module, _, _ in REGISTRY.values():
+        importlib.import_module(module)

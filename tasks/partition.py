@@ -1,23 +1,57 @@
-"""Where a date's outputs live, and whether a date is complete, from the file system alone.
+"""The partition contract: where a date's files live, how they are written, and when a date is whole.
 
-This module imports nothing heavy: the runner, `status` and a no-op backfill use it to decide what to
-do without loading pandas or scikit-learn.
+Everything that touches the file-system layout of the output root is here, with no heavy imports, so the
+runner, `status` and a no-op backfill decide what to do without loading pandas or scikit-learn.
 
-    {output_root}/{YYYY-MM-DD}/        one partition per date; complete iff summary.json and every
-                                       file its manifest lists exist
-    {output_root}/failed/{YYYY-MM-DD}/ why the date's last run failed (failure.json) and, for rejected
-                                       input, the validation report and the quarantined input
+    {root}/{YYYY-MM-DD}/                one partition per date
+        input.csv, validated.csv, …     the tasks' outputs
+        .receipts/{Task}-{id}.json      one per task: size and sha256 of each output it wrote, and the
+                                        sha256 of each input file it read
+        summary.json                    written last: the result, the [iris] settings it was built with,
+                                        and the manifest (size and sha256 of every other file)
+    {root}/failed/{YYYY-MM-DD}/         failure.json, and for rejected input validation.json plus the
+                                        quarantined input, so a corrected source is read again
+    {root}/.locks/{YYYY-MM-DD}/         flock files: one per task, one for the partition as a whole
+    {root}/.staging/{date}-{token}/     a forced rebuild in progress (and its .lock)
+
+The rules:
+- A task's outputs are written to temporary files, fsynced, renamed into place, and then sealed by its
+  receipt; a task is done only when its receipt matches its files and the inputs it was built from, so
+  outputs that did not all land, or an upstream file rebuilt with other content, make it run again.
+- A date is complete when summary.json is a well-formed summary and every file its manifest lists exists
+  with the recorded size (and, when verifying, the recorded sha256).
+- A forced rebuild is built under .staging/ and swapped in with one atomic exchange of directories, so the
+  date has its old or its new complete partition at every instant; a rebuild that died is cleaned up (or,
+  where the exchange had to be two renames, finished) by the next run.
 """
+import contextlib
+import ctypes
 import datetime as dt
+import errno
+import fcntl
+import hashlib
 import json
+import os
 import re
-from pathlib import Path
+import shutil
+import stat
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 
 SUMMARY = "summary.json"
 FAILURE = "failure.json"
+RECEIPTS = ".receipts"
+STAGING = ".staging"
+LOCKS = ".locks"
+TEMPORARY = ".tmp-"  # infix of a file being written: {name}.tmp-{random}
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+_STAGED_RE = re.compile(r"(\d{4}-\d{2}-\d{2})-([0-9a-f]+)")
+_RENAME_EXCHANGE = 2
 
 
+# -- dates and paths -------------------------------------------------------------------------------------
 def parse_date(text):
     """Parse a strict YYYY-MM-DD date; anything else raises ValueError (so no path can escape the root)."""
     if isinstance(text, dt.date) and not isinstance(text, dt.datetime):
@@ -45,28 +79,11 @@ def failed_dir(root, date):
     return Path(root) / "failed" / parse_date(date).isoformat()
 
 
-def missing_outputs(root, date):
-    """Files the date's manifest lists that are absent; None when the date has no summary at all."""
-    part = partition_dir(root, date)
-    try:
-        summary = json.loads((part / SUMMARY).read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        return [SUMMARY]
-    return [name for name in summary.get("manifest", []) if not (part / name).is_file()]
-
-
-def is_complete(root, date):
-    return missing_outputs(root, date) == []
-
-
-def read_failure(root, date):
-    """The failure record the runner left for the date, or None."""
-    try:
-        return json.loads((failed_dir(root, date) / FAILURE).read_text())
-    except (OSError, ValueError):
-        return None
+def staging_root(root, date, token):
+    """The output root a forced rebuild of `date` (identified by `token`, hex digits) builds into."""
+    if not re.fullmatch(r"[0-9a-f]+", token or ""):
+        raise ValueError(f"invalid rebuild token {token!r}: expected hex digits")
+    return Path(root) / STAGING / f"{parse_date(date).isoformat()}-{token}"
 
 
 def dates_present(root):
@@ -83,3 +100,391 @@ def dates_present(root):
         except ValueError:
             continue
     return dates
+
+
+# -- durable files ---------------------------------------------------------------------------------------
+def file_record(path):
+    """{"size": bytes, "sha256": hex} of a file."""
+    with open(path, "rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        return {"size": os.fstat(handle.fileno()).st_size, "sha256": digest}
+
+
+def _fsync_file(path):
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(path):
+    """Make the directory's entries (files renamed into it, folders made in it) survive a power loss."""
+    handle = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def _make_dirs(folder):
+    """mkdir -p, fsyncing the parent of every folder it creates."""
+    folder = Path(folder)
+    if folder.is_dir():
+        return
+    _make_dirs(folder.parent)
+    try:
+        folder.mkdir()
+    except FileExistsError:
+        if not folder.is_dir():  # a file where a folder belongs: damage, replaced
+            folder.unlink()
+            folder.mkdir()
+    _fsync_dir(folder.parent)
+
+
+def write_durably(path, text):
+    """Write a small text file atomically and durably (temporary file, fsync, rename, fsync the folder)."""
+    path = Path(path)
+    _make_dirs(path.parent)
+    temporary = path.with_name(f"{path.name}{TEMPORARY}{uuid.uuid4().hex[:8]}")
+    try:
+        with open(temporary, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        _replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def _remove(path):
+    """Remove a file, or a folder standing where a file belongs."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _replace(source, destination):
+    """os.replace that also replaces a folder standing where the file belongs."""
+    if destination.is_dir() and not destination.is_symlink():
+        shutil.rmtree(destination)
+    os.replace(source, destination)
+
+
+def remove_leftovers(part):
+    """Delete temporaries that killed writers left anywhere in the partition. Only for the summary's writer:
+    it runs once every task of the date is done, when no honest writer has a temporary open."""
+    for leftover in Path(part).rglob(f"*{TEMPORARY}*"):
+        if leftover.is_file():
+            leftover.unlink(missing_ok=True)
+
+
+def _remove_temporaries(path):
+    """Temporaries of `path` that a killed writer left (call it holding the writer's lock)."""
+    for leftover in path.parent.glob(f"{path.name}{TEMPORARY}*"):
+        leftover.unlink(missing_ok=True)
+
+
+# -- receipts: what each task wrote ----------------------------------------------------------------------
+def receipt_name(task_family, relative_outputs):
+    """The receipt file name of a task: its family and a digest of where its outputs go, so it is the same
+    for the task whatever builds it, and in a staging root as in the real one."""
+    digest = hashlib.sha256("\n".join(sorted(relative_outputs)).encode()).hexdigest()[:10]
+    return f"{task_family}-{digest}.json"
+
+
+def _valid_relative(name):
+    path = PurePosixPath(name)
+    return isinstance(name, str) and name and not path.is_absolute() and ".." not in path.parts
+
+
+def _valid_records(records):
+    return (isinstance(records, dict) and records and all(
+        _valid_relative(name) and isinstance(record, dict) and isinstance(record.get("size"), int)
+        and isinstance(record.get("sha256"), str) and _SHA256_RE.fullmatch(record["sha256"])
+        for name, record in records.items()))
+
+
+def read_receipt(part, name):
+    """The task's receipt as written, or None when it is absent, unreadable or of the wrong shape."""
+    try:
+        receipt = json.loads((Path(part) / RECEIPTS / name).read_text())
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(receipt, dict) and _valid_records(receipt.get("outputs"))
+            and isinstance(receipt.get("inputs"), dict)):
+        return None
+    return receipt
+
+
+def files_match(part, records, verify=False):
+    """Problems of the files against their records ("name: what is wrong"); [] when they all match."""
+    problems = []
+    for name, record in records.items():
+        path = Path(part) / name
+        try:
+            info = os.stat(path)
+        except OSError:
+            problems.append(f"{name}: absent")
+            continue
+        if not stat.S_ISREG(info.st_mode):
+            problems.append(f"{name}: not a regular file")
+        elif info.st_size != record["size"]:
+            problems.append(f"{name}: {info.st_size} bytes, recorded {record['size']}")
+        elif verify and file_record(path)["sha256"] != record["sha256"]:
+            problems.append(f"{name}: content differs from its recorded sha256")
+    return problems
+
+
+@contextlib.contextmanager
+def publishing(part, relative_outputs, name, inputs, extra=None):
+    """Temporary paths for a task's outputs ({relative: Path}); when the block ends without error they are
+    fsynced, renamed into place together and sealed by the task's receipt `name`, which records each
+    output's size and sha256, the `inputs` ({relative: sha256}) and `extra`.
+
+    The old receipt goes first, so between the first rename and the new receipt the task reads as not
+    done, and a rerun replaces whatever had landed. Call it holding the task's lock.
+    """
+    part = Path(part)
+    temporaries = {}
+    for relative in relative_outputs:
+        final = part / relative
+        _make_dirs(final.parent)
+        _remove_temporaries(final)
+        temporaries[relative] = final.with_name(f"{final.name}{TEMPORARY}{uuid.uuid4().hex[:8]}")
+    try:
+        yield temporaries
+    except BaseException:
+        for temporary in temporaries.values():
+            temporary.unlink(missing_ok=True)
+        _remove_empty_folders(part, [part / relative for relative in temporaries])
+        raise
+    try:
+        records = {}
+        for relative, temporary in temporaries.items():
+            _fsync_file(temporary)
+            records[relative] = file_record(temporary)
+        receipt = part / RECEIPTS / name
+        if os.path.lexists(receipt):
+            _remove(receipt)
+            _fsync_dir(receipt.parent)
+        for relative, temporary in temporaries.items():
+            _replace(temporary, part / relative)
+        for folder in {(part / relative).parent for relative in temporaries}:
+            _fsync_dir(folder)
+        write_durably(receipt, json.dumps({"outputs": records, "inputs": dict(inputs), **(extra or {})},
+                                          indent=1, sort_keys=True))
+    finally:
+        for temporary in temporaries.values():
+            temporary.unlink(missing_ok=True)
+
+
+def _remove_empty_folders(part, paths):
+    """Remove the folders between each path and the partition (and the partition) that are empty, so a
+    task that failed before writing anything leaves no trace."""
+    folders = {folder for path in paths for folder in path.parents if folder == part or part in folder.parents}
+    for folder in sorted(folders, key=lambda f: len(f.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+# -- summary and completeness ----------------------------------------------------------------------------
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def valid_summary(summary, date):
+    """True when `summary` has the shape IrisPipeline writes for `date`."""
+    if not isinstance(summary, dict) or summary.get("date") != parse_date(date).isoformat():
+        return False
+    models = summary.get("models")
+    return (isinstance(models, dict) and models
+            and all(isinstance(m, dict) and _is_number(m.get("accuracy")) and _is_number(m.get("macro_f1"))
+                    for m in models.values())
+            and summary.get("best_model") in models and _is_number(summary.get("best_accuracy"))
+            and isinstance(summary.get("settings"), dict) and _valid_records(summary.get("manifest")))
+
+
+def read_summary(root, date):
+    """The date's summary.json, or None when it is absent, unreadable or not a well-formed summary."""
+    try:
+        summary = json.loads((partition_dir(root, date) / SUMMARY).read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if valid_summary(summary, date) else None
+
+
+@dataclass
+class Inspection:
+    """What a date's partition holds: its state, and what is wrong with it ("file: problem")."""
+
+    state: str  # complete | incomplete (a killed or failed run) | damaged | missing
+    problems: list = field(default_factory=list)
+    summary: dict | None = None
+
+
+def inspect(root, date, verify=False):
+    """The date's state from its files alone; `verify` also compares every file's sha256."""
+    part = partition_dir(root, date)
+    if not part.exists():
+        return Inspection("missing")
+    if not part.is_dir():
+        return Inspection("damaged", [f"{part.name}: not a directory"])
+    path = part / SUMMARY
+    if not path.exists():
+        return Inspection("incomplete", [f"{SUMMARY}: absent"])
+    summary = read_summary(root, date)
+    if summary is None:
+        return Inspection("damaged", [f"{SUMMARY}: unreadable or not an irisflow summary"])
+    problems = files_match(part, summary["manifest"], verify)
+    if not problems:
+        return Inspection("complete", [], summary)
+    damaged = any(not problem.endswith(": absent") for problem in problems)
+    return Inspection("damaged" if damaged else "incomplete", problems, summary)
+
+
+def is_complete(root, date, verify=False):
+    return inspect(root, date, verify).state == "complete"
+
+
+def remove_damaged(root, date):
+    """Delete every file whose content no longer matches the date's manifest, so the tasks that wrote
+    them (and everything built from them) run again; the summary goes too, as it vouched for them."""
+    found = inspect(root, date, verify=True)
+    if found.state != "damaged" or found.summary is None:
+        return
+    part = partition_dir(root, date)
+    for problem in found.problems:
+        name = problem.partition(": ")[0]
+        if name in found.summary["manifest"]:
+            _remove(part / name)
+    _remove(part / SUMMARY)
+
+
+# -- failure records -------------------------------------------------------------------------------------
+def read_failure(root, date):
+    """The failure record the runner left for the date, or None."""
+    try:
+        record = json.loads((failed_dir(root, date) / FAILURE).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def quarantine(root, date, snapshot, snapshot_receipt, report):
+    """Move a rejected snapshot (and its validation report) out of the partition into failed/{date}/, so
+    the date's source is read again next time; its receipt goes, and the partition if nothing else is in it."""
+    where, part = failed_dir(root, date), partition_dir(root, date)
+    write_durably(where / "validation.json", json.dumps(report, indent=2, sort_keys=True))
+    os.replace(part / snapshot, where / snapshot)
+    (part / RECEIPTS / snapshot_receipt).unlink(missing_ok=True)
+    for folder in (part / RECEIPTS, part):
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when empty
+    _fsync_dir(where)
+    _fsync_dir(part.parent)
+
+
+def record_failure(root, date, record):
+    write_durably(failed_dir(root, date) / FAILURE, json.dumps(record, indent=2, sort_keys=True))
+
+
+def clear_failure(root, date):
+    shutil.rmtree(failed_dir(root, date), ignore_errors=True)
+
+
+# -- locks -----------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _flock(path, mode):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:  # readable and writable: flock over NFS becomes a POSIX lock
+        fcntl.flock(handle, mode)
+        yield
+
+
+@contextlib.contextmanager
+def task_lock(root, date, name):
+    """Held while a task of the date runs, by whichever process runs it (runner, stock luigi, a worker on
+    another host sharing the root): the same task never runs twice at once, and a forced rebuild's swap
+    (which takes the partition lock exclusively) never happens under a running task."""
+    folder = Path(root) / LOCKS / parse_date(date).isoformat()
+    with _flock(folder / "partition.lock", fcntl.LOCK_SH), _flock(folder / f"{name}.lock", fcntl.LOCK_EX):
+        yield
+
+
+# -- forced rebuilds -------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def forced_rebuild(root, date):
+    """A fresh token for a forced rebuild of the date, locked for as long as the rebuild runs, so a run
+    that finds the staging folder unlocked knows its builder is gone."""
+    token = uuid.uuid4().hex[:12]
+    where = staging_root(root, date, token)
+    lock = where.with_name(where.name + ".lock")
+    where.mkdir(parents=True)
+    try:
+        with _flock(lock, fcntl.LOCK_EX):
+            yield token
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
+        lock.unlink(missing_ok=True)
+
+
+def _exchange(first, second):
+    """Swap two directories in one step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    at_fdcwd = -100
+    if libc.renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(second))
+
+
+def promote(root, date, token):
+    """Swap the complete forced rebuild `token` in for the date's partition, then drop the old one."""
+    staged = staging_root(root, date, token)
+    new, old = partition_dir(staged, date), partition_dir(root, date)
+    folder = Path(root) / LOCKS / parse_date(date).isoformat()
+    with _flock(folder / "partition.lock", fcntl.LOCK_EX):
+        if not old.exists():
+            os.replace(new, old)
+        elif not _exchange(new, old):  # e.g. NFS: two renames; the next run finishes a swap cut between them
+            retired = staged / "retired"
+            retired.mkdir()
+            os.replace(old, partition_dir(retired, date))
+            os.replace(new, old)
+        _fsync_dir(root)
+        _fsync_dir(staged)
+    shutil.rmtree(staged, ignore_errors=True)
+
+
+def discard_rebuild(root, date, token):
+    """Remove a forced rebuild's staging folder (its rejected-input records are the caller's to keep)."""
+    shutil.rmtree(staging_root(root, date, token), ignore_errors=True)
+
+
+def recover_staging(root):
+    """Clean up after forced rebuilds whose builder died: where the date's partition is gone (a swap cut
+    between its two renames) put the complete staged one back, then remove the staging folder."""
+    staging = Path(root) / STAGING
+    if not staging.is_dir():
+        return
+    for entry in staging.iterdir():
+        found = _STAGED_RE.fullmatch(entry.name)
+        if not found or not entry.is_dir():
+            continue
+        lock = entry.with_name(entry.name + ".lock")
+        with open(lock, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its builder is still at work
+            date = parse_date(found.group(1))
+            if not partition_dir(root, date).exists():
+                for candidate in (entry, entry / "retired"):
+                    if is_complete(candidate, date):
+                        os.replace(partition_dir(candidate, date), partition_dir(root, date))
+                        _fsync_dir(root)
+                        break
+            shutil.rmtree(entry, ignore_errors=True)
+        lock.unlink(missing_ok=True)

@@ -1,4 +1,6 @@
-"""Shared fixtures: a per-test luigi.cfg overlay and a way to run the CLI as a real subprocess."""
+"""Shared fixtures: a per-test luigi.cfg overlay, a way to run the CLI as a real subprocess, a real SMTP
+server, and the daemon's injected clock and paused schedulers."""
+import datetime as dt
 import email
 import email.policy
 import os
@@ -11,6 +13,9 @@ from pathlib import Path
 
 import luigi.configuration
 import pytest
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from tasks.config import settings as task_settings
 
 REPO = Path(__file__).resolve().parents[1]
 IRIS_CSV = REPO / "data" / "iris.csv"
@@ -61,6 +66,7 @@ def _reload_luigi_config(extra_paths):
     for section in list(config.sections()):
         config.remove_section(section)
     parser.reload()
+    task_settings.cache_clear()
 
 
 @pytest.fixture
@@ -154,3 +160,44 @@ def mailbox(irisflow_config):
     irisflow_config.set("smtp", host="127.0.0.1", port=box.port, timeout=10)
     yield box
     controller.stop()
+
+
+UTC = dt.timezone.utc
+
+
+def at(day, hour, minute=0):
+    """The instant `hour:minute` UTC on `day`."""
+    return dt.datetime.combine(day, dt.time(hour, minute), UTC)
+
+
+class Clock:
+    """The daemon's injected clock: `clock.now = ...` moves time."""
+
+    def __init__(self, now):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def schedulers(irisflow_config):
+    """Make real schedulers on the test's state dir, started paused (jobs are stored but never fire)."""
+    started = []
+
+    from service.config import time_zone
+    from service.daemon import make_scheduler
+
+    def make():
+        zone = time_zone(irisflow_config.sections["service"].get("timezone", "UTC"))
+        scheduler = make_scheduler(BackgroundScheduler, irisflow_config.state_dir, zone)
+        scheduler.start(paused=True)
+        started.append(scheduler)
+        return scheduler
+
+    irisflow_config.state_dir.mkdir()
+    irisflow_config.set("iris", models='["knn"]')
+    yield make
+    for scheduler in started:
+        scheduler.remove_all_jobs()  # a stopping scheduler may still run what is due (an APScheduler race)
+        scheduler.shutdown(wait=False)

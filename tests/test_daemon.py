@@ -9,28 +9,14 @@ import json
 import socket
 
 import pytest
-from apscheduler.schedulers.background import BackgroundScheduler
 
-from conftest import write_input
+from conftest import Clock, at, write_input
 from service import metrics
 from service.cli import main
-from service.config import time_zone
-from service.daemon import DAILY_JOB, Daemon, make_scheduler
+from service.daemon import DAILY_JOB, Daemon
 
 UTC = dt.timezone.utc
 DAY = dt.date(2026, 11, 24)
-
-
-def at(day, hour, minute=0):
-    return dt.datetime.combine(day, dt.time(hour, minute), UTC)
-
-
-class Clock:
-    def __init__(self, now):
-        self.now = now
-
-    def __call__(self):
-        return self.now
 
 
 def sample(name, **labels):
@@ -39,26 +25,6 @@ def sample(name, **labels):
 
 def runs(outcome):
     return sample("irisflow_pipeline_runs_total", outcome=outcome)
-
-
-@pytest.fixture
-def schedulers(irisflow_config):
-    """Make real schedulers on the test's state dir, started paused (jobs are stored but never fire)."""
-    started = []
-
-    def make():
-        zone = time_zone(irisflow_config.sections["service"].get("timezone", "UTC"))
-        scheduler = make_scheduler(BackgroundScheduler, irisflow_config.state_dir, zone)
-        scheduler.start(paused=True)
-        started.append(scheduler)
-        return scheduler
-
-    irisflow_config.state_dir.mkdir()
-    irisflow_config.set("iris", models='["knn"]')
-    yield make
-    for scheduler in started:
-        scheduler.remove_all_jobs()  # a stopping scheduler may still run what is due (an APScheduler race)
-        scheduler.shutdown(wait=False)
 
 
 @pytest.fixture
@@ -78,7 +44,7 @@ def incoming(irisflow_config, tmp_path):
 def utc_fire_times(daemon, start, count):
     times, now = [], start
     for _ in range(count):
-        now = daemon.next_run(now).astimezone(UTC)
+        now = daemon.schedule.next_run(now).astimezone(UTC)
         times.append(now.strftime("%m-%d %H:%M"))
         now += dt.timedelta(seconds=1)
     return times
@@ -94,7 +60,7 @@ def test_the_next_run_follows_the_cron_in_its_time_zone_across_dst_changes(irisf
     berlin = Daemon(schedulers(), in_process=True)
     # 02:00 does not exist on 29 March: that day runs once, at 03:00 CEST (01:00 UTC).
     assert utc_fire_times(berlin, at(dt.date(2026, 3, 27), 12), 3) == ["03-28 01:00", "03-29 01:00", "03-30 00:00"]
-    assert berlin.scheduled_time(dt.date(2026, 3, 29)) == at(dt.date(2026, 3, 29), 1)
+    assert berlin.schedule.scheduled_time(dt.date(2026, 3, 29)) == at(dt.date(2026, 3, 29), 1)
     # 02:00 happens twice on 25 October and the cron fires at both; the second pass finds the date complete.
     assert utc_fire_times(berlin, at(dt.date(2026, 10, 24), 12), 3) == ["10-25 00:00", "10-25 01:00", "10-26 01:00"]
 

@@ -45,10 +45,10 @@ def test_sigkill_mid_task_leaves_no_complete_looking_target_and_the_next_run_fin
     assert not (part / "summary.json").exists()
     assert not partition.is_complete(irisflow_config.output_root, partition.parse_date(DAY))
     for path in part.rglob("*"):
-        if path.is_file() and "-luigi-tmp-" not in path.name:
+        if path.is_file() and ".tmp-" not in path.name:
             _whole(path)
 
     again = cli("run", "--date", DAY)
     assert again.returncode == 0, again.stderr
     assert partition.is_complete(irisflow_config.output_root, partition.parse_date(DAY))
-    assert not list(part.rglob("*-luigi-tmp-*"))
+    assert not list(part.rglob("*.tmp-*"))

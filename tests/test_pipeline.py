@@ -35,7 +35,7 @@ def test_a_date_produces_every_target(irisflow_config):
     metrics = json.loads(next(part.glob("models/svc-*/metrics.json")).read_text())
     assert 0.8 <= metrics["accuracy"] <= 1 and len(metrics["confusion_matrix"]) == 3
     assert metrics["settings"]["features"] == ["sepal_length", "sepal_width", "petal_length", "petal_width"]
-    assert not list(irisflow_config.output_root.rglob("*luigi-tmp*"))
+    assert not list(irisflow_config.output_root.rglob("*.tmp-*"))
 
 
 def test_a_second_run_executes_no_task_and_changes_no_file(irisflow_config):
@@ -69,7 +69,7 @@ def test_deleting_one_model_makes_the_date_incomplete_and_only_that_piece_reruns
     part = irisflow_config.output_root / DAY.isoformat()
     victim = next(part.glob("models/svc-*/model.joblib"))
     victim.unlink()
-    assert partition.missing_outputs(irisflow_config.output_root, DAY) == [victim.relative_to(part).as_posix()]
+    assert partition.inspect(irisflow_config.output_root, DAY).problems == [f"{victim.relative_to(part).as_posix()}: absent"]
     report = run_dates([DAY])
     assert sorted(family for family, _, _ in report.outcomes[0].tasks) == ["IrisPipeline", "TrainModel"]
     assert victim.is_file() and partition.is_complete(irisflow_config.output_root, DAY)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from conftest import IRIS_CSV
 from service.cli import main
 from tasks import partition
+from tasks import config as task_config
 from tasks.config import FEATURES, SPECIES
 from tasks.iris import IrisPipeline
 from tasks.schema import MAX_CM, InputRejected, read_source, validate_frame
@@ -111,10 +112,22 @@ def test_a_date_string_is_a_real_day_or_refused_and_stays_under_the_root(text):
 def test_the_stock_luigi_date_parameter_cannot_point_outside_the_root(text):
     """`luigi --module tasks.iris IrisPipeline --date TEXT`: Luigi parses TEXT to a date or refuses it."""
     try:
-        task = IrisPipeline.from_str_params({"date": text, "output_root": "/srv/irisflow/output"})
+        task = IrisPipeline.from_str_params({"date": text})
     except ValueError:
         return
-    assert Path(task.output().path).parent == Path("/srv/irisflow/output") / task.date.isoformat()
+    assert Path(task.output().path).parent == Path(task_config.settings().output_root) / task.date.isoformat()
+
+
+@given(token=st.text(max_size=30))
+def test_a_forced_rebuild_token_cannot_point_outside_the_staging_root(token):
+    """`--rebuild TOKEN` on the stock command: a token that is not hex is refused."""
+    task = IrisPipeline.from_str_params({"date": "2026-11-24", "rebuild": token})
+    try:
+        path = Path(task.output().path)
+    except ValueError:
+        return
+    staging = Path(task_config.settings().output_root) / ".staging"
+    assert path.parent.parent.parent == staging if token else path.parent.parent == Path(task_config.settings().output_root)
 
 
 @FIXTURES_REUSED

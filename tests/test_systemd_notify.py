@@ -75,8 +75,8 @@ def test_ready_once_up_then_status_watchdog_pings_and_stopping(irisflow_config, 
         assert lock_is_held(irisflow_config.state_dir / "daemon.lock")
         assert scrape(port) is not None
         assert daily_job_stored(irisflow_config.state_dir / "jobs.sqlite")
-        assert re.fullmatch(r"no pass yet; next run \d{4}-\d\d-\d\d 02:00 UTC; 1 of 1 dates missing \(\d{4}-\d\d-\d\d\)",
-                            ready["STATUS"]), ready
+        date = r"\d{4}-\d\d-\d\d"
+        assert re.fullmatch(rf"no pass yet; next run {date} 02:00 UTC; 1 of 1 dates missing \({date}\)", ready["STATUS"])
 
         seen = notify.receive_until("status after the start-up pass", lambda m: "last pass" in m.get("STATUS", ""))
         statuses = [m["STATUS"] for m in seen if "STATUS" in m]
