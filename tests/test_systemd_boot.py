@@ -246,7 +246,9 @@ def test_restart_during_a_run_lets_the_run_finish_and_the_date_completes(machine
     assert machine.main_pid() != old and machine.prop("irisflow", "ActiveState") == "active"
     machine.wait_pass()
     assert (partition / "summary.json").is_file()
-    assert "did not finish within" not in machine.journal("irisflow", "--since", "-2min")
+    log = machine.journal("irisflow", "--since", "-2min")
+    assert "did not finish within" not in log and "Failed with result" not in log, log[-3000:]
+    assert "Deactivated successfully" in log
 
 
 def test_six_restarts_in_a_row_leave_the_unit_running(machine, capsys):
