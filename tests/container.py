@@ -87,9 +87,11 @@ class Container:
     def boot(self, timeout=120):
         """Start the container and wait until its systemd says the system is running."""
         with open(self.workdir / "nspawn.log", "a") as log:
+            # setpriv: should the test process die without cleaning up, nspawn gets SIGTERM and halts the container.
             self.nspawn = subprocess.Popen(
-                ["systemd-nspawn", "-D", str(self.root), "--boot", "--console=pipe", "--register=no", "--keep-unit",
-                 "--machine=irisflow-test"], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+                ["setpriv", "--pdeathsig", "TERM", "--", "systemd-nspawn", "-D", str(self.root), "--boot",
+                 "--console=pipe", "--register=no", "--keep-unit", "--machine=irisflow-test"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         self.pid = poll("the container's systemd", self._init_pid, timeout)
         state = poll("the container's boot", lambda: self.run("systemctl", "is-system-running", "--wait",
                                                               check=False).stdout.strip() or None, timeout)

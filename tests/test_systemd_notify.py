@@ -95,6 +95,7 @@ def test_ready_once_up_then_status_watchdog_pings_and_stopping(irisflow_config, 
         if daemon.poll() is None:
             daemon.kill()
             daemon.wait()
+    assert "Running job \"Notifier.alive" not in (tmp_path / "daemon.err").read_text()  # pings are not logged
 
 
 @pytest.mark.slow
