@@ -18,6 +18,7 @@ import pytest
 
 from conftest import IRIS_CSV, REPO, free_port, poll
 from container import Container
+from test_central_scheduler import api
 from test_daemon_serve import runs, scrape
 
 pytestmark = [pytest.mark.slow, pytest.mark.systemd_boot]
@@ -219,7 +220,7 @@ def test_a_hung_scheduler_is_restarted_by_the_watchdog(machine, capsys):
     """SIGSTOP stops every thread, the scheduler's loop with them: its watchdog pings stop."""
     figure(capsys, "time to restart after a hang (WatchdogSec=30s, RestartSec=30s)",
            restarted_after(machine, "STOP", 120))
-    log = machine.journal("irisflow", "--since", "-3min")
+    log = machine.journal("irisflow", "--since=-3min")
     assert "Watchdog timeout" in log and "Fatal Python error: Aborted" in log, log[-3000:]
     assert 'File "' in log  # faulthandler's stacks of the hung threads
 
@@ -237,18 +238,23 @@ def test_stop_exits_0_in_time_and_start_is_ready_again(machine, capsys):
 
 def test_restart_during_a_run_lets_the_run_finish_and_the_date_completes(machine):
     machine.wait_pass()
-    partition = machine.root / f"var/lib/irisflow/output/{days_ago(0)}"
-    machine.run("rm", "-rf", f"/var/lib/irisflow/output/{days_ago(0)}")
+    since = f"--since=@{int(time.time())}"
+    today = days_ago(0)
+    machine.run("rm", "-rf", f"/var/lib/irisflow/output/{today}")
     machine.run("systemctl", "restart", "irisflow")
-    poll("the start-up pass to be running", lambda: machine.status_text().startswith("running"), 60)
+    def running():
+        return any(task["params"].get("date") == today
+                   for task in api(machine.luigid_port, "task_list", status="RUNNING").values())
+    poll(f"a task of {today} running in luigid", running, 60, retry_on=(OSError,))
     old = machine.main_pid()
-    machine.run("systemctl", "restart", "irisflow")  # SIGTERM mid-run: the run finishes, then exit 0
+    machine.run("systemctl", "restart", "irisflow")  # SIGTERM mid-run: the date is finished, then exit 0
     assert machine.main_pid() != old and machine.prop("irisflow", "ActiveState") == "active"
-    machine.wait_pass()
-    assert (partition / "summary.json").is_file()
-    log = machine.journal("irisflow", "--since", "-2min")
+    assert (machine.root / f"var/lib/irisflow/output/{today}/summary.json").is_file()
+    log = machine.journal("irisflow", since)
     assert "did not finish within" not in log and "Failed with result" not in log, log[-3000:]
-    assert "Deactivated successfully" in log
+    # The old daemon built the date, then stopped cleanly, before the new one started.
+    assert log.count(f"{today}: success") == 1, log[-3000:]
+    assert log.index(f"{today}: success") < log.rindex("Deactivated successfully") < log.rindex("Started irisflow")
 
 
 def test_six_restarts_in_a_row_leave_the_unit_running(machine, capsys):
