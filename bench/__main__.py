@@ -40,7 +40,8 @@ def main(argv=None, out=sys.stdout):
             first, memory, identical, complete = figures.backfill_cold(plan, tmp)
             for figure in (lambda: first, lambda: figures.backfill_nothing_to_do(plan, complete),
                            lambda: figures.scaling(plan, tmp), lambda: memory,
-                           lambda: figures.daemon_memory(plan, tmp), lambda: figures.one_date_cold(plan, tmp)):
+                           lambda: figures.daemon_memory(plan, tmp), lambda: figures.one_date_cold(plan, tmp),
+                           lambda: figures.drift_per_date(plan, tmp), lambda: figures.view_render(plan, tmp)):
                 for line in figure().lines():
                     say(line)
         except BenchError as exc:

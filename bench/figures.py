@@ -20,6 +20,9 @@ LIGHT = {"models": '["decision_tree"]'}  # the light model set of the scaling an
 MB = 1024 * 1024
 
 
+DRIFT_HISTORY = 28  # [quality] reference_days: the figure's date is judged against a full reference
+
+
 @dataclass
 class Plan:
     """How much the benchmark does: the default is the issue's; --quick is a smaller, faster run."""
@@ -155,3 +158,34 @@ def daemon_memory(plan, tmp):
                   "(one day per run on an injected clock, decision_tree only, runs in the daemon's process)",
                   f"{growth / MB:+.1f} MB ({measured['rss_after_first'] / MB:.0f} -> "
                   f"{measured['rss_after_all'] / MB:.0f} MB)", "< 10 MB", growth < 10 * MB)
+
+
+def drift_per_date(plan, tmp):
+    """Figure 6: the Drift task of a date with a full 28-date reference against a whole date's pipeline,
+    both from the same workspace (the reference loop's seconds per date over those 29 dates)."""
+    workspace = Workspace(tmp, "drift")
+    built = _reference(workspace, START, DRIFT_HISTORY + 1)
+    per_date = built.seconds / (DRIFT_HISTORY + 1)
+    date = START + dt.timedelta(days=DRIFT_HISTORY)
+    measured = json.loads(workspace.run("-m", "bench.view", "drift", "--date", str(date), "--repeats",
+                                        str(max(plan.repeats, 5))).stdout)
+    shutil.rmtree(workspace.path)
+    share = measured["seconds"] / per_date
+    return Figure("6", f"drift per date (4 features and species against {DRIFT_HISTORY} complete dates)",
+                  f"{measured['seconds'] * 1000:.0f} ms = {share:.2f}x a whole date's pipeline in the reference loop "
+                  f"({per_date * 1000:.0f} ms/date)", "<= 0.25x", share <= 0.25)
+
+
+def view_render(plan, tmp):
+    """Figure 7: the partition view over scale_dates dates (hard-linked copies of one complete date)."""
+    workspace = Workspace(tmp, "view", iris=LIGHT)
+    workspace.run("-m", "service", "run", "--date", str(plan.end(plan.scale_dates)))
+    measured = json.loads(workspace.run("-m", "bench.view", "grid", "--copies", str(plan.scale_dates)).stdout)
+    shutil.rmtree(workspace.path)
+    whole = measured["all_dates_seconds"]
+    return Figure("7", f"partition view over {measured['dates']} dates (served pages, no browser)",
+                  f"all dates on one page {whole:.2f} s ({whole / measured['dates'] * 1000:.2f} ms/date, "
+                  f"{measured['html_bytes'] / MB:.1f} MB of HTML); {measured['years']} year pages "
+                  f"{measured['year_pages_seconds']:.2f} s; one date page {measured['date_page_seconds'] * 1000:.0f} ms; "
+                  f"heavy libraries imported: {', '.join(measured['heavy_imported']) or 'none'}",
+                  "<= 2 s, no heavy import", whole <= 2 and not measured["heavy_imported"])

@@ -1,4 +1,4 @@
-"""`python -m service …`: run, backfill, status, validate (and serve, the daemon).
+"""`python -m service …`: run, backfill, status, validate, report (and serve, the daemon).
 
 Exit status: 0 success, 1 a pipeline or validation failure, 2 bad usage or configuration, always with a
 one-line error rather than a traceback. Commands with nothing to compute import no heavy library.
@@ -6,6 +6,7 @@ one-line error rather than a traceback. Commands with nothing to compute import 
 import argparse
 import datetime as dt
 import json
+import os
 import re
 import sys
 import traceback
@@ -67,7 +68,13 @@ def build_parser():
     status.add_argument("--verify", action="store_true",
                         help="also compare every file with its recorded sha256 (reads every file)")
 
-    commands.add_parser("serve", help="run the daemon: the daily schedule, catch-up, failure mail, /metrics")
+    commands.add_parser("serve", help="run the daemon: the daily schedule, catch-up, failure mail, /metrics and "
+                                      "the partition view")
+
+    report = commands.add_parser("report", help="write the partition view of a date range as static HTML files")
+    report.add_argument("--start", type=_date, required=True, help="first date, YYYY-MM-DD")
+    report.add_argument("--end", type=_date, required=True, help="last date, YYYY-MM-DD")
+    report.add_argument("--out", required=True, metavar="DIR", help="folder for index.html and the other pages")
 
     validate = commands.add_parser("validate", help="check a CSV file against the schema")
     validate.add_argument("path", help="the CSV file")
@@ -191,8 +198,6 @@ def cmd_status(args):
 
 
 def cmd_validate(args):
-    import os
-
     from tasks.schema import InputRejected, format_report, read_source, validate_frame
 
     from .config import checked_settings
@@ -266,9 +271,17 @@ def cmd_serve(args):
     return serve(verbose=args.verbose)
 
 
+def cmd_report(args):
+    from .web import write_report
+
+    _range(args.start, args.end)  # a reversed range is a usage error
+    written = write_report(args.start, args.end, args.out)
+    print(f"{written} files written; open {os.path.join(os.path.abspath(args.out), 'index.html')}")
+    return EXIT_OK
+
+
 def _check_metrics_destinations(args):
     """Refuse unusable --metrics-textfile/--pushgateway values before any work (exit status 2)."""
-    import os
     import urllib.parse
 
     if args.metrics_textfile and not os.path.isdir(os.path.dirname(os.path.abspath(args.metrics_textfile))):
@@ -295,4 +308,4 @@ def _export_metrics(args, report):
 
 
 COMMANDS = {"run": cmd_run, "backfill": cmd_backfill, "status": cmd_status, "validate": cmd_validate,
-            "serve": cmd_serve}
+            "serve": cmd_serve, "report": cmd_report}

@@ -15,7 +15,7 @@ import luigi
 from luigi.configuration import get_config
 from luigi.parameter import UnconsumedParameterWarning
 
-from tasks.config import FEATURES, iris
+from tasks.config import FEATURES, iris, quality
 from tasks.models import check_model_names
 
 # Luigi warns that its own [core] scheduler keys are "not consumed" (a Luigi quirk); typos in
@@ -82,7 +82,7 @@ def checked_settings():
     """The `[iris]` and `[service]` settings, or ConfigError naming the first bad key."""
     _check_readable(get_config())
     try:
-        settings, runtime = iris(), service()
+        settings, runtime, drift = iris(), service(), quality()
     except Exception as exc:  # luigi raises various parameter errors for unparsable values
         raise ConfigError(f"luigi.cfg: {exc}") from None
     try:
@@ -103,6 +103,12 @@ def checked_settings():
         check_model_names(settings.hyperparameters)
     except ValueError as exc:
         problems.append(f"[iris] hyperparameters: {exc}")
+    if drift.reference_days < 1 or drift.min_reference_dates < 0 or drift.min_reference_rows < 0:
+        problems.append("[quality] reference_days must be at least 1, min_reference_dates and _rows at least 0")
+    if drift.reference and not os.path.isfile(drift.reference):
+        problems.append(f"[quality] reference {drift.reference}: no such file")
+    if not 0 <= drift.psi_moderate <= drift.psi_significant or not (0 < drift.ks_pvalue < 1 and 0 < drift.chi2_pvalue < 1):
+        problems.append("[quality] needs 0 <= psi_moderate <= psi_significant and p-values between 0 and 1")
     if runtime.workers < 1 or runtime.chunk_size < 1:
         problems.append("[service] workers and chunk_size must be at least 1")
     if problems:

@@ -12,7 +12,8 @@ its deadline, is *settled*: no pass runs it again until its input file changes, 
 mailed once (`{state_dir}/settled.json` keeps this across restarts).
 
 The clock is injected (`Daemon(now=...)`), so catch-up, late data and deadlines are plain methods that
-tests drive without waiting; `serve` wires the scheduler, signals, the lock file and /metrics.
+tests drive without waiting; `serve` wires the scheduler, signals, the lock file, /metrics and the
+partition view (service.web) on one listener.
 """
 import datetime as dt
 import faulthandler
@@ -270,9 +271,8 @@ class Daemon:
         metrics.CATCHUP_MISSING.set(len(window) - len(complete))
         upcoming = self.schedule.next_run(now)
         metrics.NEXT_RUN.set(upcoming.timestamp() if upcoming else 0)
-        summary = partition.read_summary(self.root, complete[-1]) if complete else None
-        if summary is not None:
-            metrics.record_partition(complete[-1], {name: m["accuracy"] for name, m in summary["models"].items()})
+        if complete:
+            metrics.record_partition(self.root, complete[-1])
 
     def status(self, now):
         """One line for `systemctl status`, times in the schedule's zone: the last pass and its outcome, the next
@@ -419,17 +419,19 @@ def single_instance(lock_path):
         yield
 
 
-def _serve_metrics(address, port):
-    from prometheus_client import start_http_server
+def _serve_http(address, port):
+    """/metrics and the partition view (service.web) on one listener, from a background thread."""
+    from prometheus_client import make_wsgi_app
+
+    from .web import configured_view, make_app, start_server
 
     if not 0 <= port <= 65535:
         raise ConfigError(f"luigi.cfg [service] metrics_port: {port} is not a port number")
     try:
-        server, _ = start_http_server(port, address, registry=metrics.REGISTRY)
+        return start_server(address, port, make_app(configured_view(), make_wsgi_app(metrics.REGISTRY)))
     except OSError as exc:
         raise ConfigError(f"luigi.cfg [service] metrics_address/metrics_port: cannot listen on "
                           f"{address}:{port}: {exc.strerror or exc}") from None
-    return server
 
 
 def add_watchdog(scheduler, notifier):
@@ -484,9 +486,10 @@ def serve(verbose=False):
     scheduler.add_job(daemon.tick, id="start-up", jobstore="memory")  # the catch-up pass, at once
     add_watchdog(scheduler, notifier)
     with single_instance(state_dir / "daemon.lock"):
-        server = _serve_metrics(runtime.metrics_address, runtime.metrics_port)
+        server = _serve_http(runtime.metrics_address, runtime.metrics_port)
         logging.basicConfig(level=logging.INFO, handlers=[journal.stderr_handler(LOG_FORMAT)])
-        LOG.info("irisflow daemon: schedule %r in %s, /metrics on %s:%d, state in %s", runtime.schedule,
+        LOG.info("irisflow daemon: schedule %r in %s, /metrics and the partition view on %s:%d, state in %s",
+                 runtime.schedule,
                  runtime.timezone, runtime.metrics_address, server.server_port, state_dir)
         _DAEMON = daemon
         previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}

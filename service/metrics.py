@@ -6,12 +6,16 @@ The daemon serves the registry on /metrics; one-shot CLI runs hand it over as a 
 or push it to a Pushgateway (`export`), as batch jobs do.
 """
 import datetime as dt
+import json
 import platform
 import socket
 import time
 
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics,
                                push_to_gateway, write_to_textfile)
+
+from tasks import partition
+from tasks.quality import read_drift
 
 from . import __version__
 
@@ -47,6 +51,19 @@ VALIDATION_FAILURES = Counter("irisflow_validation_failures_total",
 MODEL_ACCURACY = Gauge("irisflow_model_accuracy_ratio",
                        "Test accuracy of each model on the latest completed date.", ["model"],
                        registry=REGISTRY)
+BEST_MODEL_ACCURACY = Gauge("irisflow_best_model_accuracy_ratio",
+                            "Test accuracy of the best model of the latest completed date.", registry=REGISTRY)
+BEST_MODEL = Gauge("irisflow_best_model_info", "Always 1; the label names the best model of the latest completed date.",
+                   ["model"], registry=REGISTRY)
+FEATURE_DRIFT_PSI = Gauge("irisflow_feature_drift_psi",
+                          "Population stability index of each feature of the latest completed date against its "
+                          "reference (0.1 moderate, 0.25 significant by default).", ["feature"], registry=REGISTRY)
+FEATURE_DRIFT_KS = Gauge("irisflow_feature_drift_ks",
+                         "Two-sample Kolmogorov-Smirnov statistic of each feature of the latest completed date "
+                         "against its reference.", ["feature"], registry=REGISTRY)
+DRIFT_DETECTED = Gauge("irisflow_drift_detected",
+                       "Whether the latest completed date drifted from its reference: 1 yes, 0 no, -1 no verdict "
+                       "(too little reference history).", registry=REGISTRY)
 CATCHUP_MISSING = Gauge("irisflow_catchup_missing_dates",
                         "Dates in the catch-up window that are not complete.", registry=REGISTRY)
 NEXT_RUN = Gauge("irisflow_next_run_timestamp_seconds", "Unix time of the next scheduled run.",
@@ -85,7 +102,9 @@ def record(report, now=None):
         SCHEDULER_ERRORS.inc()
     newest = max((o for o in ran if o.accuracy), key=lambda o: o.date, default=None)
     if newest is not None:
-        record_partition(newest.date, newest.accuracy)
+        from tasks.config import iris
+
+        record_partition(iris().output_root, newest.date)
     record_mails(report.emails_sent, report.email_failures)
 
 
@@ -100,15 +119,29 @@ def _record_validation(report):
         VALIDATION_FAILURES.labels(check).inc()
 
 
-def record_partition(date, accuracy):
-    """The newest complete date and its models' accuracy, unless a newer date is already recorded."""
+def record_partition(root, date):
+    """The newest complete date's models, best model and drift, read from its partition, unless a newer
+    date is already recorded. A model or feature no longer in the partition leaves no stale series."""
     stamp = dt.datetime.combine(dt.date.fromisoformat(str(date)), dt.time(), dt.timezone.utc).timestamp()
     if stamp < REGISTRY.get_sample_value(LAST_PARTITION_NAME):
         return
+    try:
+        summary = json.loads((partition.partition_dir(root, date) / partition.SUMMARY).read_text())
+    except (OSError, ValueError):
+        return  # removed or damaged since it completed: the next complete date reports
     LAST_PARTITION.set(stamp)
-    MODEL_ACCURACY.clear()  # a model dropped from [iris] models leaves no stale series
-    for model, value in accuracy.items():
-        MODEL_ACCURACY.labels(model).set(value)
+    for gauge in (MODEL_ACCURACY, BEST_MODEL, FEATURE_DRIFT_PSI, FEATURE_DRIFT_KS):
+        gauge.clear()
+    for model, metrics in summary["models"].items():
+        MODEL_ACCURACY.labels(model).set(metrics["accuracy"])
+    BEST_MODEL.labels(summary["best_model"]).set(1)
+    BEST_MODEL_ACCURACY.set(summary["best_accuracy"])
+    drift = read_drift(root, date) or {}
+    verdict = drift.get("drift_detected")
+    DRIFT_DETECTED.set(-1 if verdict is None else int(verdict))
+    for feature, score in drift.get("features", {}).items():
+        FEATURE_DRIFT_PSI.labels(feature).set(score["psi"])
+        FEATURE_DRIFT_KS.labels(feature).set(score["ks_statistic"])
 
 
 def record_mails(sent, failed):
@@ -131,6 +164,7 @@ def _init():
     BUILD_INFO.labels(__version__, platform.python_version(), luigi.__version__).set(1)
     for outcome in ("success", "failure"):
         PIPELINE_RUNS.labels(outcome)
+    DRIFT_DETECTED.set(-1)  # no date judged yet
 
 
 _init()

@@ -37,3 +37,25 @@ def settings():
     instantiation, and tasks ask for the output root on every target path. Call
     `settings.cache_clear()` after changing the configuration in a running process."""
     return iris()
+
+
+class quality(luigi.Config):  # noqa: N801 - the class name is the luigi.cfg section name
+    reference_days = luigi.IntParameter(
+        default=28, description="The reference is the validated data of the complete dates among this many before a date.")
+    reference = luigi.OptionalParameter(
+        default=None, description="A pinned reference CSV (Iris columns) used instead of the recent dates.")
+    min_reference_dates = luigi.IntParameter(
+        default=7, description="Fewest complete recent dates for a verdict; fewer give drift_detected null.")
+    min_reference_rows = luigi.IntParameter(default=100, description="Fewest reference rows for a verdict.")
+    psi_moderate = luigi.FloatParameter(default=0.1, description="PSI from which a feature has moved moderately.")
+    psi_significant = luigi.FloatParameter(default=0.25, description="PSI from which a feature has drifted.")
+    ks_pvalue = luigi.FloatParameter(
+        default=0.01, description="KS p-value below which a moderate PSI counts as drift.")
+    chi2_pvalue = luigi.FloatParameter(
+        default=0.01, description="Chi-square p-value below which the species shares have drifted.")
+    fail_on_drift = luigi.BoolParameter(
+        default=False, description="Make drift a validation failure of the date (mailed like one).")
+
+    def thresholds(self):
+        return {"psi_moderate": self.psi_moderate, "psi_significant": self.psi_significant,
+                "ks_pvalue": self.ks_pvalue, "chi2_pvalue": self.chi2_pvalue}

@@ -1,4 +1,4 @@
-"""The Iris pipeline as Luigi tasks: IrisData → Extract → Validate → Split → TrainModel×N → IrisPipeline.
+"""The Iris pipeline as Luigi tasks: IrisData → Extract → Validate → (Drift, Split → TrainModel×N) → IrisPipeline.
 
 Each task reads its input targets, calls one plain function from `steps`/`schema` and writes its outputs
 into the date's partition through `tasks.partition` (temporary files, fsync, rename, then a receipt), so a
@@ -18,6 +18,7 @@ import luigi
 from luigi.task import flatten
 
 from . import config, partition
+from .config import quality
 
 LOG = logging.getLogger("irisflow.tasks")
 # The event a task fires when, once it holds its lock, it finds its work already done by another process.
@@ -233,6 +234,43 @@ class Validate(DatePartitionTask):
         partition.quarantine(self.root, self.date, Path(self.input().path).name, extract.receipt, report)
 
 
+class Drift(DatePartitionTask):
+    """Compare the day's validated data with a reference: recent complete dates, or a pinned file."""
+
+    def requires(self):
+        return self.clone(Validate)
+
+    def output(self):
+        return self.target("drift.json")
+
+    def produce(self):
+        from .quality import assess_drift, describe_drift
+        from .schema import InputRejected
+
+        settings = quality()
+        report = assess_drift(read_csv(self.input()["data"]), self.reference(), settings,
+                              config.settings().features)
+        if report["drift_detected"] and settings.fail_on_drift:
+            failed = partition.failed_dir(self.root, self.date) / "drift.json"
+            partition.write_durably(failed, json.dumps(report, indent=2, sort_keys=True))
+            raise InputRejected(f"{source_path(self.date)}: data drift against {report['reference']['described']}: "
+                                f"{describe_drift(report)} ([quality] fail_on_drift = true)")
+        with self.publishing() as out:
+            write_json(out, report)
+
+    def reference(self):
+        """The pinned `[quality] reference`, else validated.csv of the recent complete dates. The history
+        is read from the configured output root: a forced rebuild writes this date elsewhere (staging)."""
+        from .quality import history_dates
+
+        settings = quality()
+        if settings.reference:
+            return {"file": settings.reference}
+        root = Path(config.settings().output_root)
+        return {"dates": [d.isoformat() for d in history_dates(root, self.date, settings.reference_days)],
+                "root": str(root)}
+
+
 class Split(DatePartitionTask):
     """Stratified, seeded train/test split of the validated data."""
 
@@ -301,7 +339,7 @@ def pipeline_settings():
 
 
 class IrisPipeline(DatePartitionTask):
-    """The whole date: one TrainModel per `[iris] models` entry, summarised in summary.json.
+    """The whole date: its Drift and one TrainModel per `[iris] models` entry, summarised in summary.json.
 
     summary.json is the date's seal: written last, it lists every other file of the partition with its
     size and sha256, so a date is complete exactly when its summary is well formed and its files match.
@@ -309,30 +347,38 @@ class IrisPipeline(DatePartitionTask):
 
     def requires(self):
         settings = pipeline_settings()
-        return {name: self.clone(TrainModel, model=name, features=settings["features"],
-                                 hyperparameters=settings["hyperparameters"][name],
-                                 test_size=settings["test_size"], seed=settings["seed"])
-                for name in settings["models"]}
+        return {"drift": self.clone(Drift),
+                "models": {name: self.clone(TrainModel, model=name, features=settings["features"],
+                                            hyperparameters=settings["hyperparameters"][name],
+                                            test_size=settings["test_size"], seed=settings["seed"])
+                           for name in settings["models"]}}
 
     def output(self):
         return self.target(partition.SUMMARY)
 
     def is_done(self):
-        return partition.is_complete(self.root, self.date)
+        """Complete, and sealing the receipts as they are now (a task rebuilt with other bytes unseals it)."""
+        found = partition.inspect(self.root, self.date)
+        return found.state == "complete" and found.summary["manifest"] == self.manifest()[0]
 
     def produce(self):
         from .steps import summarize
 
-        summary = summarize(self.date, {name: read_json(out["metrics"]) for name, out in self.input().items()})
+        models = self.input()["models"]
+        summary = summarize(self.date, {name: read_json(out["metrics"]) for name, out in models.items()})
+        summary["drift_detected"] = read_json(self.input()["drift"])["drift_detected"]
         summary["settings"] = pipeline_settings()
         summary["manifest"], changed = self.manifest()
+        if summary["manifest"] is None:  # changed under us: this run fails, and the next one rebuilds it
+            raise RuntimeError(f"{self.date}: a task's receipt disappeared while the summary was being written")
         if changed:
             summary["history_changed"] = changed
         partition.remove_leftovers(self.folder)
         partition.write_durably(self.folder / partition.SUMMARY, json.dumps(summary, indent=2, sort_keys=True))
 
     def manifest(self):
-        """({file: {size, sha256}} of every receipt and every file they record, any history change seen)."""
+        """({file: {size, sha256}} of every receipt and every file they record, or None if a task has no
+        receipt; any history change a receipt records)."""
         records, changed, pending, seen = {}, None, list(self.upstream()), set()
         while pending:
             task = pending.pop()
@@ -340,8 +386,8 @@ class IrisPipeline(DatePartitionTask):
                 continue
             seen.add(task.receipt)
             receipt = partition.read_receipt(task.folder, task.receipt)
-            if receipt is None:  # changed under us: this run fails, and the next one rebuilds it
-                raise RuntimeError(f"{task}: its receipt disappeared while the summary was being written")
+            if receipt is None:
+                return None, None
             records.update(receipt["outputs"])
             name = f"{partition.RECEIPTS}/{task.receipt}"
             records[name] = partition.file_record(self.folder / name)

@@ -27,7 +27,7 @@ def test_a_backfill_over_two_processes_writes_the_reference_loops_files_byte_for
     backfill, reference = _backfill_and_reference(tmp_path, 5, chunk_size=2)
     compared, differing = outputs.differences(backfill.output_root, reference.output_root)
     assert differing == []
-    assert len(compared) == 5 * (16 + 8)  # 16 outputs and 8 task receipts a date
+    assert len(compared) == 5 * (17 + 9)  # 17 outputs and 9 task receipts a date
     assert sum(name.endswith("model.joblib") for name in compared) == 25
 
 

@@ -71,7 +71,8 @@ def test_deleting_one_model_makes_the_date_incomplete_and_only_that_piece_reruns
     victim.unlink()
     assert partition.inspect(irisflow_config.output_root, DAY).problems == [f"{victim.relative_to(part).as_posix()}: absent"]
     report = run_dates([DAY])
-    assert sorted(family for family, _, _ in report.outcomes[0].tasks) == ["IrisPipeline", "TrainModel"]
+    # The rebuilt model has the same bytes (seeded), so the summary still seals the partition as it is.
+    assert sorted(family for family, _, _ in report.outcomes[0].tasks) == ["TrainModel"]
     assert victim.is_file() and partition.is_complete(irisflow_config.output_root, DAY)
 
 
