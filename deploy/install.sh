@@ -3,7 +3,7 @@
 #
 #   sudo deploy/install.sh                      install or update under /opt/irisflow
 #   sudo deploy/install.sh --uninstall          remove the app, venv and units; keep config and data
-#   sudo deploy/install.sh --uninstall --purge  remove config, data and the irisflow user too
+#   sudo deploy/install.sh --uninstall --purge  remove config (drop-ins too), data and the irisflow user
 #
 # What goes where (paths inside the files are rewritten to the options):
 #   PREFIX/app           the units' working directory (and the README they link to)
@@ -35,7 +35,8 @@ options:
   --no-user         do not create the irisflow user, nor its state directories, nor hand it files
   --no-systemctl    do not reload systemd nor restart running units
   --uninstall       remove what install put in place, but not config, data or the user
-  --purge           with --uninstall: also remove config, /var/lib/irisflow, /var/lib/luigid, the user
+  --purge           with --uninstall: also remove config, the units' drop-ins, /var/lib/irisflow,
+                    /var/lib/luigid and the user
 EOF
 }
 
@@ -211,10 +212,22 @@ install_all() {
 
 uninstall_all() {
     if [ "$SYSTEMCTL" = yes ]; then
-        systemctl disable --now irisflow.service luigid.service 2>/dev/null || true
+        # Every unit of ours, a running backfill instance too: once its unit file and venv are gone it
+        # could only be left behind, half done. Stopping waits for each to end (TimeoutStopSec=).
+        systemctl disable irisflow.service luigid.service 2>/dev/null || true
+        systemctl stop irisflow.service luigid.service 'irisflow-backfill@*.service' || true
     fi
-    for unit in $UNITS; do rm -f "$DESTDIR$UNITDIR/$unit"; done
-    if [ "$SYSTEMCTL" = yes ]; then systemctl daemon-reload; fi
+    for unit in $UNITS; do
+        rm -f "$DESTDIR$UNITDIR/$unit"
+        # Local drop-ins (systemctl edit) are configuration: only --purge removes them.
+        if [ "$PURGE" = yes ]; then rm -rf "$DESTDIR$UNITDIR/$unit.d"; fi
+    done
+    if [ "$SYSTEMCTL" = yes ]; then
+        systemctl daemon-reload
+        # A unit that ended failed stays listed until reset. Patterns (even '[.]') match loaded units only:
+        # a plain name would load a unit that is gone, to reset it.
+        systemctl reset-failed 'irisflow[.]service' 'luigid[.]service' 'irisflow-backfill@*.service' 2>/dev/null || true
+    fi
     for sub in app bin share venv; do rm -rf "$DESTDIR${PREFIX:?}/$sub"; done
     rmdir "$DESTDIR$PREFIX" 2>/dev/null || true
     if [ "$PURGE" = yes ]; then

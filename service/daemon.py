@@ -16,19 +16,20 @@ tests drive without waiting; `serve` wires the scheduler, signals, the lock file
 partition view (service.web) on one listener.
 """
 import datetime as dt
+import faulthandler
 import fcntl
 import json
 import logging
 import multiprocessing
 import os
 import signal
-import sys
 import threading
 import time
 import traceback
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 from apscheduler.events import EVENT_SCHEDULER_STARTED
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -41,11 +42,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from tasks import partition
 
-from . import metrics, notifications
+from . import journal, metrics, notifications
 from .config import ConfigError, checked_settings, time_zone
 from .runner import DateOutcome, RunReport, run_dates
 from .schedule import UTC, Schedule, build_trigger
 from .summary import backfill_command
+from .systemd_notify import Notifier
 
 LOG = logging.getLogger("irisflow.daemon")
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
@@ -56,6 +58,7 @@ MISFIRE_GRACE_SECONDS = 24 * 3600
 # Reasons whose date is not run again until its input file changes: rerunning could only fail (and mail)
 # the same way. Other failures (errors, a full disk, an unreachable scheduler) are retried every pass.
 SETTLING_REASONS = ("validation", "missing_input")
+WATCHDOG = "watchdog"  # the heartbeat job's id and its executor's alias
 _DAEMON = None  # the serving daemon, for the job the persistent store holds by reference
 
 
@@ -109,9 +112,8 @@ def run_one_by_one(dates, stopping=None, log_level="WARNING"):
 def _run_in_child_process(dates, sender, stopping, log_level):
     # A fresh interpreter: without this, what irisflow logs here (a mail it could not send) would go nowhere.
     # Only irisflow's loggers: Luigi's has its own handler, and a root one would print its records twice.
-    own = logging.StreamHandler(sys.stderr)
-    own.setFormatter(logging.Formatter(LOG_FORMAT))
-    logging.getLogger("irisflow").addHandler(own)
+    logging.getLogger("irisflow").addHandler(journal.stderr_handler(LOG_FORMAT))
+    journal.luigi_to_journal(log_level)
     # The daemon decides when its run stops: systemd's SIGTERM and a terminal's ^C reach this process too.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -130,6 +132,14 @@ def _end_with_parent():
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
     if os.getppid() != multiprocessing.parent_process().pid:  # the daemon died before prctl took effect
         os._exit(1)
+
+
+class PassRecord(NamedTuple):
+    """The latest pass, for the status line: when it ended, its dates, and their counted outcomes (None when
+    the pass itself failed)."""
+    finished: dt.datetime
+    dates: list
+    outcomes: list | None
 
 
 class Daemon:
@@ -157,6 +167,8 @@ class Daemon:
         self.idle.set()
         self._child = None
         self.settled = self._load_settled()
+        self.last_pass = None
+        self.on_status = lambda line: None  # where status lines go: systemd's STATUS= under `serve`
 
     # -- what is due ---------------------------------------------------------------------------------
     def due(self, now):
@@ -179,9 +191,12 @@ class Daemon:
         if self.stopping.is_set():
             return
         self.idle.clear()
+        if dates:
+            self.on_status(f"running {_span(dates)} since {self.now().astimezone(self.schedule.zone):%H:%M:%S %Z}")
         try:
             self._run_pass(dates)
         except Exception as exc:
+            self.last_pass = PassRecord(self.now(), dates, None)
             LOG.exception("pass over %s failed", ", ".join(d.isoformat() for d in dates) or "no dates")
             headline = str(exc).partition("\n")[0]  # a mail subject is one line
             mails = notifications.send_failure(f"irisflow: a scheduled run FAILED outside any task: {headline}",
@@ -189,18 +204,22 @@ class Daemon:
             metrics.record_mails(mails["sent"], mails["failed"])
         finally:
             self.idle.set()
+            if not self.stopping.is_set():  # stopping has its own status line
+                self.on_status(self.status(self.now()))
 
     def _run_pass(self, dates):
+        counted = []
         if dates:
             started = time.monotonic()
             inputs = {d.isoformat(): source_fingerprint(d) for d in dates}
-            counted, mails = [], Counter()
+            mails = Counter()
             for report in self.run(dates):
                 mails.update(sent=report.emails_sent, failed=report.email_failures)
                 counted.extend(o for o in report.outcomes if self._handle(o, inputs.get(o.date)))
             mails.update(notifications.mail_run(self.root, counted, backfill_command))  # one mail a pass
             metrics.record(RunReport(counted, time.monotonic() - started, mails["sent"], mails["failed"]))
             self._save_settled()
+        self.last_pass = PassRecord(self.now(), dates, counted)
         self.update_gauges(self.now())
 
     def _handle(self, outcome, fingerprint):
@@ -245,6 +264,18 @@ class Daemon:
         metrics.NEXT_RUN.set(upcoming.timestamp() if upcoming else 0)
         if complete:
             metrics.record_partition(self.root, complete[-1])
+
+    def status(self, now):
+        """One line for `systemctl status`, times in the schedule's zone: the last pass and its outcome, the next
+        run, the dates missing."""
+        window = self.schedule.window(now)
+        missing = [d for d in window if not partition.is_complete(self.root, d)]
+        upcoming = self.schedule.next_run(now)
+        return "; ".join((_pass_summary(self.last_pass, self.schedule.zone),
+                          f"next run {upcoming.astimezone(self.schedule.zone):%Y-%m-%d %H:%M %Z}" if upcoming
+                          else "no next run",
+                          f"{len(missing)} of {len(window)} dates missing"
+                          + (f" ({_span(missing)})" if missing else "")))
 
     # -- settled failures ----------------------------------------------------------------------------
     def _load_settled(self):
@@ -329,6 +360,28 @@ class Daemon:
         self.idle.wait(30)
 
 
+def _span(dates, shown=3):
+    """Dates for a status line: a few of them, then how many more."""
+    names = [d.isoformat() for d in sorted(dates)]
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def _pass_summary(record, zone):
+    if record is None:
+        return "no pass yet"
+    ended = f"last pass {record.finished.astimezone(zone):%Y-%m-%d %H:%M %Z}"
+    if record.outcomes is None:
+        return f"{ended}: FAILED outside any task"
+    counts = Counter(o.status for o in record.outcomes)
+    failed = [f"{o.date} {o.reason}" for o in record.outcomes if o.status == "failure"]
+    told = [f"{counts['success']} built"] if counts["success"] else []
+    told += [f"{counts['skipped']} already complete"] if counts["skipped"] else []
+    told += [f"{len(failed)} FAILED ({', '.join(failed)})"] if failed else []
+    waiting = len(record.dates) - len(record.outcomes)
+    told += [f"{waiting} awaiting input"] if waiting > 0 else []
+    return f"{ended}: " + (", ".join(told) or "nothing to run")
+
+
 def scheduled_run():
     """The daily job, which the persistent job store holds by reference: a pass of the serving daemon."""
     _DAEMON.tick()
@@ -372,38 +425,60 @@ def _serve_http(address, port):
                           f"{address}:{port}: {exc.strerror or exc}") from None
 
 
+def add_watchdog(scheduler, notifier):
+    """Under a systemd watchdog: WATCHDOG=1 from a job that only the scheduler's own loop can start, on an
+    executor of its own, so a long run never delays it but a hung scheduler stops it (and systemd restarts
+    the daemon; its every firing would otherwise be logged). systemd kills a daemon that stopped pinging
+    with SIGABRT: faulthandler then prints where each thread hung, into the journal."""
+    if notifier.watchdog_interval is None:
+        return
+    faulthandler.enable()
+    scheduler.add_executor(ThreadPoolExecutor(1), WATCHDOG)
+    logging.getLogger(f"apscheduler.executors.{WATCHDOG}").setLevel(logging.WARNING)
+    scheduler.add_job(notifier.alive, "interval", seconds=notifier.watchdog_interval.total_seconds(), id=WATCHDOG,
+                      jobstore="memory", executor=WATCHDOG, next_run_time=dt.datetime.now(dt.timezone.utc))
+
+
 def serve(verbose=False):
     """Run the daemon in the foreground until SIGTERM or SIGINT; returns the exit status (0).
 
     Bad configuration, a second daemon on the same state directory or a metrics port in use raise
-    ConfigError before anything runs.
+    ConfigError before anything runs. Under systemd (Type=notify) it reports READY=1 once the lock,
+    /metrics and the job store are up, a STATUS= line after every pass, WATCHDOG=1 pings and STOPPING=1.
     """
     global _DAEMON
     _, runtime = checked_settings()
     state_dir = Path(runtime.state_dir)
     scheduler = make_scheduler(DaemonScheduler, state_dir, time_zone(runtime.timezone))
     daemon = Daemon(scheduler, log_level="INFO" if verbose else "WARNING")
+    notifier = Notifier()
+    daemon.on_status = notifier.status
+
     def stop_scheduling():
         if scheduler.running:
             scheduler.shutdown(wait=False)
 
     def on_signal(signum, _frame):
         if not daemon.stopping.is_set():
-            LOG.info("%s: no new runs; a run in progress may take up to %s", signal.Signals(signum).name,
-                     runtime.stop_timeout)
+            said = (f"{signal.Signals(signum).name}: no new runs; a run in progress may take up to "
+                    f"{runtime.stop_timeout}")
+            LOG.info("%s", said)
+            notifier.stopping(f"stopping ({said})")
             daemon.stopping.set()
             threading.Thread(target=stop_scheduling, name="irisflow-stop").start()
 
     def on_started(_event):
         daemon.start_schedule()
+        notifier.ready(daemon.status(daemon.now()))
         if daemon.stopping.is_set():  # a signal came before the scheduler ran
             threading.Thread(target=stop_scheduling, name="irisflow-stop").start()
 
     scheduler.add_listener(on_started, EVENT_SCHEDULER_STARTED)
     scheduler.add_job(daemon.tick, id="start-up", jobstore="memory")  # the catch-up pass, at once
+    add_watchdog(scheduler, notifier)
     with single_instance(state_dir / "daemon.lock"):
         server = _serve_http(runtime.metrics_address, runtime.metrics_port)
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT)
+        logging.basicConfig(level=logging.INFO, handlers=[journal.stderr_handler(LOG_FORMAT)])
         LOG.info("irisflow daemon: schedule %r in %s, /metrics and the partition view on %s:%d, state in %s",
                  runtime.schedule,
                  runtime.timezone, runtime.metrics_address, server.server_port, state_dir)

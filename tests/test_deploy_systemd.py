@@ -112,6 +112,7 @@ def test_units_follow_the_service_contract():
     daemon = (REPO / "systemd" / "irisflow.service").read_text()
     for line in ("ExecStart=/opt/irisflow/venv/bin/python -m service serve", "WorkingDirectory=/opt/irisflow/app",
                  "StateDirectory=irisflow", "User=irisflow", "KillSignal=SIGTERM", "Restart=on-failure",
+                 "Type=notify", "WatchdogSec=30s", "StartLimitIntervalSec=0",
                  "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6"):
         assert re.search(f"^{re.escape(line)}$", daemon, re.M), line
     assert "LUIGI_CONFIG_PATH=/etc/irisflow/luigi.cfg" in daemon
