@@ -436,7 +436,7 @@ def add_watchdog(scheduler, notifier):
     scheduler.add_executor(ThreadPoolExecutor(1), WATCHDOG)
     logging.getLogger(f"apscheduler.executors.{WATCHDOG}").setLevel(logging.WARNING)
     scheduler.add_job(notifier.alive, "interval", seconds=notifier.watchdog_interval.total_seconds(), id=WATCHDOG,
-                      jobstore="memory", executor=WATCHDOG, next_run_time=dt.datetime.now(dt.timezone.utc))
+                      jobstore="memory", executor=WATCHDOG, next_run_time=dt.datetime.now(dt.UTC))
 
 
 def serve(verbose=False):
