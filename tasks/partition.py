@@ -214,12 +214,17 @@ def _valid_records(records):
         for name, record in records.items()))
 
 
-def read_receipt(part: StrPath, name: str) -> dict[str, Any] | None:
-    """The task's receipt as written, or None when it is absent, unreadable or of the wrong shape."""
+def _read_json(path: StrPath) -> Any:
+    """A JSON file's content, or None when it is absent or unreadable (any damage reads as absence)."""
     try:
-        receipt = json.loads((Path(part) / RECEIPTS / name).read_text())
+        return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
+
+
+def read_receipt(part: StrPath, name: str) -> dict[str, Any] | None:
+    """The task's receipt as written, or None when it is absent, unreadable or of the wrong shape."""
+    receipt = _read_json(Path(part) / RECEIPTS / name)
     if not (isinstance(receipt, dict) and _valid_records(receipt.get("outputs"))
             and isinstance(receipt.get("inputs"), dict)):
         return None
@@ -317,10 +322,7 @@ def valid_summary(summary: Any, date: DateLike) -> bool:
 
 def read_summary(root: StrPath, date: DateLike) -> dict[str, Any] | None:
     """The date's summary.json, or None when it is absent, unreadable or not a well-formed summary."""
-    try:
-        summary = json.loads((partition_dir(root, date) / SUMMARY).read_text())
-    except (OSError, ValueError):
-        return None
+    summary = _read_json(partition_dir(root, date) / SUMMARY)
     return summary if valid_summary(summary, date) else None
 
 
@@ -374,10 +376,7 @@ def remove_damaged(root: StrPath, date: DateLike) -> None:
 # -- failure records -------------------------------------------------------------------------------------
 def read_failure(root: StrPath, date: DateLike) -> dict[str, Any] | None:
     """The failure record the runner left for the date, or None."""
-    try:
-        record = json.loads((failed_dir(root, date) / FAILURE).read_text())
-    except (OSError, ValueError):
-        return None
+    record = _read_json(failed_dir(root, date) / FAILURE)
     return record if isinstance(record, dict) else None
 
 
