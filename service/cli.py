@@ -11,6 +11,7 @@ import re
 import signal
 import sys
 import traceback
+from collections.abc import Sequence
 
 from tasks import partition
 
@@ -28,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(message)
 
 
-def _date(text):
+def _date(text: str) -> dt.date:
     try:
         return partition.parse_date(text)
     except ValueError as exc:
@@ -51,7 +52,7 @@ def _reasons(text):
     return reasons
 
 
-def _positive(text):
+def _positive(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -61,7 +62,7 @@ def _positive(text):
     return value
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="irisflow", description="irisflow: the scheduled Iris batch pipeline.")
     parser.add_argument("--verbose", action="store_true", help="show Luigi's INFO log")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -110,7 +111,7 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     args = None
     try:
         use_packaged_defaults()
@@ -139,7 +140,7 @@ def _print_error(message):
     print(f"irisflow: error: {shown}", file=sys.stderr)
 
 
-def today():
+def today() -> dt.date:
     """Today's date in the schedule's time zone."""
     from .config import service, time_zone
 
@@ -151,7 +152,7 @@ def _log_level(args):
     return "INFO" if args.verbose else "CRITICAL"
 
 
-def cmd_run(args):
+def cmd_run(args: argparse.Namespace) -> int:
     from .runner import run_dates
 
     date = args.date or today()
@@ -172,7 +173,7 @@ def cmd_run(args):
     return EXIT_OK if outcome.status != "failure" and delivered else EXIT_FAILED
 
 
-def cmd_backfill(args):
+def cmd_backfill(args: argparse.Namespace) -> int:
     from tasks.iris import pipeline_settings
 
     from .config import checked_settings
@@ -311,7 +312,7 @@ def _mail(root, report, outcomes, rerun):
     report.email_failures += mails["failed"]
 
 
-def cmd_status(args):
+def cmd_status(args: argparse.Namespace) -> int:
     from tasks.iris import pipeline_settings
 
     from .config import checked_settings
@@ -353,7 +354,7 @@ def _status_row(decision):
     return row
 
 
-def cmd_validate(args):
+def cmd_validate(args: argparse.Namespace) -> int:
     from tasks.schema import InputRejected, format_report, read_source, validate_frame
 
     from .config import checked_settings
@@ -421,13 +422,13 @@ def _print_models(root, date):
     print(f"  best: {summary['best_model']} ({summary['best_accuracy']:.3f})")
 
 
-def cmd_serve(args):
+def cmd_serve(args: argparse.Namespace) -> int:
     from .daemon import serve
 
     return serve(verbose=args.verbose)
 
 
-def cmd_report(args):
+def cmd_report(args: argparse.Namespace) -> int:
     from .web import write_report
 
     _range(args.start, args.end)  # a reversed range is a usage error

@@ -171,14 +171,14 @@ class Daemon:
         self.on_status = lambda line: None  # where status lines go: systemd's STATUS= under `serve`
 
     # -- what is due ---------------------------------------------------------------------------------
-    def due(self, now):
+    def due(self, now: dt.datetime) -> list[dt.date]:
         """Dates of the window to run: not complete (verified against their recorded hashes), and not
         settled with the same input file."""
         return [d for d in self.schedule.window(now) if not partition.is_complete(self.root, d, verify=True)
                 and self.settled.get(d.isoformat(), "unsettled") != source_fingerprint(d)]
 
     # -- passes --------------------------------------------------------------------------------------
-    def tick(self):
+    def tick(self) -> None:
         """A scheduled run, and the pass at start-up: every due date of the window, oldest first."""
         self.run_pass(self.due(self.now()))
 
@@ -255,7 +255,7 @@ class Daemon:
         except JobLookupError:
             pass
 
-    def update_gauges(self, now):
+    def update_gauges(self, now: dt.datetime) -> None:
         """Dates missing in the window, the next scheduled run, and the newest complete date's accuracy."""
         window = self.schedule.window(now)
         complete = [d for d in window if partition.is_complete(self.root, d)]
@@ -439,7 +439,7 @@ def add_watchdog(scheduler, notifier):
                       jobstore="memory", executor=WATCHDOG, next_run_time=dt.datetime.now(dt.UTC))
 
 
-def serve(verbose=False):
+def serve(verbose: bool = False) -> int:
     """Run the daemon in the foreground until SIGTERM or SIGINT; returns the exit status (0).
 
     Bad configuration, a second daemon on the same state directory or a metrics port in use raise
