@@ -155,7 +155,7 @@ def median_seconds(results):
 
 def median_ratio(numerators, denominators, field="seconds"):
     """The median of the per-repeat ratios of a field: each ratio compares runs taken side by side."""
-    return statistics.median(getattr(n, field) / getattr(d, field) for n, d in zip(numerators, denominators))
+    return statistics.median(getattr(n, field) / getattr(d, field) for n, d in zip(numerators, denominators, strict=True))
 
 
 def imported_modules(importtime_log):

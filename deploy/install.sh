@@ -3,11 +3,12 @@
 #
 #   sudo deploy/install.sh                      install or update under /opt/irisflow
 #   sudo deploy/install.sh --uninstall          remove the app, venv and units; keep config and data
-#   sudo deploy/install.sh --uninstall --purge  remove config, data and the irisflow user too
+#   sudo deploy/install.sh --uninstall --purge  remove config (drop-ins too), data and the irisflow user
 #
 # What goes where (paths inside the files are rewritten to the options):
-#   PREFIX/app           service/, tasks/, data/, luigi.cfg: the units' working directory
-#   PREFIX/venv          the virtualenv with requirements.txt (or the one given with --venv)
+#   PREFIX/app           the units' working directory (and the README they link to)
+#   PREFIX/venv          the virtualenv: the lock (requirements.txt), then irisflow's wheel, which carries
+#                        the default luigi.cfg and Iris CSV (or the venv given with --venv)
 #   PREFIX/bin/irisflow  the CLI as the units run it (status, run, backfill)
 #   PREFIX/share         prometheus/ (scrape config, alerts) and grafana/ (dashboard, provisioning)
 #   SYSCONFDIR           luigi.cfg (the daemon's overlay), luigid.cfg, environment (secrets); kept
@@ -27,14 +28,16 @@ options:
   --unitdir DIR     systemd units (default /etc/systemd/system; env UNITDIR)
   --destdir DIR     stage every file under DIR, as packagers do (env DESTDIR); implies --no-user
                     and --no-systemctl, and needs --venv or --no-venv (a venv cannot be moved)
-  --venv DIR        use this existing virtualenv (with requirements.txt installed) instead of
-                    creating PREFIX/venv
+  --venv DIR        use this existing virtualenv, with irisflow installed in it, instead of
+                    creating PREFIX/venv (it is left as it is)
+  --wheel FILE      the irisflow wheel to install (default: one built from this checkout)
   --no-venv         leave the virtualenv alone (the units expect it at PREFIX/venv)
   --python PYTHON   the interpreter PREFIX/venv is made with (default python3; env PYTHON)
   --no-user         do not create the irisflow user, nor its state directories, nor hand it files
   --no-systemctl    do not reload systemd nor restart running units
   --uninstall       remove what install put in place, but not config, data or the user
-  --purge           with --uninstall: also remove config, /var/lib/irisflow, /var/lib/luigid, the user
+  --purge           with --uninstall: also remove config, the units' drop-ins, /var/lib/irisflow,
+                    /var/lib/luigid and the user
 EOF
 }
 
@@ -44,6 +47,7 @@ UNITDIR=${UNITDIR:-/etc/systemd/system}
 DESTDIR=${DESTDIR:-}
 PYTHON=${PYTHON:-python3}
 VENV=
+WHEEL=
 MAKE_VENV=yes
 MAKE_USER=yes
 SYSTEMCTL=yes
@@ -63,6 +67,7 @@ while [ $# -gt 0 ]; do
         --unitdir) UNITDIR=${2:?}; shift ;;
         --destdir) DESTDIR=${2:?}; shift ;;
         --venv) VENV=${2:?}; MAKE_VENV=no; shift ;;
+        --wheel) WHEEL=${2:?}; shift ;;
         --no-venv) MAKE_VENV=no ;;
         --python) PYTHON=${2:?}; shift ;;
         --no-user) MAKE_USER=no ;;
@@ -131,18 +136,13 @@ create_user() {
 }
 
 install_app() {
-    # A fresh copy next to the old one, then swapped in: a running daemon never sees half an app.
+    # The code lives in the venv (install_venv). With no luigi.cfg in this working directory, irisflow
+    # reads the one packaged in its wheel, then SYSCONFDIR/luigi.cfg over it. The code an older
+    # installer copied here goes, so that its luigi.cfg is not read instead.
     app=$DESTDIR$PREFIX/app
-    rm -rf "$app.new"
-    mkdir -p "$app.new"
-    files="service tasks data luigi.cfg requirements.txt"
-    if [ -e "$SRC/README.md" ]; then files="$files README.md"; fi
-    # shellcheck disable=SC2086 # word splitting of $files is wanted
-    (cd "$SRC" && tar --exclude=__pycache__ --exclude='*.pyc' -cf - $files) | tar -C "$app.new" -xf -
-    rm -rf "$app.old"
-    if [ -e "$app" ]; then mv "$app" "$app.old"; fi
-    mv "$app.new" "$app"
-    rm -rf "$app.old"
+    mkdir -p "$app"
+    for old in service tasks data luigi.cfg requirements.txt; do rm -rf "${app:?}/$old"; done
+    if [ -e "$SRC/README.md" ]; then cp "$SRC/README.md" "$app/README.md"; fi
     chmod -R u=rwX,go=rX "$app"
 
     mkdir -p "$DESTDIR$PREFIX/bin" "$DESTDIR$PREFIX/share"
@@ -159,7 +159,21 @@ install_venv() {
     if [ ! -x "$VENV/bin/python" ]; then
         "$PYTHON" -m venv "$VENV"
     fi
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$PREFIX/app/requirements.txt"
+    # Every dependency at the locked version and hash, then irisflow itself on top (again, even if its
+    # version did not change, so that an update always lands).
+    venv_pip install --require-hashes -r "$SRC/requirements.txt"
+    wheel=$WHEEL built=
+    if [ -z "$wheel" ]; then
+        built=$(mktemp -d)
+        venv_pip wheel --no-deps --wheel-dir "$built" "$SRC"
+        wheel=$(echo "$built"/irisflow-*.whl)
+    fi
+    venv_pip install --no-deps --force-reinstall "$wheel"
+    if [ -n "$built" ]; then rm -rf "$built"; fi
+}
+
+venv_pip() {
+    "$VENV/bin/pip" --quiet --disable-pip-version-check "$@"
 }
 
 install_units() {
@@ -200,10 +214,23 @@ install_all() {
 
 uninstall_all() {
     if [ "$SYSTEMCTL" = yes ]; then
-        systemctl disable --now irisflow.service luigid.service irisflow-worker.service 2>/dev/null || true
+        # Every unit of ours, a running backfill instance too: once its unit file and venv are gone it
+        # could only be left behind, half done. Stopping waits for each to end (TimeoutStopSec=).
+        systemctl disable irisflow.service luigid.service irisflow-worker.service 2>/dev/null || true
+        systemctl stop irisflow.service luigid.service irisflow-worker.service 'irisflow-backfill@*.service' || true
     fi
-    for unit in $UNITS; do rm -f "$DESTDIR$UNITDIR/$unit"; done
-    if [ "$SYSTEMCTL" = yes ]; then systemctl daemon-reload; fi
+    for unit in $UNITS; do
+        rm -f "$DESTDIR$UNITDIR/$unit"
+        # Local drop-ins (systemctl edit) are configuration: only --purge removes them.
+        if [ "$PURGE" = yes ]; then rm -rf "$DESTDIR$UNITDIR/$unit.d"; fi
+    done
+    if [ "$SYSTEMCTL" = yes ]; then
+        systemctl daemon-reload
+        # A unit that ended failed stays listed until reset. Patterns (even '[.]') match loaded units only:
+        # a plain name would load a unit that is gone, to reset it.
+        systemctl reset-failed 'irisflow[.]service' 'luigid[.]service' 'irisflow-worker[.]service' \
+            'irisflow-backfill@*.service' 2>/dev/null || true
+    fi
     for sub in app bin share venv; do rm -rf "$DESTDIR${PREFIX:?}/$sub"; done
     rmdir "$DESTDIR$PREFIX" 2>/dev/null || true
     if [ "$PURGE" = yes ]; then

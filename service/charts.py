@@ -19,10 +19,10 @@ def line_chart(dates, series, title, ylabel, *, bands=(), bars=False):
     FigureCanvasSVG(figure)
     axes = figure.add_subplot()
     for label, values in sorted(series.items()):
-        points = [(day, value) for day, value in zip(dates, values) if value is not None]
+        points = [(day, value) for day, value in zip(dates, values, strict=True) if value is not None]
         if not points:
             continue
-        xs, ys = zip(*points)
+        xs, ys = zip(*points, strict=True)
         if bars:
             axes.bar(xs, ys, width=1.0, label=label, color="#c0392b")
         else:

@@ -8,8 +8,8 @@ import datetime as dt
 import os
 import re
 import warnings
-from configparser import InterpolationError
 import zoneinfo
+from configparser import InterpolationError
 
 import luigi
 from luigi.configuration import get_config

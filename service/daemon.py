@@ -16,19 +16,20 @@ tests drive without waiting; `serve` wires the scheduler, signals, the lock file
 partition view (service.web) on one listener.
 """
 import datetime as dt
+import faulthandler
 import fcntl
 import json
 import logging
 import multiprocessing
 import os
 import signal
-import sys
 import threading
 import time
 import traceback
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 from apscheduler.events import EVENT_SCHEDULER_STARTED
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -41,10 +42,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from tasks import partition
 
-from . import metrics, notifications
+from . import journal, metrics, notifications
 from .config import ConfigError, checked_settings, time_zone
 from .runner import DateOutcome, RunReport, run_dates
 from .schedule import UTC, Schedule, build_trigger
+from .summary import backfill_command
+from .systemd_notify import Notifier
 
 LOG = logging.getLogger("irisflow.daemon")
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
@@ -55,6 +58,7 @@ MISFIRE_GRACE_SECONDS = 24 * 3600
 # Reasons whose date is not run again until its input file changes: rerunning could only fail (and mail)
 # the same way. Other failures (errors, a full disk, an unreachable scheduler) are retried every pass.
 SETTLING_REASONS = ("validation", "missing_input")
+WATCHDOG = "watchdog"  # the heartbeat job's id and its executor's alias
 _DAEMON = None  # the serving daemon, for the job the persistent store holds by reference
 
 
@@ -108,9 +112,8 @@ def run_one_by_one(dates, stopping=None, log_level="WARNING"):
 def _run_in_child_process(dates, sender, stopping, log_level):
     # A fresh interpreter: without this, what irisflow logs here (a mail it could not send) would go nowhere.
     # Only irisflow's loggers: Luigi's has its own handler, and a root one would print its records twice.
-    own = logging.StreamHandler(sys.stderr)
-    own.setFormatter(logging.Formatter(LOG_FORMAT))
-    logging.getLogger("irisflow").addHandler(own)
+    logging.getLogger("irisflow").addHandler(journal.stderr_handler(LOG_FORMAT))
+    journal.luigi_to_journal(log_level)
     # The daemon decides when its run stops: systemd's SIGTERM and a terminal's ^C reach this process too.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -129,6 +132,14 @@ def _end_with_parent():
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
     if os.getppid() != multiprocessing.parent_process().pid:  # the daemon died before prctl took effect
         os._exit(1)
+
+
+class PassRecord(NamedTuple):
+    """The latest pass, for the status line: when it ended, its dates, and their counted outcomes (None when
+    the pass itself failed)."""
+    finished: dt.datetime
+    dates: list
+    outcomes: list | None
 
 
 class Daemon:
@@ -156,16 +167,18 @@ class Daemon:
         self.idle.set()
         self._child = None
         self.settled = self._load_settled()
+        self.last_pass = None
+        self.on_status = lambda line: None  # where status lines go: systemd's STATUS= under `serve`
 
     # -- what is due ---------------------------------------------------------------------------------
-    def due(self, now):
+    def due(self, now: dt.datetime) -> list[dt.date]:
         """Dates of the window to run: not complete (verified against their recorded hashes), and not
         settled with the same input file."""
         return [d for d in self.schedule.window(now) if not partition.is_complete(self.root, d, verify=True)
                 and self.settled.get(d.isoformat(), "unsettled") != source_fingerprint(d)]
 
     # -- passes --------------------------------------------------------------------------------------
-    def tick(self):
+    def tick(self) -> None:
         """A scheduled run, and the pass at start-up: every due date of the window, oldest first."""
         self.run_pass(self.due(self.now()))
 
@@ -178,9 +191,12 @@ class Daemon:
         if self.stopping.is_set():
             return
         self.idle.clear()
+        if dates:
+            self.on_status(f"running {_span(dates)} since {self.now().astimezone(self.schedule.zone):%H:%M:%S %Z}")
         try:
             self._run_pass(dates)
         except Exception as exc:
+            self.last_pass = PassRecord(self.now(), dates, None)
             LOG.exception("pass over %s failed", ", ".join(d.isoformat() for d in dates) or "no dates")
             headline = str(exc).partition("\n")[0]  # a mail subject is one line
             mails = notifications.send_failure(f"irisflow: a scheduled run FAILED outside any task: {headline}",
@@ -188,22 +204,25 @@ class Daemon:
             metrics.record_mails(mails["sent"], mails["failed"])
         finally:
             self.idle.set()
+            if not self.stopping.is_set():  # stopping has its own status line
+                self.on_status(self.status(self.now()))
 
     def _run_pass(self, dates):
+        counted = []
         if dates:
             started = time.monotonic()
             inputs = {d.isoformat(): source_fingerprint(d) for d in dates}
-            counted, mails = [], Counter()
+            mails = Counter()
             for report in self.run(dates):
                 mails.update(sent=report.emails_sent, failed=report.email_failures)
-                for outcome in report.outcomes:
-                    if self._handle(outcome, inputs.get(outcome.date), mails):
-                        counted.append(outcome)
+                counted.extend(o for o in report.outcomes if self._handle(o, inputs.get(o.date)))
+            mails.update(notifications.mail_run(self.root, counted, backfill_command))  # one mail a pass
             metrics.record(RunReport(counted, time.monotonic() - started, mails["sent"], mails["failed"]))
             self._save_settled()
+        self.last_pass = PassRecord(self.now(), dates, counted)
         self.update_gauges(self.now())
 
-    def _handle(self, outcome, fingerprint, mails):
+    def _handle(self, outcome, fingerprint):
         """Act on one date's outcome; False when it is no failure yet (input still awaited)."""
         date = partition.parse_date(outcome.date)
         if outcome.status != "failure":
@@ -219,25 +238,16 @@ class Daemon:
             self.scheduler.add_job(self.retry, "date", run_date=when, args=[outcome.date], id=f"retry-{date}",
                                    jobstore="memory", replace_existing=True)
             return False
+        if outcome.reason == "missing_input":
+            outcome.error = (f"{outcome.error}\nnot there by the data deadline {deadline} "
+                             f"({self.schedule.data_deadline} after the scheduled time); the next pass runs the "
+                             "date once the file is there")
         LOG.error("%s: FAILED (%s) in %s: %s", outcome.date, outcome.reason, outcome.step or "the run",
                   (outcome.error or "").partition("\n")[0])
         self._cancel_retry(date)
         if outcome.reason in SETTLING_REASONS:
             self.settled[outcome.date] = fingerprint
-        if outcome.reason == "missing_input" or outcome.step is None:  # Luigi mailed every other failure
-            mails.update(self._mail(outcome, deadline))
         return True
-
-    def _mail(self, outcome, deadline):
-        if outcome.reason == "missing_input":
-            subject = f"irisflow: {outcome.date} FAILED in {outcome.step}: input missing at the data deadline"
-            message = (f"{outcome.error}\n\nThe input for {outcome.date} had not arrived by {deadline}, "
-                       f"{self.schedule.data_deadline} after its scheduled time. The daemon runs the date on its next "
-                       f"pass once the file is there, or run it now: python -m service run --date {outcome.date}")
-        else:
-            subject = f"irisflow: {outcome.date} FAILED ({outcome.reason}) outside any task"
-            message = outcome.error or "no error text"
-        return notifications.send_failure(subject, message)
 
     def _cancel_retry(self, date):
         try:
@@ -245,7 +255,7 @@ class Daemon:
         except JobLookupError:
             pass
 
-    def update_gauges(self, now):
+    def update_gauges(self, now: dt.datetime) -> None:
         """Dates missing in the window, the next scheduled run, and the newest complete date's accuracy."""
         window = self.schedule.window(now)
         complete = [d for d in window if partition.is_complete(self.root, d)]
@@ -254,6 +264,18 @@ class Daemon:
         metrics.NEXT_RUN.set(upcoming.timestamp() if upcoming else 0)
         if complete:
             metrics.record_partition(self.root, complete[-1])
+
+    def status(self, now):
+        """One line for `systemctl status`, times in the schedule's zone: the last pass and its outcome, the next
+        run, the dates missing."""
+        window = self.schedule.window(now)
+        missing = [d for d in window if not partition.is_complete(self.root, d)]
+        upcoming = self.schedule.next_run(now)
+        return "; ".join((_pass_summary(self.last_pass, self.schedule.zone),
+                          f"next run {upcoming.astimezone(self.schedule.zone):%Y-%m-%d %H:%M %Z}" if upcoming
+                          else "no next run",
+                          f"{len(missing)} of {len(window)} dates missing"
+                          + (f" ({_span(missing)})" if missing else "")))
 
     # -- settled failures ----------------------------------------------------------------------------
     def _load_settled(self):
@@ -338,6 +360,28 @@ class Daemon:
         self.idle.wait(30)
 
 
+def _span(dates, shown=3):
+    """Dates for a status line: a few of them, then how many more."""
+    names = [d.isoformat() for d in sorted(dates)]
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def _pass_summary(record, zone):
+    if record is None:
+        return "no pass yet"
+    ended = f"last pass {record.finished.astimezone(zone):%Y-%m-%d %H:%M %Z}"
+    if record.outcomes is None:
+        return f"{ended}: FAILED outside any task"
+    counts = Counter(o.status for o in record.outcomes)
+    failed = [f"{o.date} {o.reason}" for o in record.outcomes if o.status == "failure"]
+    told = [f"{counts['success']} built"] if counts["success"] else []
+    told += [f"{counts['skipped']} already complete"] if counts["skipped"] else []
+    told += [f"{len(failed)} FAILED ({', '.join(failed)})"] if failed else []
+    waiting = len(record.dates) - len(record.outcomes)
+    told += [f"{waiting} awaiting input"] if waiting > 0 else []
+    return f"{ended}: " + (", ".join(told) or "nothing to run")
+
+
 def scheduled_run():
     """The daily job, which the persistent job store holds by reference: a pass of the serving daemon."""
     _DAEMON.tick()
@@ -381,38 +425,60 @@ def _serve_http(address, port):
                           f"{address}:{port}: {exc.strerror or exc}") from None
 
 
-def serve(verbose=False):
+def add_watchdog(scheduler, notifier):
+    """Under a systemd watchdog: WATCHDOG=1 from a job that only the scheduler's own loop can start, on an
+    executor of its own, so a long run never delays it but a hung scheduler stops it (and systemd restarts
+    the daemon; its every firing would otherwise be logged). systemd kills a daemon that stopped pinging
+    with SIGABRT: faulthandler then prints where each thread hung, into the journal."""
+    if notifier.watchdog_interval is None:
+        return
+    faulthandler.enable()
+    scheduler.add_executor(ThreadPoolExecutor(1), WATCHDOG)
+    logging.getLogger(f"apscheduler.executors.{WATCHDOG}").setLevel(logging.WARNING)
+    scheduler.add_job(notifier.alive, "interval", seconds=notifier.watchdog_interval.total_seconds(), id=WATCHDOG,
+                      jobstore="memory", executor=WATCHDOG, next_run_time=dt.datetime.now(dt.UTC))
+
+
+def serve(verbose: bool = False) -> int:
     """Run the daemon in the foreground until SIGTERM or SIGINT; returns the exit status (0).
 
     Bad configuration, a second daemon on the same state directory or a metrics port in use raise
-    ConfigError before anything runs.
+    ConfigError before anything runs. Under systemd (Type=notify) it reports READY=1 once the lock,
+    /metrics and the job store are up, a STATUS= line after every pass, WATCHDOG=1 pings and STOPPING=1.
     """
     global _DAEMON
     _, runtime = checked_settings()
     state_dir = Path(runtime.state_dir)
     scheduler = make_scheduler(DaemonScheduler, state_dir, time_zone(runtime.timezone))
     daemon = Daemon(scheduler, log_level="INFO" if verbose else "WARNING")
+    notifier = Notifier()
+    daemon.on_status = notifier.status
+
     def stop_scheduling():
         if scheduler.running:
             scheduler.shutdown(wait=False)
 
     def on_signal(signum, _frame):
         if not daemon.stopping.is_set():
-            LOG.info("%s: no new runs; a run in progress may take up to %s", signal.Signals(signum).name,
-                     runtime.stop_timeout)
+            said = (f"{signal.Signals(signum).name}: no new runs; a run in progress may take up to "
+                    f"{runtime.stop_timeout}")
+            LOG.info("%s", said)
+            notifier.stopping(f"stopping ({said})")
             daemon.stopping.set()
             threading.Thread(target=stop_scheduling, name="irisflow-stop").start()
 
     def on_started(_event):
         daemon.start_schedule()
+        notifier.ready(daemon.status(daemon.now()))
         if daemon.stopping.is_set():  # a signal came before the scheduler ran
             threading.Thread(target=stop_scheduling, name="irisflow-stop").start()
 
     scheduler.add_listener(on_started, EVENT_SCHEDULER_STARTED)
     scheduler.add_job(daemon.tick, id="start-up", jobstore="memory")  # the catch-up pass, at once
+    add_watchdog(scheduler, notifier)
     with single_instance(state_dir / "daemon.lock"):
         server = _serve_http(runtime.metrics_address, runtime.metrics_port)
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT)
+        logging.basicConfig(level=logging.INFO, handlers=[journal.stderr_handler(LOG_FORMAT)])
         LOG.info("irisflow daemon: schedule %r in %s, /metrics and the partition view on %s:%d, state in %s",
                  runtime.schedule,
                  runtime.timezone, runtime.metrics_address, server.server_port, state_dir)

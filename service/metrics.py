@@ -11,8 +11,15 @@ import platform
 import socket
 import time
 
-from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics,
-                               push_to_gateway, write_to_textfile)
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    push_to_gateway,
+    write_to_textfile,
+)
 
 from tasks import partition
 from tasks.quality import read_drift
@@ -81,8 +88,9 @@ UNREADABLE_CHECK = "readable_csv"  # the check a file fails when it cannot be re
 
 
 def record(report, now=None):
-    """Count one run (a daemon pass, `run` or `backfill`) from its RunReport; skipped dates count nothing."""
-    ran = [o for o in report.outcomes if o.status != "skipped"]
+    """Count one run (a daemon pass, `run` or `backfill`) from its RunReport; dates skipped or never
+    started (an interrupted backfill) count nothing."""
+    ran = [o for o in report.outcomes if o.status in ("success", "failure")]
     # The gauges move before the counters, so no scrape sees a new failure counted but the run still "ok".
     if ran:
         LAST_RUN_SUCCESS.set(0 if any(o.status == "failure" for o in ran) else 1)
@@ -122,7 +130,7 @@ def _record_validation(report):
 def record_partition(root, date):
     """The newest complete date's models, best model and drift, read from its partition, unless a newer
     date is already recorded. A model or feature no longer in the partition leaves no stale series."""
-    stamp = dt.datetime.combine(dt.date.fromisoformat(str(date)), dt.time(), dt.timezone.utc).timestamp()
+    stamp = dt.datetime.combine(dt.date.fromisoformat(str(date)), dt.time(), dt.UTC).timestamp()
     if stamp < REGISTRY.get_sample_value(LAST_PARTITION_NAME):
         return
     try:

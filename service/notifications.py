@@ -1,8 +1,12 @@
 """Failure email through Luigi's own notifications (luigi.cfg `[email]` and `[smtp]`), counted.
 
-Luigi's worker mails task failures itself; the daemon mails its own failures (a data deadline passed, an
-error outside any task) with `send_failure`, so every mail obeys the same configuration and the same
-rules (nothing without `[email] receiver`, nothing from a terminal unless `[email] force_send`).
+One mail per run, not one per date: the runner turns Luigi's per-task failure mail off for its builds,
+and a `run`, a `backfill` or a daemon pass calls `mail_run` once at its end. That mail names every date
+that failed, grouped by reason and step (`service.summary`), and, once, every date that failed and was
+mailed before and is complete now ("recovered"). Which dates were mailed as failed is kept in
+`{output_root}/failed/mailed.json`, beside the failure records, so the CLI and the daemon agree. Every
+mail goes through `luigi.notifications.send_error_email` and so obeys the same configuration and rules
+(nothing without `[email] receiver`, nothing from a terminal unless `[email] force_send`).
 
 `install` wraps Luigi's mail senders once per process, so every attempt, whoever makes it, is tallied
 as sent or failed. Luigi's SMTP sender logs socket errors and returns, so during the call its module
@@ -10,11 +14,20 @@ logger is swapped for ours (`irisflow.mail`, always at ERROR, whatever level Lui
 ERROR record means failure; the other methods raise, which is logged the same way. Either way a mail
 that cannot be sent is logged and counted, never fatal.
 """
+import fcntl
 import functools
+import json
 import logging
+import os
 import warnings
+from contextlib import contextmanager
+from pathlib import Path
 
 from luigi import notifications
+
+from tasks import partition
+
+from . import summary
 
 # Luigi's [smtp] defaults username, password and local_hostname to None and then warns about its own
 # defaults each time it reads them.
@@ -23,6 +36,7 @@ warnings.filterwarnings("ignore", message=r'Parameter "(username|password|local_
 SENDERS = ("send_email_smtp", "send_email_ses", "send_email_sendgrid", "send_email_sns")
 MAIL_LOG = logging.getLogger("irisflow.mail")
 MAIL_LOG.setLevel(logging.ERROR)
+MAILED = "mailed.json"
 _tally = {"sent": 0, "failed": 0}
 
 
@@ -78,3 +92,57 @@ def send_failure(subject, message):
     before = tally()
     notifications.send_error_email(subject, message)
     return since(before)
+
+
+def mail_run(root, outcomes, rerun):
+    """The run's one mail, if any date failed; returns the mails it took, as `tally`.
+
+    The mail also names, once, the dates mailed as failed before that are complete now (recovered).
+    `rerun(dates)` is the command that reruns those dates, shown under each group of failures.
+    """
+    failed = [o for o in outcomes if o.status == "failure"]
+    if not failed:
+        return {"sent": 0, "failed": 0}
+    dates = [o.date for o in failed]
+    with _mailed_dates(root) as mailed:
+        recovered = sorted(d for d in mailed if d not in dates and partition.is_complete(root, d))
+        mails = send_failure(summary.mail_subject(dates, recovered),
+                             summary.mail_body(summary.failure_groups(failed), recovered, rerun))
+        if mails["sent"]:
+            for date in recovered:
+                del mailed[date]
+            mailed.update({o.date: {"reason": o.reason, "step": o.step} for o in failed})
+    return mails
+
+
+@contextmanager
+def _mailed_dates(root):
+    """{date: {"reason", "step"}} of the dates mailed as failed and not yet as recovered, locked and saved
+    back; if the record cannot be read or written (a full disk) the mail still goes, as if none were."""
+    record = Path(root) / "failed" / MAILED
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(Path(root) / "failed" / ".mailed.lock", "a")
+    except OSError as exc:
+        MAIL_LOG.error("cannot keep the record of mailed dates %s: %s", record, exc)
+        yield {}
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            mailed = json.loads(record.read_text())
+        except FileNotFoundError:
+            mailed = {}
+        except (OSError, ValueError) as exc:
+            MAIL_LOG.error("ignoring the unreadable record of mailed dates %s: %s", record, exc)
+            mailed = {}
+        mailed = mailed if isinstance(mailed, dict) else {}
+        before = dict(mailed)
+        yield mailed
+        if mailed != before:
+            temporary = record.with_name(f".{MAILED}.tmp")
+            try:
+                temporary.write_text(json.dumps(mailed, indent=1, sort_keys=True))
+                os.replace(temporary, record)
+            except OSError as exc:
+                MAIL_LOG.error("cannot update the record of mailed dates %s: %s", record, exc)

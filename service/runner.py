@@ -28,17 +28,18 @@ import threading
 import time
 import urllib.parse
 from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import luigi
 import luigi.interface
 import luigi.rpc
-import luigi.worker
 import luigi.task_register
+import luigi.worker
 from luigi.task import flatten
 
 from tasks import config as task_config, partition
@@ -47,6 +48,7 @@ from tasks.schema import InputRejected
 
 from . import notifications
 from .config import central_scheduler, checked_settings, scheduler_url
+from .defaults import use_packaged_defaults
 
 # Errors of the disk rather than of the pipeline: the operator frees space or fixes permissions.
 STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
@@ -63,7 +65,7 @@ class DateOutcome:
     """What happened to one date in a run."""
 
     date: str
-    status: str  # success | failure | skipped (already complete)
+    status: str  # success | failure | skipped (already complete) | cancelled (never started: the run was stopped)
     step: str | None = None  # the task family that failed
     reason: str | None = None  # validation | missing_input | storage | scheduler | error
     error: str | None = None
@@ -74,13 +76,13 @@ class DateOutcome:
 
 @dataclass
 class RunReport:
-    outcomes: list
+    outcomes: list[DateOutcome]
     seconds: float
     emails_sent: int = 0  # failure mails Luigi's workers sent during the run, in whichever process
     email_failures: int = 0  # ... and could not send
 
     @property
-    def failed(self):
+    def failed(self) -> list[DateOutcome]:
         return [o for o in self.outcomes if o.status == "failure"]
 
 
@@ -101,12 +103,15 @@ for _event, _kind in ((luigi.Event.PROCESSING_TIME, "time"), (luigi.Event.FAILUR
     luigi.Task.event_handler(_event)(lambda task, value=None, _kind=_kind: _EVENTS.record(_kind, task, value))
 
 
-def run_dates(dates, *, workers=1, force=False, verify=False, progress=None, log_level="WARNING"):
+def run_dates(dates: Iterable[dt.date], *, workers: int = 1, force: bool = False, verify: bool = False,
+              progress: Callable[[DateOutcome, int, int], None] | None = None, log_level: str = "WARNING",
+              stop: threading.Event | None = None) -> RunReport:
     """Run the pipeline for every date; complete dates are skipped unless `force`. Returns a RunReport.
 
     `verify` also compares every file with its recorded sha256, so same-size damage is found and rebuilt.
-    `progress(outcome, done, total)` is called as each date finishes. Raises ConfigError before any work
-    when the configuration is bad.
+    `progress(outcome, done, total)` is called as each date finishes. Once `stop` (a threading.Event) is
+    set no further chunk is handed out: chunks in progress finish, and dates never started come back
+    "cancelled". Raises ConfigError before any work when the configuration is bad.
     """
     settings, runtime = checked_settings()
     started = time.monotonic()
@@ -122,13 +127,16 @@ def run_dates(dates, *, workers=1, force=False, verify=False, progress=None, log
     emails = {"sent": 0, "failed": 0}
     build = functools.partial(_build_counting_mails, force=force, verify=verify, log_level=log_level)
     order = _from_random_chunk(todo, runtime.chunk_size) if central_scheduler() else todo
-    for chunk_outcomes, chunk_emails in _run_chunks(_Chunks(order, runtime.chunk_size, workers), workers, build):
-        emails = {key: emails[key] + chunk_emails[key] for key in emails}
-        for outcome in chunk_outcomes:
-            done += 1
-            outcomes[outcome.date] = outcome
-            _report_progress(progress, outcome, done, len(dates))
-    return RunReport([outcomes[d.isoformat()] for d in dates], time.monotonic() - started,
+    chunks = _Chunks(order, runtime.chunk_size, workers, stop)
+    with closing(_run_chunks(chunks, workers, build)) as built:  # closed at once if interrupted
+        for chunk_outcomes, chunk_emails in built:
+            emails = {key: emails[key] + chunk_emails[key] for key in emails}
+            for outcome in chunk_outcomes:
+                done += 1
+                outcomes[outcome.date] = outcome
+                _report_progress(progress, outcome, done, len(dates))
+    return RunReport([outcomes.get(d.isoformat()) or DateOutcome(d.isoformat(), "cancelled") for d in dates],
+                     time.monotonic() - started,
                      emails["sent"], emails["failed"])
 
 
@@ -159,8 +167,10 @@ class _Chunks:
     as the dates run out (guided self-scheduling), so every process finishes at about the same moment.
     """
 
-    def __init__(self, dates, chunk_size, workers):
+    def __init__(self, dates, chunk_size, workers, stop=None):
         self._dates, self._size, self._workers = deque(dates), chunk_size, workers
+        self._stop = stop or threading.Event()
+        self.abandoned = False  # the chunks in progress are given up too: no helper builds them again
         self._lock = threading.Lock()
 
     def __len__(self):
@@ -171,8 +181,10 @@ class _Chunks:
         return len(self._dates) // self._size
 
     def take(self):
-        """The next chunk, or [] when every date has been handed out."""
+        """The next chunk, or [] when every date has been handed out or the run is stopping."""
         with self._lock:
+            if self._stop.is_set():
+                self._dates.clear()
             share = math.ceil(len(self._dates) / (2 * self._workers)) if self._workers > 1 else self._size
             return [self._dates.popleft() for _ in range(min(self._size, max(1, share), len(self._dates)))]
 
@@ -180,6 +192,11 @@ class _Chunks:
         """Hand out nothing more (the run was interrupted)."""
         with self._lock:
             self._dates.clear()
+
+    def abandon(self):
+        """Hand out nothing more, and give up the chunks in progress (a second Ctrl-C)."""
+        self.abandoned = True
+        self.close()
 
 
 def _run_chunks(chunks, workers, build):
@@ -195,20 +212,27 @@ def _run_chunks(chunks, workers, build):
             yield _contained(build, chunk)
         return
     finished = queue.SimpleQueue()
-    remaining = len(chunks)
+    feeding = helpers  # feeders that have not yet put their (None, None): "nothing more from my helper"
     feeders = [threading.Thread(target=_feed_helper, args=(chunks, finished, build), daemon=True)
                for _ in range(helpers)]
     for feeder in feeders:
         feeder.start()
     try:
-        while remaining:
+        while feeding or len(chunks):
             chunk = chunks.take()
             done = [(chunk, _contained(build, chunk))] if chunk else [finished.get()]
             while not finished.empty():
                 done.append(finished.get())
             for chunk, result in done:
-                remaining -= len(chunk)
-                yield result
+                if chunk is None:
+                    feeding -= 1
+                else:
+                    yield result
+    except BaseException:  # abandoned (a second Ctrl-C): the helpers end now, their chunks unfinished
+        chunks.abandon()
+        for helper in multiprocessing.active_children():
+            helper.kill()
+        raise
     finally:
         chunks.close()
         for feeder in feeders:
@@ -229,7 +253,8 @@ def _chunk_failed(chunk, error):
 
 
 def _feed_helper(chunks, finished, build):
-    """Keep one helper process building chunks until none are left; put each (chunk, result) in finished.
+    """Keep one helper process building chunks until none are left (or the run stops); put each
+    (chunk, result) in finished, then (None, None).
 
     Each helper has its own one-process pool, so a helper that dies (killed, out of memory) breaks only
     its own chunk: the pool is rebuilt and the chunk tried once more in the fresh process, where dates
@@ -248,6 +273,8 @@ def _feed_helper(chunks, finished, build):
                 except BrokenProcessPool:
                     pool.shutdown(wait=True, cancel_futures=True)
                     pool = None
+                    if chunks.abandoned:
+                        break
                     LOG.warning("a helper process died while building %s..%s (attempt %d of 2)",
                                 chunk[0], chunk[-1], attempt)
                 except Exception as exc:  # the build itself raised in the helper
@@ -258,6 +285,7 @@ def _feed_helper(chunks, finished, build):
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+        finished.put((None, None))
 
 
 def _build_counting_mails(dates, force, verify, log_level):
@@ -269,13 +297,20 @@ def _build_counting_mails(dates, force, verify, log_level):
 
 
 def _helper_started():
-    """A helper process: one BLAS thread, and killed by the kernel when the process that started it dies."""
+    """A helper process: one BLAS thread, the configuration its parent read, and killed by the kernel when
+    the process that started it dies. The run decides when it stops: a terminal's Ctrl-C reaches the whole
+    process group, systemd's SIGTERM the whole unit, and the helper finishes its chunk unless the run
+    abandons it."""
     one_thread_each()
+    use_packaged_defaults()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     pr_set_pdeathsig = 1
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
-def build_chunk(dates, force=False, verify=False, log_level="WARNING"):
+def build_chunk(dates: Sequence[dt.date], force: bool = False, verify: bool = False,
+                log_level: str = "WARNING") -> list[DateOutcome]:
     """Build IrisPipeline for the dates in one luigi.build call; one DateOutcome per date.
 
     Runs in a helper process or in the caller's. A forced date is built under its own staging root and
@@ -294,7 +329,8 @@ def build_chunk(dates, force=False, verify=False, log_level="WARNING"):
     with ExitStack() as rebuilds:
         tokens = {d: rebuilds.enter_context(partition.forced_rebuild(root, d)) for d in todo} if force else {}
         deadline = time.monotonic() + runtime.wait_for_others.total_seconds()
-        events, crash, pending = {}, None, todo
+        events: dict[str, list] = {}
+        crash, pending = None, todo
         while pending:
             batch, crash = _build([IrisPipeline(date=d, rebuild=tokens.get(d, "")) for d in pending], log_level)
             for date, happened in batch.items():
@@ -317,8 +353,8 @@ def _build(tasks, log_level):
     _EVENTS.by_date = {}
     try:
         if crash is None:
-            luigi.build(tasks, local_scheduler=not central_scheduler(), workers=1, log_level=log_level,
-                        worker_scheduler_factory=_PatientWorkers() if central_scheduler() else None)
+            luigi.build(tasks, worker_scheduler_factory=_WorkersWithoutTaskMail(),
+                        local_scheduler=not central_scheduler(), workers=1, log_level=log_level)
     except Exception as exc:  # scheduler gone mid-build, or Luigi itself failed
         crash = exc
     finally:
@@ -326,23 +362,28 @@ def _build(tasks, log_level):
     return events, crash
 
 
-class _PatientWorkers(luigi.interface._WorkerSchedulerFactory):
-    """Luigi's workers, but through a central scheduler one whose tasks wait for tasks another worker runs
-    stays and asks luigid again every PATIENT_WAIT_SECONDS, for up to PATIENT_IDLE_SECONDS idle, instead
-    of returning at once and the build being made again (two hosts on one range of 40 dates, on a loaded
-    2-core machine: 30 s before, 21 s after, one host alone 19 s). A failed task keeps it idle too, so a
-    date that fails through luigid is told PATIENT_IDLE_SECONDS later."""
-
-    def create_worker(self, scheduler, worker_processes, assistant=False):
-        return luigi.worker.Worker(scheduler=scheduler, worker_processes=worker_processes, assistant=assistant,
-                                   keep_alive=True, wait_interval=PATIENT_WAIT_SECONDS, wait_jitter=0.0,
-                                   max_keep_alive_idle_duration=dt.timedelta(seconds=PATIENT_IDLE_SECONDS))
-
-
 def _built_elsewhere(root, date, events, crash):
     """True when the date is incomplete only because another worker of the central scheduler has it."""
     return (central_scheduler() and crash is None and not partition.is_complete(root, date)
             and not any(kind in ("failure", "missing") for kind, _, _ in events))
+
+
+class _WorkersWithoutTaskMail(luigi.interface._WorkerSchedulerFactory):  # noqa: SLF001 - build's hook
+    """Luigi's workers without their mail per failed task: a run mails once for all its dates
+    (`notifications.mail_run`). Only irisflow's builds: a stock `luigi` command mails as Luigi does.
+
+    Through a central scheduler, a worker whose tasks wait for tasks another worker runs also stays and
+    asks luigid again every PATIENT_WAIT_SECONDS, for up to PATIENT_IDLE_SECONDS idle, instead of
+    returning at once and the build being made again (two hosts on one range of 40 dates, on a loaded
+    2-core machine: 30 s before, 21 s after, one host alone 19 s). A failed task keeps it idle too, so a
+    date that fails through luigid is told PATIENT_IDLE_SECONDS later.
+    """
+
+    def create_worker(self, scheduler, worker_processes, assistant=False):
+        patient = dict(keep_alive=True, wait_interval=PATIENT_WAIT_SECONDS, wait_jitter=0.0,
+                       max_keep_alive_idle_duration=dt.timedelta(seconds=PATIENT_IDLE_SECONDS))
+        return luigi.worker.Worker(scheduler=scheduler, worker_processes=worker_processes, assistant=assistant,
+                                   send_failure_email=False, **(patient if central_scheduler() else {}))
 
 
 def _release_memory():
@@ -395,7 +436,7 @@ def _finish(root, date, token, events, crash, still_elsewhere=False):
         else:
             partition.record_failure(root, date, {
                 "date": outcome.date, "step": outcome.step, "reason": outcome.reason, "error": outcome.error,
-                "time": dt.datetime.now(dt.timezone.utc).isoformat()})
+                "time": dt.datetime.now(dt.UTC).isoformat()})
     except OSError as exc:  # the same full or read-only disk that failed the run
         LOG.warning("%s: could not record the outcome under %s: %s", outcome.date, root, _storage_error(exc))
     return outcome

@@ -192,7 +192,7 @@ def make_app(view, metrics_app):
                             "text/plain; charset=utf-8", [("Allow", "GET, HEAD")])
         query = {key: values[-1] for key, values in urllib.parse.parse_qs(environ.get("QUERY_STRING", "")).items()}
         try:
-            status, body, content_type, headers = "200 OK", *_route(view, path, query)
+            status, (body, content_type, headers) = "200 OK", _route(view, path, query)
         except NotFound:
             status, body, content_type, headers = "404 Not Found", _message(view, "Not found", path), None, []
         except BadRequest as exc:

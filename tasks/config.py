@@ -20,7 +20,7 @@ class iris(luigi.Config):  # noqa: N801 - the class name is the luigi.cfg sectio
         default="output", description="Directory holding one YYYY-MM-DD partition per date.")
     models = luigi.ListParameter(default=DEFAULT_MODELS, description="Model names to train per date.")
     features = luigi.ListParameter(default=FEATURES, description="Feature columns the models use.")
-    hyperparameters = luigi.DictParameter(
+    hyperparameters: luigi.DictParameter[dict] = luigi.DictParameter(
         default={}, description='Per-model keyword arguments, e.g. {"random_forest": {"n_estimators": 50}}.')
     test_size = luigi.FloatParameter(default=0.3, description="Share of rows held out for evaluation.")
     seed = luigi.IntParameter(default=42, description="Seed of the split and of randomised models.")

@@ -320,7 +320,7 @@ class TrainModel(DatePartitionTask):
 
     model = luigi.Parameter()
     features = luigi.ListParameter()
-    hyperparameters = luigi.DictParameter(default={})
+    hyperparameters: luigi.DictParameter[dict] = luigi.DictParameter(default={})
     test_size = luigi.FloatParameter()
     seed = luigi.IntParameter()
 

@@ -36,8 +36,10 @@ import re
 import shutil
 import stat
 import uuid
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any, TypedDict
 
 SUMMARY = "summary.json"
 FAILURE = "failure.json"
@@ -50,9 +52,17 @@ _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _STAGED_RE = re.compile(r"(\d{4}-\d{2}-\d{2})-([0-9a-f]+)")
 _RENAME_EXCHANGE = 2
 
+StrPath = str | os.PathLike[str]
+DateLike = dt.date | str  # a date, or its YYYY-MM-DD text
+
+
+class FileRecord(TypedDict):
+    size: int
+    sha256: str
+
 
 # -- dates and paths -------------------------------------------------------------------------------------
-def parse_date(text):
+def parse_date(text: DateLike) -> dt.date:
     """Parse a strict YYYY-MM-DD date; anything else raises ValueError (so no path can escape the root)."""
     if isinstance(text, dt.date) and not isinstance(text, dt.datetime):
         return text
@@ -64,32 +74,32 @@ def parse_date(text):
         raise ValueError(f"invalid date {text!r}: no such day") from None
 
 
-def date_range(start, end):
+def date_range(start: dt.date, end: dt.date) -> list[dt.date]:
     """Every date from start to end inclusive."""
     if start > end:
         raise ValueError(f"start {start} is after end {end}")
     return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
 
 
-def partition_dir(root, date):
+def partition_dir(root: StrPath, date: DateLike) -> Path:
     return Path(root) / parse_date(date).isoformat()
 
 
-def failed_dir(root, date):
+def failed_dir(root: StrPath, date: DateLike) -> Path:
     return Path(root) / "failed" / parse_date(date).isoformat()
 
 
-def staging_root(root, date, token):
+def staging_root(root: StrPath, date: DateLike, token: str) -> Path:
     """The output root a forced rebuild of `date` (identified by `token`, hex digits) builds into."""
     if not re.fullmatch(r"[0-9a-f]+", token or ""):
         raise ValueError(f"invalid rebuild token {token!r}: expected hex digits")
     return Path(root) / STAGING / f"{parse_date(date).isoformat()}-{token}"
 
 
-def dates_present(root):
+def dates_present(root: StrPath) -> list[dt.date]:
     """Every date that has a partition or a failure record under root, sorted."""
     root = Path(root)
-    names = set()
+    names: set[str] = set()
     for parent in (root, root / "failed"):
         if parent.is_dir():
             names.update(p.name for p in parent.iterdir() if _DATE_RE.fullmatch(p.name))
@@ -103,7 +113,7 @@ def dates_present(root):
 
 
 # -- durable files ---------------------------------------------------------------------------------------
-def file_record(path):
+def file_record(path: StrPath) -> FileRecord:
     """{"size": bytes, "sha256": hex} of a file."""
     with open(path, "rb") as handle:
         digest = hashlib.file_digest(handle, "sha256").hexdigest()
@@ -139,7 +149,7 @@ def _make_dirs(folder):
     _fsync_dir(folder.parent)
 
 
-def write_durably(path, text):
+def write_durably(path: StrPath, text: str) -> None:
     """Write a small text file atomically and durably (temporary file, fsync, rename, fsync the folder)."""
     path = Path(path)
     _make_dirs(path.parent)
@@ -170,7 +180,7 @@ def _replace(source, destination):
     os.replace(source, destination)
 
 
-def remove_leftovers(part):
+def remove_leftovers(part: StrPath) -> None:
     """Delete temporaries that killed writers left anywhere in the partition. Only for the summary's writer:
     it runs once every task of the date is done, when no honest writer has a temporary open."""
     for leftover in Path(part).rglob(f"*{TEMPORARY}*"):
@@ -185,7 +195,7 @@ def _remove_temporaries(path):
 
 
 # -- receipts: what each task wrote ----------------------------------------------------------------------
-def receipt_name(task_family, relative_outputs):
+def receipt_name(task_family: str, relative_outputs: Iterable[str]) -> str:
     """The receipt file name of a task: its family and a digest of where its outputs go, so it is the same
     for the task whatever builds it, and in a staging root as in the real one."""
     digest = hashlib.sha256("\n".join(sorted(relative_outputs)).encode()).hexdigest()[:10]
@@ -204,19 +214,24 @@ def _valid_records(records):
         for name, record in records.items()))
 
 
-def read_receipt(part, name):
-    """The task's receipt as written, or None when it is absent, unreadable or of the wrong shape."""
+def _read_json(path: StrPath) -> Any:
+    """A JSON file's content, or None when it is absent or unreadable (any damage reads as absence)."""
     try:
-        receipt = json.loads((Path(part) / RECEIPTS / name).read_text())
+        return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
+
+
+def read_receipt(part: StrPath, name: str) -> dict[str, Any] | None:
+    """The task's receipt as written, or None when it is absent, unreadable or of the wrong shape."""
+    receipt = _read_json(Path(part) / RECEIPTS / name)
     if not (isinstance(receipt, dict) and _valid_records(receipt.get("outputs"))
             and isinstance(receipt.get("inputs"), dict)):
         return None
     return receipt
 
 
-def files_match(part, records, verify=False):
+def files_match(part: StrPath, records: Mapping[str, FileRecord], verify: bool = False) -> list[str]:
     """Problems of the files against their records ("name: what is wrong"); [] when they all match."""
     problems = []
     for name, record in records.items():
@@ -236,7 +251,8 @@ def files_match(part, records, verify=False):
 
 
 @contextlib.contextmanager
-def publishing(part, relative_outputs, name, inputs, extra=None):
+def publishing(part: StrPath, relative_outputs: Iterable[str], name: str, inputs: Mapping[str, str],
+               extra: Mapping[str, Any] | None = None) -> Iterator[dict[str, Path]]:
     """Temporary paths for a task's outputs ({relative: Path}); when the block ends without error they are
     fsynced, renamed into place together and sealed by the task's receipt `name`, which records each
     output's size and sha256, the `inputs` ({relative: sha256}) and `extra`.
@@ -292,24 +308,21 @@ def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def valid_summary(summary, date):
+def valid_summary(summary: Any, date: DateLike) -> bool:
     """True when `summary` has the shape IrisPipeline writes for `date`."""
     if not isinstance(summary, dict) or summary.get("date") != parse_date(date).isoformat():
         return False
     models = summary.get("models")
-    return (isinstance(models, dict) and models
-            and all(isinstance(m, dict) and _is_number(m.get("accuracy")) and _is_number(m.get("macro_f1"))
-                    for m in models.values())
-            and summary.get("best_model") in models and _is_number(summary.get("best_accuracy"))
-            and isinstance(summary.get("settings"), dict) and _valid_records(summary.get("manifest")))
+    return bool(isinstance(models, dict) and models
+                and all(isinstance(m, dict) and _is_number(m.get("accuracy")) and _is_number(m.get("macro_f1"))
+                        for m in models.values())
+                and summary.get("best_model") in models and _is_number(summary.get("best_accuracy"))
+                and isinstance(summary.get("settings"), dict) and _valid_records(summary.get("manifest")))
 
 
-def read_summary(root, date):
+def read_summary(root: StrPath, date: DateLike) -> dict[str, Any] | None:
     """The date's summary.json, or None when it is absent, unreadable or not a well-formed summary."""
-    try:
-        summary = json.loads((partition_dir(root, date) / SUMMARY).read_text())
-    except (OSError, ValueError):
-        return None
+    summary = _read_json(partition_dir(root, date) / SUMMARY)
     return summary if valid_summary(summary, date) else None
 
 
@@ -318,11 +331,11 @@ class Inspection:
     """What a date's partition holds: its state, and what is wrong with it ("file: problem")."""
 
     state: str  # complete | incomplete (a killed or failed run) | damaged | missing
-    problems: list = field(default_factory=list)
-    summary: dict | None = None
+    problems: list[str] = field(default_factory=list)
+    summary: dict[str, Any] | None = None
 
 
-def inspect(root, date, verify=False):
+def inspect(root: StrPath, date: DateLike, verify: bool = False) -> Inspection:
     """The date's state from its files alone; `verify` also compares every file's sha256."""
     part = partition_dir(root, date)
     if not part.exists():
@@ -342,11 +355,11 @@ def inspect(root, date, verify=False):
     return Inspection("damaged" if damaged else "incomplete", problems, summary)
 
 
-def is_complete(root, date, verify=False):
+def is_complete(root: StrPath, date: DateLike, verify: bool = False) -> bool:
     return inspect(root, date, verify).state == "complete"
 
 
-def remove_damaged(root, date):
+def remove_damaged(root: StrPath, date: DateLike) -> None:
     """Delete every file whose content no longer matches the date's manifest, so the tasks that wrote
     them (and everything built from them) run again; the summary goes too, as it vouched for them."""
     found = inspect(root, date, verify=True)
@@ -361,16 +374,13 @@ def remove_damaged(root, date):
 
 
 # -- failure records -------------------------------------------------------------------------------------
-def read_failure(root, date):
+def read_failure(root: StrPath, date: DateLike) -> dict[str, Any] | None:
     """The failure record the runner left for the date, or None."""
-    try:
-        record = json.loads((failed_dir(root, date) / FAILURE).read_text())
-    except (OSError, ValueError):
-        return None
+    record = _read_json(failed_dir(root, date) / FAILURE)
     return record if isinstance(record, dict) else None
 
 
-def quarantine(root, date, snapshot, snapshot_receipt, report):
+def quarantine(root: StrPath, date: DateLike, snapshot: str, snapshot_receipt: str, report: Mapping[str, Any]) -> None:
     """Move a rejected snapshot (and its validation report) out of the partition into failed/{date}/, so
     the date's source is read again next time; its receipt goes, and the partition if nothing else is in it."""
     where, part = failed_dir(root, date), partition_dir(root, date)
@@ -384,11 +394,11 @@ def quarantine(root, date, snapshot, snapshot_receipt, report):
     _fsync_dir(part.parent)
 
 
-def record_failure(root, date, record):
+def record_failure(root: StrPath, date: DateLike, record: Mapping[str, Any]) -> None:
     write_durably(failed_dir(root, date) / FAILURE, json.dumps(record, indent=2, sort_keys=True))
 
 
-def clear_failure(root, date):
+def clear_failure(root: StrPath, date: DateLike) -> None:
     shutil.rmtree(failed_dir(root, date), ignore_errors=True)
 
 
@@ -402,7 +412,7 @@ def _flock(path, mode):
 
 
 @contextlib.contextmanager
-def task_lock(root, date, name):
+def task_lock(root: StrPath, date: DateLike, name: str) -> Iterator[None]:
     """Held while a task of the date runs, by whichever process runs it (runner, stock luigi, a worker on
     another host sharing the root): the same task never runs twice at once, and a forced rebuild's swap
     (which takes the partition lock exclusively) never happens under a running task."""
@@ -413,7 +423,7 @@ def task_lock(root, date, name):
 
 # -- forced rebuilds -------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def forced_rebuild(root, date):
+def forced_rebuild(root: StrPath, date: DateLike) -> Iterator[str]:
     """A fresh token for a forced rebuild of the date, locked for as long as the rebuild runs, so a run
     that finds the staging folder unlocked knows its builder is gone."""
     token = uuid.uuid4().hex[:12]
@@ -440,7 +450,7 @@ def _exchange(first, second):
     raise OSError(code, os.strerror(code), str(second))
 
 
-def promote(root, date, token):
+def promote(root: StrPath, date: DateLike, token: str) -> None:
     """Swap the complete forced rebuild `token` in for the date's partition, then drop the old one."""
     staged = staging_root(root, date, token)
     new, old = partition_dir(staged, date), partition_dir(root, date)
@@ -458,12 +468,12 @@ def promote(root, date, token):
     shutil.rmtree(staged, ignore_errors=True)
 
 
-def discard_rebuild(root, date, token):
+def discard_rebuild(root: StrPath, date: DateLike, token: str) -> None:
     """Remove a forced rebuild's staging folder (its rejected-input records are the caller's to keep)."""
     shutil.rmtree(staging_root(root, date, token), ignore_errors=True)
 
 
-def recover_staging(root):
+def recover_staging(root: StrPath) -> None:
     """Clean up after forced rebuilds whose builder died: where the date's partition is gone (a swap cut
     between its two renames) put the complete staged one back, then remove the staging folder."""
     staging = Path(root) / STAGING

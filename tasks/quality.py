@@ -63,10 +63,10 @@ def class_test(reference_labels, current_labels, classes):
 
     reference_labels, current_labels = list(reference_labels), list(current_labels)
     table = [[sample.count(name) for name in classes] for sample in (reference_labels, current_labels)]
-    table = [list(column) for column in zip(*table) if any(column)]
+    table = [list(column) for column in zip(*table, strict=True) if any(column)]
     if len(table) < 2:
         return 0.0, 1.0
-    result = chi2_contingency(list(zip(*table)))
+    result = chi2_contingency(list(zip(*table, strict=True)))
     return float(result.statistic), float(result.pvalue)
 
 

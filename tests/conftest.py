@@ -201,3 +201,22 @@ def schedulers(irisflow_config):
     for scheduler in started:
         scheduler.remove_all_jobs()  # a stopping scheduler may still run what is due (an APScheduler race)
         scheduler.shutdown(wait=False)
+
+
+def metric_samples(text):
+    """{(name, sorted labels): value} of every sample in a Prometheus text exposition."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def task_runs(*samples):
+    """{task family: times its work ran}, summed over several processes' metric samples."""
+    runs = {}
+    for found in samples:
+        for (name, labels), value in found.items():
+            if name == "irisflow_task_duration_seconds_count":
+                family = dict(labels)["task_family"]
+                runs[family] = runs.get(family, 0) + int(value)
+    return runs

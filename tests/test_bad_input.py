@@ -150,7 +150,8 @@ def test_a_backfill_rejects_each_bad_date_cleanly_and_completes_the_others(irisf
         assert not (root / date).exists()
         record = json.loads((root / "failed" / date / "failure.json").read_text())
         assert record["step"] == "Extract" and all(word in record["error"] for word in words), record
-    assert "failed dates:" in result.stderr and "2026-03-01" in result.stderr
+    assert "2 dates FAILED (validation) in Extract: 2026-03-01..2026-03-02" in result.stderr  # grouped
+    assert "rerun: python -m service backfill --dates 2026-03-01..2026-03-02" in result.stderr
 
     # The design's promise: a corrected source is picked up by the next run.
     (incoming / "2026-02-01.csv").write_bytes(csv_bytes())

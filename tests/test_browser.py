@@ -8,11 +8,11 @@ import re
 import shutil
 import subprocess
 import sys
-import urllib.request
 
 import pytest
 
 from conftest import REPO, free_port, poll, write_input
+from test_daemon_serve import scrape
 
 SPECIES_CHECK = "isin(('setosa', 'versicolor', 'virginica'))"
 
@@ -31,13 +31,9 @@ def chromium(tmp_path, *args):
 
 
 def ran_all(port):
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            text = response.read().decode()
-    except OSError:
-        return False
-    return re.search(r'irisflow_pipeline_runs_total\{outcome="success"\} 2\.0', text) and \
-        re.search(r'irisflow_pipeline_runs_total\{outcome="failure"\} 1\.0', text)
+    found = scrape(port) or {}
+    return (found.get(("irisflow_pipeline_runs_total", (("outcome", "success"),))) == 2
+            and found.get(("irisflow_pipeline_runs_total", (("outcome", "failure"),))) == 1)
 
 
 @pytest.mark.slow

@@ -88,7 +88,8 @@ def test_backfill_exit_1_lists_failed_dates_and_other_dates_complete(irisflow_co
     irisflow_config.set("iris", source=f"{incoming}/{{date}}.csv")
     result = cli("backfill", "--start", "2026-11-01", "--end", "2026-11-04")
     assert result.returncode == 1
-    assert "failed dates: 2026-11-02 2026-11-04" in result.stderr
+    assert "1 date FAILED (validation) in Validate: 2026-11-02" in result.stderr
+    assert "1 date FAILED (missing_input) in IrisData: 2026-11-04" in result.stderr
     assert "isin" in result.stderr and "species" in result.stderr  # the failing check and column
     assert "input not found" in result.stderr
     root = irisflow_config.output_root
@@ -156,4 +157,4 @@ def test_status_shows_a_failure_record_without_an_error_text(irisflow_config, cl
     record.write_text(json.dumps({"date": DAY, "step": "Split", "reason": "error", "error": None}))
     result = cli("status")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == [DAY, "failed", "error", "in", "Split:"]
+    assert result.stdout.splitlines() == [f"{DAY}  failed     error in Split", "dates: 1 failed"]

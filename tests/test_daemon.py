@@ -14,6 +14,7 @@ from conftest import Clock, at, write_input
 from service import metrics
 from service.cli import main
 from service.daemon import DAILY_JOB, Daemon
+from tasks import partition
 
 UTC = dt.timezone.utc
 DAY = dt.date(2026, 11, 24)
@@ -157,8 +158,10 @@ def test_the_data_deadline_turns_missing_input_into_one_failure_mail(irisflow_co
     assert runs("failure") - failed == 1
     assert daemon.scheduler.get_job(f"retry-{DAY}") is None
     message, = mailbox.messages
-    assert message["Subject"] == f"irisflow: {DAY} FAILED in IrisData: input missing at the data deadline"
-    assert f"{incoming / str(DAY)}.csv" in mailbox.text(message)
+    assert message["Subject"] == f"irisflow: 1 date FAILED ({DAY})"
+    body = mailbox.text(message)
+    assert f"1 date FAILED (missing_input) in IrisData: {DAY}" in body and f"{incoming / str(DAY)}.csv" in body
+    assert "data deadline" in body and f"rerun: python -m service backfill --dates {DAY}" in body
 
     restarted = Daemon(daemon.scheduler, now=Clock(at(DAY, 9)), in_process=True)
     restarted.tick()  # the settled date is not run (or mailed) again while its input is still absent
@@ -180,11 +183,48 @@ def test_a_rejected_date_is_mailed_once_and_rerun_only_when_its_input_changes(ir
     daemon.tick()
     assert runs("failure") - failed == 1
     message, = mailbox.wait_for(1)
-    assert f"date={DAY}" in message["Subject"] and "check 'isin(" in mailbox.text(message)
+    assert message["Subject"] == f"irisflow: 1 date FAILED ({DAY})" and "check 'isin(" in mailbox.text(message)
 
     write_input(incoming, DAY)  # the corrected file
     daemon.tick()
     assert (irisflow_config.output_root / str(DAY) / "summary.json").is_file() and len(mailbox.messages) == 1
+
+
+def test_a_pass_with_several_failed_dates_sends_one_mail_and_a_recovered_date_is_named_in_the_next(
+        irisflow_config, daemon, incoming, mailbox):
+    irisflow_config.set("service", catchup_days=3)
+    daemon = Daemon(daemon.scheduler, now=Clock(at(DAY, 3)), in_process=True)
+    days = [DAY - dt.timedelta(days=n) for n in (2, 1, 0)]
+    for day in days:
+        write_input(incoming, day, bad=True)
+    daemon.tick()
+    message, = mailbox.messages
+    assert message["Subject"] == f"irisflow: 3 dates FAILED ({days[0]}..{days[2]})"
+    assert f"3 dates FAILED (validation) in Validate: {days[0]}..{days[2]}" in mailbox.text(message)
+
+    write_input(incoming, days[0])  # corrected: it recovers on the next pass, which mails nothing
+    daemon.tick()
+    assert partition.is_complete(irisflow_config.output_root, days[0]) and len(mailbox.messages) == 1
+    write_input(incoming, days[1], bad=True)  # new input, rejected again: mailed, naming the recovered date
+    (incoming / f"{days[1]}.csv").write_text((incoming / f"{days[1]}.csv").read_text() + "\n")
+    daemon.tick()
+    assert [m["Subject"] for m in mailbox.messages][1] == f"irisflow: 1 date FAILED ({days[1]}), 1 recovered"
+    assert f"complete now): {days[0]}" in mailbox.text(mailbox.messages[1])
+
+
+def test_the_daemon_leaves_stale_dates_alone(irisflow_config, daemon, incoming, cli):
+    irisflow_config.set("service", catchup_days=2)
+    daemon = Daemon(daemon.scheduler, now=Clock(at(DAY, 3)), in_process=True)
+    for day in (DAY - dt.timedelta(days=1), DAY):
+        write_input(incoming, day)
+    daemon.tick()
+    summary = irisflow_config.output_root / str(DAY) / "summary.json"
+    built = summary.stat().st_mtime_ns
+    irisflow_config.set("iris", models='["knn", "decision_tree"]')  # every date is now stale
+    succeeded = runs("success")
+    Daemon(daemon.scheduler, now=Clock(at(DAY, 9)), in_process=True).tick()
+    assert runs("success") == succeeded and summary.stat().st_mtime_ns == built
+    assert "stale" in cli("status", "--start", str(DAY), "--end", str(DAY)).stdout
 
 
 def test_an_error_outside_any_task_is_mailed_and_the_next_pass_tries_again(irisflow_config, daemon, mailbox):
@@ -195,8 +235,8 @@ def test_an_error_outside_any_task_is_mailed_and_the_next_pass_tries_again(irisf
     daemon.tick()
     assert runs("failure") - failed == 1
     message, = mailbox.messages
-    assert message["Subject"] == f"irisflow: {DAY} FAILED (error) outside any task"
-    assert "no_such_model" in mailbox.text(message)
+    assert message["Subject"] == f"irisflow: 1 date FAILED ({DAY})"
+    assert "(error) in the run" in mailbox.text(message) and "no_such_model" in mailbox.text(message)
 
     irisflow_config.set("iris", models='["knn"]')
     daemon.tick()

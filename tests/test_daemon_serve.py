@@ -79,7 +79,8 @@ def test_the_daemon_runs_on_schedule_reports_metrics_mails_one_failure_and_stops
     irisflow_config.set("email", force_send="false")  # no terminal here, as under systemd
     daemon = start_daemon()
     message, = mailbox.wait_for(1, timeout=90)
-    assert f"date={today}" in message["Subject"] and "Validate(" in message["Subject"]
+    assert message["Subject"] == f"irisflow: 1 date FAILED ({today})"
+    assert f"1 date FAILED (validation) in Validate: {today}" in mailbox.text(message)
     assert f"check '{SPECIES_CHECK}'" in mailbox.text(message)
 
     first = scrape_until(port, "a scrape counting both dates", lambda m: runs(m, "failure"))

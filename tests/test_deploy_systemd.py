@@ -112,6 +112,7 @@ def test_units_follow_the_service_contract():
     daemon = (REPO / "systemd" / "irisflow.service").read_text()
     for line in ("ExecStart=/opt/irisflow/venv/bin/python -m service serve", "WorkingDirectory=/opt/irisflow/app",
                  "StateDirectory=irisflow", "User=irisflow", "KillSignal=SIGTERM", "Restart=on-failure",
+                 "Type=notify", "WatchdogSec=30s", "StartLimitIntervalSec=0",
                  "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6"):
         assert re.search(f"^{re.escape(line)}$", daemon, re.M), line
     assert "LUIGI_CONFIG_PATH=/etc/irisflow/luigi.cfg" in daemon
@@ -167,7 +168,7 @@ def test_installer_is_idempotent_and_keeps_an_edited_config(tmp_path):
     install(*args)
     assert tree_digest(tmp_path) == first
     assert {"etc/systemd/system/irisflow.service", "etc/irisflow/luigi.cfg", "opt/irisflow/bin/irisflow",
-            "opt/irisflow/app/service/__main__.py", "opt/irisflow/share/grafana/irisflow.json",
+            "opt/irisflow/app/README.md", "opt/irisflow/share/grafana/irisflow.json",
             "opt/irisflow/share/prometheus/alerts.yml"} <= set(first)
     assert not any(str(tmp_path) in path.read_text(errors="replace") for path in tmp_path.rglob("*") if path.is_file())
 

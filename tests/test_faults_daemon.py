@@ -9,9 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import IRIS_CSV, Mailbox, free_port, poll
+from conftest import IRIS_CSV, Mailbox, free_port, metric_samples, poll, task_runs
 from test_central_scheduler import luigid  # noqa: F401 - a fixture used below
 from test_daemon_serve import scrape_until, start_daemon, stop  # noqa: F401 - start_daemon is a fixture
 from test_faults import _no_partial_files
@@ -105,14 +104,8 @@ def test_a_backfill_of_the_date_the_daemon_is_running_waits_and_does_no_work_twi
     assert stop(daemon) == 0
     # The two processes may share the date's tasks (each waits for a task the other holds, then finds it
     # done), but together they do each task's work exactly once.
-    backfill_metrics = {(s.name, tuple(sorted(s.labels.items()))): s.value
-                        for family in text_string_to_metric_families(textfile.read_text()) for s in family.samples}
-    for family in ("Extract", "Validate", "Drift", "Split", "IrisPipeline"):
-        runs = [_count(found, "irisflow_task_duration_seconds_count", task_family=family)
-                for found in (metrics, backfill_metrics)]
-        assert sum(runs) == 1, (family, runs)
-    assert sum(_count(found, "irisflow_task_duration_seconds_count", task_family="TrainModel")
-               for found in (metrics, backfill_metrics)) == 2
+    assert task_runs(metrics, metric_samples(textfile.read_text())) == {
+        "Extract": 1, "Validate": 1, "Drift": 1, "Split": 1, "TrainModel": 2, "IrisPipeline": 1}
     assert len(list(part.glob("models/random_forest-*/model.joblib"))) == 1
     _no_partial_files(irisflow_config.output_root)
 

@@ -128,7 +128,7 @@ def test_recent_dates_are_the_reference_and_too_little_history_gives_no_verdict(
 
 
 def test_fail_on_drift_rejects_the_date_naming_the_feature_mails_it_and_keeps_the_report(pinned, irisflow_config,
-                                                                                        mailbox):
+                                                                                        mailbox, cli):
     irisflow_config.set("quality", fail_on_drift="true")
     _write(pinned, DAY, _shifted("petal_width", 3))
     outcome = run_dates([DAY]).outcomes[0]
@@ -139,9 +139,12 @@ def test_fail_on_drift_rejects_the_date_naming_the_feature_mails_it_and_keeps_th
     assert json.loads((failed / "drift.json").read_text())["drifted"] == ["petal_width"]
     assert json.loads((failed / "failure.json").read_text())["step"] == "Drift"
     assert not (irisflow_config.output_root / str(DAY) / "summary.json").exists()
+    assert mailbox.messages == []  # run_dates reports; the command that ran it sends the run's one mail
+    result = cli("run", "--date", str(DAY))
+    assert result.returncode == 1 and "petal_width (PSI" in result.stderr
     message, = mailbox.wait_for(1)
-    assert f"date={DAY}" in message["Subject"] and "Drift(" in message["Subject"]
-    assert "petal_width (PSI" in mailbox.text(message)
+    assert str(DAY) in message["Subject"] and "FAILED" in message["Subject"]
+    assert "Drift" in mailbox.text(message) and "petal_width (PSI" in mailbox.text(message)
 
 
 def test_bad_quality_settings_are_a_one_line_usage_error(irisflow_config, cli):
