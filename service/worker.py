@@ -20,6 +20,10 @@ from . import notifications
 from .config import ConfigError, central_scheduler, checked_settings, scheduler_url
 
 LOG = logging.getLogger("irisflow.worker")
+# How often an idle assistant asks luigid for work: Luigi's default (1 s plus up to 5 s of jitter) would
+# leave it idle while a backfill's own worker, which asks again at once, takes every task.
+ASK_EVERY_SECONDS = 0.2
+ASK_JITTER_SECONDS = 0.1
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
 
@@ -65,7 +69,8 @@ def serve_worker(processes=1, verbose=False):
     url = scheduler_url()
     # keep_alive: an assistant stays until told to stop, however long luigid has nothing for it.
     worker = luigi.worker.Worker(scheduler=luigi.rpc.RemoteScheduler(url), worker_processes=processes,
-                                 assistant=True, keep_alive=True)
+                                 assistant=True, keep_alive=True, wait_interval=ASK_EVERY_SECONDS,
+                                 wait_jitter=ASK_JITTER_SECONDS)
 
     def phase_out(signum, _frame):
         LOG.info("%s: no new tasks; stopping after the tasks in progress", signal.Signals(signum).name)
