@@ -71,10 +71,10 @@ class Workspace:
         with TreeMemory(processes[0].pid) as memory:
             outputs = [process.communicate() for process in processes]
         seconds, cpu = time.perf_counter() - started, _children_cpu() - cpu_before
-        for args, process, (_, stderr) in zip(commands, processes, outputs):
+        for args, process, (_, stderr) in zip(commands, processes, outputs, strict=True):
             if process.returncode != 0:
                 raise BenchError(f"{' '.join(map(str, args))} exited {process.returncode}:\n{stderr[-3000:]}")
-        return Measured(seconds, cpu, memory.peak_rss, memory.peak_pss, *map("".join, zip(*outputs)))
+        return Measured(seconds, cpu, memory.peak_rss, memory.peak_pss, *map("".join, zip(*outputs, strict=True)))
 
 
 def _children_cpu():

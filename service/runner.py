@@ -18,7 +18,6 @@ import functools
 import logging
 import math
 import multiprocessing
-import os
 import queue
 import random
 import re
