@@ -5,10 +5,10 @@ import sys
 import tempfile
 import time
 
-from . import figures
+from . import figures, scale_out
 from .harness import BenchError
 
-QUICK = figures.Plan(dates=30, scale_dates=300, repeats=1, daemon_runs=60, daemon_first=10)
+QUICK = figures.Plan(dates=30, scale_dates=300, repeats=1, daemon_runs=60, daemon_first=10, scale_out_dates=12)
 
 
 def build_parser():
@@ -18,13 +18,15 @@ def build_parser():
     parser.add_argument("--dates", type=int, help="dates of the backfill figures (default 365)")
     parser.add_argument("--scale-dates", type=int, help="dates of the scaling figure's large run (default 3650)")
     parser.add_argument("--repeats", type=int, help="runs per timing; medians are quoted (default 3)")
+    parser.add_argument("--scale-out-dates", type=int, help="dates of each run of figures 8-11 (default 60)")
     return parser
 
 
 def plan_from(args):
     plan = QUICK if args.quick else figures.Plan()
     chosen = {key: value for key, value in (("dates", args.dates), ("scale_dates", args.scale_dates),
-                                            ("repeats", args.repeats)) if value}
+                                            ("repeats", args.repeats),
+                                            ("scale_out_dates", args.scale_out_dates)) if value}
     return figures.Plan(**{**plan.__dict__, **chosen})
 
 
@@ -41,7 +43,8 @@ def main(argv=None, out=sys.stdout):
             for figure in (lambda: first, lambda: figures.backfill_nothing_to_do(plan, complete),
                            lambda: figures.scaling(plan, tmp), lambda: memory,
                            lambda: figures.daemon_memory(plan, tmp), lambda: figures.one_date_cold(plan, tmp),
-                           lambda: figures.drift_per_date(plan, tmp), lambda: figures.view_render(plan, tmp)):
+                           lambda: figures.drift_per_date(plan, tmp), lambda: figures.view_render(plan, tmp),
+                           *scale_out.figures(plan, tmp)):
                 for line in figure().lines():
                     say(line)
         except BenchError as exc:

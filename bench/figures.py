@@ -33,6 +33,7 @@ class Plan:
     workers: int = 2
     daemon_runs: int = 500
     daemon_first: int = 50
+    scale_out_dates: int = 60  # figures 8-11: each run of them builds this many dates
 
     def end(self, count):
         return START + dt.timedelta(days=count - 1)

@@ -40,8 +40,8 @@ class Measured:
 class Workspace:
     """A temp directory holding one benchmark's outputs, state and luigi.cfg overlay."""
 
-    def __init__(self, parent, name, iris=None, service=None):
-        """`iris` and `service`: luigi.cfg keys over the workspace's own, as written in luigi.cfg."""
+    def __init__(self, parent, name, iris=None, service=None, core=None):
+        """`iris`, `service` and `core`: luigi.cfg keys over the workspace's own, as written in luigi.cfg."""
         self.path = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=parent))
         self.output_root = self.path / "output"
         self.config = self.path / "luigi.cfg"
@@ -49,24 +49,32 @@ class Workspace:
                     "service": {"state_dir": self.path / "state", **(service or {})},
                     # Drift against a pinned reference: against recent dates it would depend on the order
                     # dates were built in, and outputs could not be compared byte for byte.
-                    "quality": {"reference": IRIS_CSV}}
+                    "quality": {"reference": IRIS_CSV}, "core": core or {}}
         self.config.write_text("".join(f"[{section}]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items())
                                        for section, keys in sections.items()))
 
     def env(self, **extra):
         return {**os.environ, "LUIGI_CONFIG_PATH": str(self.config), "PYTHONPATH": str(REPO), **extra}
 
-    def run(self, *args, **env):
-        """Run `python ARGS` from the repo with this workspace's configuration; BenchError if it fails."""
+    def run(self, *args, python=True, **env):
+        """Run `python ARGS` (or, with python=False, the command ARGS) from the repo with this workspace's
+        configuration; BenchError if it fails."""
+        return self.run_together([args], python, **env)
+
+    def run_together(self, commands, python=True, **env):
+        """Start every command at once and measure until the last ends: wall time, CPU, the peak memory
+        of the first one's process tree; BenchError if one fails."""
         started, cpu_before = time.perf_counter(), _children_cpu()
-        process = subprocess.Popen([sys.executable, *args], cwd=REPO, env=self.env(**env), text=True,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        with TreeMemory(process.pid) as memory:
-            stdout, stderr = process.communicate()
+        processes = [subprocess.Popen([sys.executable, *args] if python else list(args), cwd=REPO,
+                                      env=self.env(**env), text=True, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE) for args in commands]
+        with TreeMemory(processes[0].pid) as memory:
+            outputs = [process.communicate() for process in processes]
         seconds, cpu = time.perf_counter() - started, _children_cpu() - cpu_before
-        if process.returncode != 0:
-            raise BenchError(f"python {' '.join(args)} exited {process.returncode}:\n{stderr[-3000:]}")
-        return Measured(seconds, cpu, memory.peak_rss, memory.peak_pss, stdout, stderr)
+        for args, process, (_, stderr) in zip(commands, processes, outputs, strict=True):
+            if process.returncode != 0:
+                raise BenchError(f"{' '.join(map(str, args))} exited {process.returncode}:\n{stderr[-3000:]}")
+        return Measured(seconds, cpu, memory.peak_rss, memory.peak_pss, *map("".join, zip(*outputs, strict=True)))
 
 
 def _children_cpu():

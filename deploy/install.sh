@@ -13,7 +13,8 @@
 #   PREFIX/share         prometheus/ (scrape config, alerts) and grafana/ (dashboard, provisioning)
 #   SYSCONFDIR           luigi.cfg (the daemon's overlay), luigid.cfg, environment (secrets); kept
 #                        once edited, the new version then lands beside as *.dist
-#   UNITDIR              irisflow.service, luigid.service, irisflow-backfill@.service
+#   UNITDIR              irisflow.service, luigid.service, irisflow-backfill@.service,
+#                        irisflow-worker.service (extra hosts: README "Scale out")
 #   /var/lib/irisflow    the daemon's state and output (StateDirectory=irisflow)
 set -eu
 
@@ -53,7 +54,7 @@ SYSTEMCTL=yes
 ACTION=install
 PURGE=no
 SERVICE_USER=irisflow
-UNITS="irisflow.service luigid.service irisflow-backfill@.service"
+UNITS="irisflow.service luigid.service irisflow-backfill@.service irisflow-worker.service"
 STATE_DIRS="/var/lib/irisflow /var/lib/luigid"
 
 die() { echo "install.sh: $*" >&2; exit 2; }
@@ -204,18 +205,19 @@ install_all() {
     if [ "$SYSTEMCTL" = yes ]; then
         systemctl daemon-reload
         # A running service picks up the new code; a stopped one stays stopped.
-        systemctl try-restart irisflow.service luigid.service
+        systemctl try-restart irisflow.service luigid.service irisflow-worker.service
     fi
     say "installed irisflow in $DESTDIR$PREFIX, config in $DESTDIR$SYSCONFDIR, units in $DESTDIR$UNITDIR"
     say "start it with: systemctl enable --now irisflow.service (and luigid.service to use luigid)"
+    say "on an extra host: systemctl enable --now irisflow-worker.service (README: Scale out)"
 }
 
 uninstall_all() {
     if [ "$SYSTEMCTL" = yes ]; then
         # Every unit of ours, a running backfill instance too: once its unit file and venv are gone it
         # could only be left behind, half done. Stopping waits for each to end (TimeoutStopSec=).
-        systemctl disable irisflow.service luigid.service 2>/dev/null || true
-        systemctl stop irisflow.service luigid.service 'irisflow-backfill@*.service' || true
+        systemctl disable irisflow.service luigid.service irisflow-worker.service 2>/dev/null || true
+        systemctl stop irisflow.service luigid.service irisflow-worker.service 'irisflow-backfill@*.service' || true
     fi
     for unit in $UNITS; do
         rm -f "$DESTDIR$UNITDIR/$unit"
@@ -226,7 +228,8 @@ uninstall_all() {
         systemctl daemon-reload
         # A unit that ended failed stays listed until reset. Patterns (even '[.]') match loaded units only:
         # a plain name would load a unit that is gone, to reset it.
-        systemctl reset-failed 'irisflow[.]service' 'luigid[.]service' 'irisflow-backfill@*.service' 2>/dev/null || true
+        systemctl reset-failed 'irisflow[.]service' 'luigid[.]service' 'irisflow-worker[.]service' \
+            'irisflow-backfill@*.service' 2>/dev/null || true
     fi
     for sub in app bin share venv; do rm -rf "$DESTDIR${PREFIX:?}/$sub"; done
     rmdir "$DESTDIR$PREFIX" 2>/dev/null || true

@@ -1,4 +1,5 @@
-"""`python -m service …`: run, backfill, status, validate, report (and serve, the daemon).
+"""`python -m service …`: run, backfill, status, validate, report (and serve, the daemon; worker, for
+extra hosts).
 
 Exit status: 0 success, 1 a pipeline or validation failure, 2 bad usage or configuration, always with a
 one-line error rather than a traceback. Commands with nothing to compute import no heavy library.
@@ -105,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--start", type=_date, required=True, help="first date, YYYY-MM-DD")
     report.add_argument("--end", type=_date, required=True, help="last date, YYYY-MM-DD")
     report.add_argument("--out", required=True, metavar="DIR", help="folder for index.html and the other pages")
+
+    worker = commands.add_parser("worker", help="run whatever irisflow work the central scheduler has pending "
+                                                "(a Luigi assistant worker, for extra hosts)")
+    worker.add_argument("--workers", type=_positive, default=1,
+                        help="tasks run at once, each in a process forked from the worker (default 1)")
 
     validate = commands.add_parser("validate", help="check a CSV file against the schema")
     validate.add_argument("path", help="the CSV file")
@@ -464,5 +470,15 @@ def _export_metrics(args, report):
     return True
 
 
+def cmd_worker(args):
+    from .worker import SchedulerUnreachable, serve_worker
+
+    try:
+        return serve_worker(processes=args.workers, verbose=args.verbose)
+    except SchedulerUnreachable as exc:  # exit 1, not 2: systemd restarts the worker until luigid is back
+        _print_error(exc)
+        return EXIT_FAILED
+
+
 COMMANDS = {"run": cmd_run, "backfill": cmd_backfill, "status": cmd_status, "validate": cmd_validate,
-            "serve": cmd_serve, "report": cmd_report}
+            "serve": cmd_serve, "report": cmd_report, "worker": cmd_worker}

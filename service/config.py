@@ -64,6 +64,15 @@ def central_scheduler():
     return any(config.has_option("core", key) for key in ("default_scheduler_host", "default_scheduler_url"))
 
 
+def scheduler_url():
+    """The central scheduler's URL as Luigi's workers will use it (`[core] default_scheduler_url`, or
+    else http://default_scheduler_host:default_scheduler_port/)."""
+    from luigi.interface import core
+
+    settings = core()
+    return settings.scheduler_url or f"http://{settings.scheduler_host}:{settings.scheduler_port}/"
+
+
 def _check_readable(config):
     """Every value must resolve; the error names the key and never its value, which may be a password."""
     for section in config.sections():

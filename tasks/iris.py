@@ -9,6 +9,8 @@ with the stock Luigi command:
     PYTHONPATH=. luigi --module tasks.iris IrisPipeline --date 2026-11-24 --local-scheduler
 """
 import contextlib
+import functools
+import gc
 import json
 import logging
 import os
@@ -23,6 +25,9 @@ from .config import quality
 LOG = logging.getLogger("irisflow.tasks")
 # The event a task fires when, once it holds its lock, it finds its work already done by another process.
 FOUND_DONE = "irisflow.found_done"
+# One BLAS/OpenMP thread per worker process: two processes each spinning up a thread per core fight
+# over the two cores and run slower than one process alone.
+THREAD_LIMITS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def source_path(date):
@@ -66,10 +71,18 @@ def plain(value):
     return value
 
 
+@functools.cache
 def _import_heavy_libraries():
-    """Import what the tasks' work needs, in the process that finds a task to do: stock Luigi with
-    `--workers N` forks a process per task, which then inherits these instead of importing them again,
-    while a run with nothing to do never loads them."""
+    """Get this process ready to do the tasks' work, once, in the process that finds a task to do: stock
+    Luigi with `--workers N` forks a process per task, which then inherits all of it instead of paying
+    for it again, while a run with nothing to do never loads any of it.
+
+    Besides the imports: the lazily loaded parts of pandera and narwhals (a validation of three rows),
+    one BLAS/OpenMP thread (unless the operator chose otherwise; on these tiny fits more threads only
+    contend, and a forked child would start its own), and the objects made so far frozen out of the
+    garbage collector's reach, so collections in the forked children do not copy their pages.
+    """
+    one_thread_each()
     import joblib  # noqa: F401
     import pandas  # noqa: F401
     import pandera.pandas  # noqa: F401
@@ -77,8 +90,17 @@ def _import_heavy_libraries():
     import sklearn.model_selection  # noqa: F401
 
     from .models import import_estimators
+    from .schema import warm_up
 
     import_estimators()
+    warm_up()
+    gc.freeze()
+
+
+def one_thread_each():
+    """One BLAS/OpenMP thread in this process (effective before it loads BLAS), unless set otherwise."""
+    for name in THREAD_LIMITS:
+        os.environ.setdefault(name, "1")
 
 
 class IrisData(luigi.ExternalTask):

@@ -48,12 +48,14 @@ def test_the_comparison_finds_a_changed_and_a_missing_file(tmp_path):
 @pytest.mark.slow
 def test_the_quick_benchmark_prints_every_figure_with_its_goal():
     out = io.StringIO()
-    status = bench_main.main(["--quick", "--dates", "4", "--scale-dates", "8", "--repeats", "1"], out=out)
+    status = bench_main.main(["--quick", "--dates", "4", "--scale-dates", "8", "--repeats", "1",
+                              "--scale-out-dates", "3"], out=out)
     text = out.getvalue()
     assert status == 0, text
     lines = text.splitlines()
     for number, goal in (("1", "<= 0.6x"), ("2", "<= 1.0 s"), ("3", "<= 1.2x"), ("4a", "<= 400 MB"),
-                         ("4b", "< 10 MB"), ("5", "no goal yet")):
+                         ("4b", "< 10 MB"), ("5", "no goal yet"), ("8", "<= 1.5x"), ("9", "<= 1.1x"),
+                         ("10", "<= 0.6x"), ("11", "no goal yet")):
         assert any(line.startswith(f"{number}. ") and goal in line for line in lines), (number, text)
     assert "byte for byte: yes" in text
     assert "heavy libraries imported: none" in text

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import IRIS_CSV
+from conftest import IRIS_CSV, free_port
 from tasks import partition
 
 DAY = "2026-11-24"
@@ -30,6 +30,17 @@ def test_bad_usage_exits_2_with_one_line(cli, args, words):
     result = cli(*args)
     assert result.returncode == 2
     assert words in _one_line_error(result)
+
+
+def test_worker_without_a_central_scheduler_exits_2_and_with_luigid_down_exits_1(irisflow_config, cli):
+    """Exit 2 is bad configuration, which systemd does not restart; exit 1 (luigid down) it restarts."""
+    alone = cli("worker")
+    assert alone.returncode == 2
+    assert "worker needs a central scheduler" in _one_line_error(alone)
+    irisflow_config.set("core", default_scheduler_host="127.0.0.1", default_scheduler_port=free_port())
+    down = cli("worker")
+    assert down.returncode == 1
+    assert "not reachable" in _one_line_error(down)
 
 
 def test_unknown_model_in_config_exits_2(irisflow_config, cli):

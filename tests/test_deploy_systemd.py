@@ -17,7 +17,7 @@ from conftest import REPO
 from test_deploy_prometheus import tool
 
 INSTALL_SH = REPO / "deploy" / "install.sh"
-UNITS = ("irisflow.service", "luigid.service", "irisflow-backfill@.service")
+UNITS = ("irisflow.service", "luigid.service", "irisflow-backfill@.service", "irisflow-worker.service")
 BACKFILL_RANGE = "2026-01-01..2026-01-02"
 
 
@@ -101,10 +101,10 @@ def test_installed_units_are_rated_ok_by_systemd_security(installed):
 
 
 def test_units_share_one_hardening_block():
-    """The three units sandbox alike: a setting dropped from one would go unnoticed otherwise."""
+    """The units sandbox alike: a setting dropped from one would go unnoticed otherwise."""
     blocks = [hardening((REPO / "systemd" / name).read_text()) for name in UNITS]
     assert "ProtectSystem=strict" in blocks[0] and "NoNewPrivileges=yes" in blocks[0]
-    assert blocks[1] == blocks[0] and blocks[2] == blocks[0]
+    assert all(block == blocks[0] for block in blocks[1:])
 
 
 def test_units_follow_the_service_contract():
@@ -118,6 +118,11 @@ def test_units_follow_the_service_contract():
     assert "LUIGI_CONFIG_PATH=/etc/irisflow/luigi.cfg" in daemon
     config = (REPO / "deploy" / "etc" / "luigi.cfg").read_text()
     assert "output_root = /var/lib/irisflow/output" in config and "state_dir = /var/lib/irisflow/state" in config
+    worker = (REPO / "systemd" / "irisflow-worker.service").read_text()
+    for line in ("ExecStart=/opt/irisflow/venv/bin/python -m service worker", "WorkingDirectory=/opt/irisflow/app",
+                 "KillSignal=SIGTERM", "Restart=on-failure", "RestartPreventExitStatus=2"):
+        assert re.search(f"^{re.escape(line)}$", worker, re.M), line
+    assert "LUIGI_CONFIG_PATH=/etc/irisflow/luigi.cfg" in worker
     luigid = (REPO / "systemd" / "luigid.service").read_text()
     assert "--port 8082" in luigid and "StateDirectory=luigid" in luigid and "Restart=on-failure" in luigid
 

@@ -1,0 +1,90 @@
+"""`python -m service worker`: a Luigi assistant worker that adds a host's capacity to a central scheduler.
+
+An assistant (Luigi's `--assistant`) schedules nothing of its own: it asks luigid for any runnable task
+that other workers scheduled (a backfill, the daemon's runs, a stock `luigi` command) and runs it. The
+tasks themselves take the per-task locks of the partition contract on the shared output root, so an
+assistant and a backfill never build the same task at once, whichever host they run on.
+
+The heavy libraries are imported once, at start, so no task pays for them; SIGTERM (systemd's stop)
+lets the task in progress finish and then exits 0.
+"""
+import logging
+import signal
+import sys
+
+import luigi
+import luigi.rpc
+import luigi.worker
+
+from . import notifications
+from .config import ConfigError, central_scheduler, checked_settings, scheduler_url
+
+LOG = logging.getLogger("irisflow.worker")
+# How often an idle assistant asks luigid for work: Luigi's default (1 s plus up to 5 s of jitter) would
+# leave it idle while a backfill's own worker, which asks again at once, takes every task.
+ASK_EVERY_SECONDS = 0.2
+ASK_JITTER_SECONDS = 0.1
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+
+
+class SchedulerUnreachable(RuntimeError):
+    """luigid cannot be reached (at start, or for longer than Luigi's RPC retries mid-run)."""
+
+
+def _log_task_events():
+    """One line per task this worker finishes, as the journal of a long-running service should have."""
+    @luigi.Task.event_handler(luigi.Event.PROCESSING_TIME)
+    def finished(task, seconds):
+        LOG.info("%s finished in %.1f s", task, seconds)
+
+    @luigi.Task.event_handler(luigi.Event.FAILURE)
+    def failed(task, exception):
+        LOG.error("%s failed: %s", task, str(exception).partition("\n")[0])
+
+
+def serve_worker(processes=1, verbose=False):
+    """Run tasks luigid hands out until SIGTERM or SIGINT; returns the exit status (0).
+
+    `processes` > 1 runs that many tasks at once, each in a process forked from this one (Luigi's
+    `--workers`), which inherits the libraries imported here. Raises ConfigError without a central
+    scheduler, SchedulerUnreachable when luigid cannot be reached.
+    """
+    from tasks.iris import _import_heavy_libraries
+
+    from .runner import _unreachable_scheduler
+
+    if not central_scheduler():
+        raise ConfigError("worker needs a central scheduler: set [core] default_scheduler_host "
+                          "(and default_scheduler_port) in luigi.cfg")
+    checked_settings()
+    unreachable = _unreachable_scheduler()
+    if unreachable is not None:
+        raise SchedulerUnreachable(str(unreachable))
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT)
+    if not verbose:
+        logging.getLogger("luigi-interface").setLevel(logging.WARNING)
+    _import_heavy_libraries()
+    notifications.install()
+    _log_task_events()
+    url = scheduler_url()
+    # keep_alive: an assistant stays until told to stop, however long luigid has nothing for it.
+    worker = luigi.worker.Worker(scheduler=luigi.rpc.RemoteScheduler(url), worker_processes=processes,
+                                 assistant=True, keep_alive=True, wait_interval=ASK_EVERY_SECONDS,
+                                 wait_jitter=ASK_JITTER_SECONDS)
+
+    def phase_out(signum, _frame):
+        LOG.info("%s: no new tasks; stopping after the tasks in progress", signal.Signals(signum).name)
+        worker.handle_interrupt(signal.SIGUSR1, None)  # Luigi's own "stop asking for work"
+
+    previous = {signum: signal.signal(signum, phase_out) for signum in (signal.SIGTERM, signal.SIGINT)}
+    LOG.info("irisflow worker: assistant of %s with %d process(es)", url, processes)
+    try:
+        with worker:
+            worker.run()
+    except luigi.rpc.RPCError as exc:
+        raise SchedulerUnreachable(f"central scheduler {url} lost: {exc}") from None
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    LOG.info("irisflow worker stopped")
+    return 0

@@ -1,0 +1,283 @@
+"""Several hosts, one luigid, one shared output root: each host a network namespace of its own.
+
+luigid runs in a "scheduler" namespace holding a bridge (10.88.0.1); every host is another namespace
+joined to the bridge by a veth pair, with its own address and hostname (its own UTS namespace), so the
+runs talk to luigid over real TCP and luigid's task history names the host that ran each task. The hosts
+share the output root through the file system (the kernel here has no NFS; a shared POSIX file system is
+what production hosts would mount). Addresses and port exist only inside the namespaces this file makes.
+
+luigid uses a small worker_disconnect_delay and retry_delay; its prune period is Luigi's fixed 60 s.
+"""
+import datetime as dt
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+
+import luigi
+import pytest
+
+from conftest import REPO, poll
+from tasks import partition
+
+pytestmark = pytest.mark.slow
+
+SCHEDULER_ADDRESS = "10.88.0.1"
+SCHEDULER_PORT = 8082  # inside the test's own namespace, where nothing else listens
+DISCONNECT_DELAY = 5
+PRUNE_PERIOD = 60  # luigi/server.py prunes every 60 s, whatever the configuration says
+START = dt.date(2026, 3, 1)
+LIGHT_MODELS = '["logistic_regression", "decision_tree"]'
+
+
+def _ip(*args):
+    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+
+
+class Network:
+    """Namespaces on a bridge; every namespace and process it made goes on close()."""
+
+    def __init__(self):
+        self.tag = uuid.uuid4().hex[:6]
+        self.scheduler = self._namespace("sched")
+        self.hosts = {}
+        self.processes = []
+        for command in (["link", "add", "br0", "type", "bridge"], ["addr", "add", f"{SCHEDULER_ADDRESS}/24", "dev", "br0"],
+                        ["link", "set", "br0", "up"]):
+            self._run_in(self.scheduler, *command)
+
+    def _namespace(self, role):
+        name = f"irisflow-{self.tag}-{role}"
+        result = _ip("netns", "add", name)
+        if result.returncode != 0:
+            raise OSError(result.stderr.strip())
+        self._run_in(name, "link", "set", "lo", "up")
+        return name
+
+    def _run_in(self, namespace, *command):
+        result = _ip("-n", namespace, *command)
+        assert result.returncode == 0, f"ip -n {namespace} {' '.join(command)}: {result.stderr}"
+
+    def add_host(self, name):
+        """A host: its namespace, a veth pair to the bridge, the next address on 10.88.0.0/24."""
+        namespace = self._namespace(name)
+        number = len(self.hosts) + 2
+        peer = f"to-{name}"[:15]
+        result = _ip("link", "add", "eth0", "netns", namespace, "type", "veth", "peer", "name", peer,
+                     "netns", self.scheduler)
+        assert result.returncode == 0, result.stderr
+        self._run_in(self.scheduler, "link", "set", peer, "master", "br0", "up")
+        self._run_in(namespace, "addr", "add", f"10.88.0.{number}/24", "dev", "eth0")
+        self._run_in(namespace, "link", "set", "eth0", "up")
+        self.hosts[name] = namespace
+        return namespace
+
+    def start(self, namespace, hostname, argv, env, **kwargs):
+        """argv in the namespace, under its own hostname (a UTS namespace of its own)."""
+        command = ["ip", "netns", "exec", namespace, "unshare", "--uts", "sh", "-c",
+                   'hostname "$0" && exec "$@"', hostname, *argv]
+        streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **kwargs}
+        process = subprocess.Popen(command, cwd=REPO, env=env, text=True, **streams)
+        self.processes.append(process)
+        return process
+
+    def close(self):
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+            process.communicate(timeout=30)
+        for namespace in [*self.hosts.values(), self.scheduler]:
+            _ip("netns", "delete", namespace)
+
+
+@pytest.fixture
+def network(request):
+    if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("unshare"):
+        pytest.skip("network namespaces need root, iproute2 and unshare")
+    try:
+        made = Network()
+    except OSError as exc:
+        pytest.skip(f"the kernel refuses network namespaces: {exc}")
+    request.addfinalizer(made.close)
+    return made
+
+
+class Luigid:
+    """luigid in the scheduler namespace, with task history in SQLite; restartable on its saved state."""
+
+    def __init__(self, network, tmp_path):
+        self.network, self.history = network, tmp_path / "history.sqlite"
+        self.state, self.logs = tmp_path / "luigid-state.pickle", tmp_path / "luigid-logs"
+        self.logs.mkdir()
+        self.config = tmp_path / "luigid.cfg"
+        self.config.write_text(
+            "[scheduler]\nrecord_task_history = true\nremove_delay = 600\n"
+            f"worker_disconnect_delay = {DISCONNECT_DELAY}\nretry_delay = 1\n"
+            f"[task_history]\ndb_connection = sqlite:///{self.history}\n")
+        self.process = None
+        self.start()
+
+    def start(self):
+        self.process = self.network.start(
+            self.network.scheduler, "scheduler",
+            [os.path.join(os.path.dirname(sys.executable), "luigid"), "--address", SCHEDULER_ADDRESS, "--port",
+             str(SCHEDULER_PORT), "--logdir", str(self.logs), "--state-path", str(self.state)],
+            {**os.environ, "LUIGI_CONFIG_PATH": str(self.config)})
+        poll("luigid to listen", lambda: f"{SCHEDULER_PORT:04X}" in self._listening(), timeout=60)
+
+    def _listening(self):
+        assert self.process.poll() is None, self.process.communicate()[1][-2000:]
+        result = subprocess.run(["ip", "netns", "exec", self.network.scheduler, "cat", "/proc/net/tcp"],
+                                capture_output=True, text=True, timeout=30)
+        return " ".join(line.split()[1] for line in result.stdout.splitlines()[1:] if line.split()[3] == "0A")
+
+    def restart(self):
+        """SIGTERM (luigid saves its state) and start again at once, on the same address and state."""
+        self.process.terminate()
+        self.process.communicate(timeout=60)
+        self.start()
+
+    def runs(self):
+        """[(task_id, host)] of every RUNNING event in the task history."""
+        with sqlite3.connect(self.history) as db:
+            return db.execute("SELECT t.task_id, t.host FROM task_events e JOIN tasks t ON t.id = e.task_id "
+                              "WHERE e.event_name = 'RUNNING'").fetchall()
+
+    def hosts_running(self):
+        """Hosts whose last recorded event of some task is RUNNING: a task in progress there."""
+        with sqlite3.connect(self.history) as db:
+            rows = db.execute("SELECT t.host, e.event_name FROM task_events e JOIN tasks t ON t.id = e.task_id "
+                              "WHERE e.id IN (SELECT MAX(id) FROM task_events GROUP BY task_id)").fetchall()
+        return {host for host, event in rows if event == "RUNNING"}
+
+
+@pytest.fixture
+def luigid(network, irisflow_config, tmp_path):
+    """luigid up, and the hosts' luigi.cfg pointed at it (light models, so the runs are short)."""
+    scheduler = Luigid(network, tmp_path)
+    irisflow_config.set("core", default_scheduler_host=SCHEDULER_ADDRESS, default_scheduler_port=SCHEDULER_PORT)
+    irisflow_config.set("iris", models=LIGHT_MODELS)
+    return scheduler
+
+
+def _dates(count):
+    return [START + dt.timedelta(days=i) for i in range(count)]
+
+
+def _backfill(network, host, config, count, workers=1):
+    return network.start(network.hosts[host], host,
+                         [sys.executable, "-m", "service", "backfill", "--start", str(START),
+                          "--end", str(_dates(count)[-1]), "--workers", str(workers)], config.env())
+
+
+def _finished_cleanly(process, timeout=180):
+    stdout, stderr = process.communicate(timeout=timeout)
+    assert process.returncode == 0, stdout + stderr
+    assert "FAILED" not in stdout + stderr, stdout + stderr
+    return stdout
+
+
+def _all_complete(config, count):
+    return all(partition.is_complete(config.output_root, date) for date in _dates(count))
+
+
+def _task_ids(count):
+    """The id of every task that builds the first `count` dates (not the external input), as any entry
+    point builds them."""
+    from luigi.task import flatten
+
+    from tasks.iris import IrisPipeline
+
+    found, pending = set(), [IrisPipeline(date=date) for date in _dates(count)]
+    while pending:
+        task = pending.pop()
+        if task.task_id not in found and not isinstance(task, luigi.ExternalTask):
+            found.add(task.task_id)
+            pending.extend(flatten(task.requires()))
+    return found
+
+
+def _ran_each_once(runs, count):
+    """True when luigid's history shows each of the dates' tasks run exactly once (and nothing else)."""
+    ran = [task_id for task_id, _ in runs]
+    return len(ran) == len(set(ran)) and set(ran) == _task_ids(count)
+
+
+def test_two_hosts_backfilling_one_range_run_each_task_once_and_both_succeed(network, luigid, irisflow_config):
+    for host in ("host-a", "host-b"):
+        network.add_host(host)
+    count = 12
+    backfills = [_backfill(network, host, irisflow_config, count) for host in ("host-a", "host-b")]
+    for backfill in backfills:
+        _finished_cleanly(backfill)
+    assert _all_complete(irisflow_config, count)
+    runs = luigid.runs()
+    assert _ran_each_once(runs, count), runs
+    assert {host for _, host in runs} == {"host-a", "host-b"}, "the work did not spread over the hosts"
+
+
+def test_an_assistant_worker_on_another_host_takes_a_share_and_stops_cleanly(network, luigid, irisflow_config,
+                                                                           tmp_path):
+    """`python -m service worker` on host-b runs tasks host-a's backfill scheduled; a stock `luigi`
+    command for one of the dates (same task ids) on host-c adds no second run; SIGTERM ends the worker 0."""
+    for host in ("host-a", "host-b", "host-c"):
+        network.add_host(host)
+    log = tmp_path / "worker.log"
+    with open(log, "w") as stderr:
+        worker = network.start(network.hosts["host-b"], "host-b", [sys.executable, "-m", "service", "worker"],
+                               irisflow_config.env(), stderr=stderr)
+    poll("the worker to start", lambda: "irisflow worker: assistant of" in log.read_text(), timeout=60)
+    count = 10
+    backfill = _backfill(network, "host-a", irisflow_config, count)
+    stock = network.start(network.hosts["host-c"], "host-c",
+                          [os.path.join(os.path.dirname(sys.executable), "luigi"), "--module", "tasks.iris",
+                           "IrisPipeline", "--date", str(_dates(count)[-1])], irisflow_config.env())
+    _finished_cleanly(backfill)
+    stock.communicate(timeout=180)
+    assert stock.returncode == 0
+    assert _all_complete(irisflow_config, count)
+    runs = luigid.runs()
+    assert _ran_each_once(runs, count), runs
+    assert "host-b" in {host for _, host in runs}, "the assistant ran nothing"
+    worker.send_signal(signal.SIGTERM)
+    worker.communicate(timeout=60)
+    assert worker.returncode == 0, log.read_text()
+    assert "finished in" in log.read_text() and "irisflow worker stopped" in log.read_text()
+
+
+def test_a_host_killed_mid_backfill_loses_nothing(network, luigid, irisflow_config):
+    """host-a is SIGKILLed while it runs a task: host-b finishes every date, including the one host-a held,
+    within worker_disconnect_delay plus a prune period, without reporting a date failed; host-a's next
+    backfill finds the range complete."""
+    for host in ("host-a", "host-b"):
+        network.add_host(host)
+    count = 16
+    doomed = _backfill(network, "host-a", irisflow_config, count)
+    survivor = _backfill(network, "host-b", irisflow_config, count)
+    poll("host-a to run a task", lambda: "host-a" in luigid.hosts_running() and len(luigid.runs()) >= 12,
+         timeout=120)
+    doomed.kill()
+    killed = time.monotonic()
+    doomed.communicate(timeout=30)
+    _finished_cleanly(survivor, timeout=DISCONNECT_DELAY + PRUNE_PERIOD + 120)
+    assert time.monotonic() - killed < DISCONNECT_DELAY + PRUNE_PERIOD + 60
+    assert _all_complete(irisflow_config, count)
+    again = _finished_cleanly(_backfill(network, "host-a", irisflow_config, count))
+    assert "already complete (16 dates)" in again
+    assert not list(irisflow_config.output_root.rglob("*.tmp-*")), "temporaries of the killed host remain"
+
+
+def test_luigid_restarted_mid_backfill_fails_no_date(network, luigid, irisflow_config):
+    for host in ("host-a", "host-b"):
+        network.add_host(host)
+    count = 16
+    backfills = [_backfill(network, host, irisflow_config, count) for host in ("host-a", "host-b")]
+    poll("some progress", lambda: len(luigid.runs()) >= 20, timeout=120)
+    luigid.restart()
+    for backfill in backfills:
+        _finished_cleanly(backfill)
+    assert _all_complete(irisflow_config, count)
