@@ -49,12 +49,9 @@ bench: $(VENV)/.runtime
 	$(PY) -m bench
 
 ## lint: style (ruff) and types (mypy) of service/, tasks/ and bench/, as configured in pyproject.toml
-# FORMATTED: the files `ruff format` is already checked on; the rest of the tree is formatted once
-# (`make format`) when the open branches have landed, and then this list goes.
-FORMATTED := setup.py service/defaults.py
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check
-	$(VENV)/bin/ruff format --check $(FORMATTED)
+	$(VENV)/bin/ruff format --check
 	$(VENV)/bin/mypy
 
 ## format: rewrite the code in ruff's style and apply ruff's safe fixes

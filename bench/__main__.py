@@ -1,4 +1,5 @@
 """`python -m bench [--quick]`: run every figure and print one a line (see the package docstring)."""
+
 import argparse
 import os
 import sys
@@ -13,8 +14,11 @@ QUICK = figures.Plan(dates=30, scale_dates=300, repeats=1, daemon_runs=60, daemo
 
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help=f"a smaller run: {QUICK.dates} and {QUICK.scale_dates} dates, {QUICK.repeats} repeat")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"a smaller run: {QUICK.dates} and {QUICK.scale_dates} dates, {QUICK.repeats} repeat",
+    )
     parser.add_argument("--dates", type=int, help="dates of the backfill figures (default 365)")
     parser.add_argument("--scale-dates", type=int, help="dates of the scaling figure's large run (default 3650)")
     parser.add_argument("--repeats", type=int, help="runs per timing; medians are quoted (default 3)")
@@ -24,9 +28,16 @@ def build_parser():
 
 def plan_from(args):
     plan = QUICK if args.quick else figures.Plan()
-    chosen = {key: value for key, value in (("dates", args.dates), ("scale_dates", args.scale_dates),
-                                            ("repeats", args.repeats),
-                                            ("scale_out_dates", args.scale_out_dates)) if value}
+    chosen = {
+        key: value
+        for key, value in (
+            ("dates", args.dates),
+            ("scale_dates", args.scale_dates),
+            ("repeats", args.repeats),
+            ("scale_out_dates", args.scale_out_dates),
+        )
+        if value
+    }
     return figures.Plan(**{**plan.__dict__, **chosen})
 
 
@@ -35,16 +46,24 @@ def main(argv=None, out=sys.stdout):
     plan = plan_from(build_parser().parse_args(argv))
     started = time.monotonic()
     say = lambda text: print(text, file=out, flush=True)  # noqa: E731
-    say(f"irisflow benchmark: {plan.dates} dates, {plan.repeats} repeat(s), {os.cpu_count()} cores, "
-        f"load average {os.getloadavg()[0]:.2f} at start; timings are medians")
+    say(
+        f"irisflow benchmark: {plan.dates} dates, {plan.repeats} repeat(s), {os.cpu_count()} cores, "
+        f"load average {os.getloadavg()[0]:.2f} at start; timings are medians"
+    )
     with tempfile.TemporaryDirectory(prefix="irisflow-bench-") as tmp:
         try:
             first, memory, identical, complete = figures.backfill_cold(plan, tmp)
-            for figure in (lambda: first, lambda: figures.backfill_nothing_to_do(plan, complete),
-                           lambda: figures.scaling(plan, tmp), lambda: memory,
-                           lambda: figures.daemon_memory(plan, tmp), lambda: figures.one_date_cold(plan, tmp),
-                           lambda: figures.drift_per_date(plan, tmp), lambda: figures.view_render(plan, tmp),
-                           *scale_out.figures(plan, tmp)):
+            for figure in (
+                lambda: first,
+                lambda: figures.backfill_nothing_to_do(plan, complete),
+                lambda: figures.scaling(plan, tmp),
+                lambda: memory,
+                lambda: figures.daemon_memory(plan, tmp),
+                lambda: figures.one_date_cold(plan, tmp),
+                lambda: figures.drift_per_date(plan, tmp),
+                lambda: figures.view_render(plan, tmp),
+                *scale_out.figures(plan, tmp),
+            ):
                 for line in figure().lines():
                     say(line)
         except BenchError as exc:

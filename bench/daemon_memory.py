@@ -8,6 +8,7 @@ all of them, in bytes.
 
     python -m bench.daemon_memory --runs 500 --first 50
 """
+
 import argparse
 import datetime as dt
 import json
@@ -46,8 +47,16 @@ def main(argv=None):
             measured[run] = rss()
     scheduler.remove_all_jobs()
     scheduler.shutdown(wait=False)
-    print(json.dumps({"first": args.first, "runs": args.runs, "rss_after_first": measured[args.first],
-                      "rss_after_all": measured[args.runs]}))
+    print(
+        json.dumps(
+            {
+                "first": args.first,
+                "runs": args.runs,
+                "rss_after_first": measured[args.first],
+                "rss_after_all": measured[args.runs],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Every figure runs real processes (`python -m service …`, `python -m bench.refe
 Workspaces, in turns with its reference so that load from other processes hits both alike, and quotes
 medians over `plan.repeats`.
 """
+
 import datetime as dt
 import json
 import os
@@ -78,8 +79,11 @@ def backfill_cold(plan, tmp):
             shutil.rmtree(pair.pop(0).path)
         return pair[-1]
 
-    references, backfills = alternate(plan.repeats, lambda _: _reference(fresh("reference"), START, plan.dates),
-                                      lambda _: _backfill(fresh("backfill"), plan, plan.dates, plan.workers))
+    references, backfills = alternate(
+        plan.repeats,
+        lambda _: _reference(fresh("reference"), START, plan.dates),
+        lambda _: _backfill(fresh("backfill"), plan, plan.dates, plan.workers),
+    )
     reference, backfill = pair
     compared, differing = outputs.differences(reference.output_root, backfill.output_root)
     shutil.rmtree(reference.path)
@@ -89,39 +93,62 @@ def backfill_cold(plan, tmp):
     busy = statistics.median(b.cpu_seconds / b.seconds for b in backfills)
     peak = max(b.peak_rss for b in backfills)
     return (
-        Figure("1", f"backfill, cold ({plan.dates} dates, default models, --workers {plan.workers})",
-               f"{median_seconds(backfills):.1f} s = {ratio:.2f}x the plain reference loop "
-               f"({median_seconds(references):.1f} s)", "<= 0.6x", ratio <= 0.6,
-               (f"CPU time {cpu_ratio:.2f}x the reference loop's; {busy:.2f} of {os.cpu_count()} cores busy on average",
+        Figure(
+            "1",
+            f"backfill, cold ({plan.dates} dates, default models, --workers {plan.workers})",
+            f"{median_seconds(backfills):.1f} s = {ratio:.2f}x the plain reference loop "
+            f"({median_seconds(references):.1f} s)",
+            "<= 0.6x",
+            ratio <= 0.6,
+            (
+                f"CPU time {cpu_ratio:.2f}x the reference loop's; {busy:.2f} of {os.cpu_count()} cores busy on average",
                 f"outputs equal the reference loop's, byte for byte: {'yes' if identical else 'NO'} "
-                f"({len(compared)} files" + (f"; differing: {', '.join(differing[:5])})" if differing else ")"))),
-        Figure("4a", "memory: peak RSS of that backfill, summed over its process tree",
-               f"{peak / MB:.0f} MB (PSS, shared pages counted once: {max(b.peak_pss for b in backfills) / MB:.0f} MB; "
-               f"the reference loop: {max(r.peak_rss for r in references) / MB:.0f} MB RSS)",
-               "<= 400 MB", peak <= 400 * MB),
-        identical, backfill)
+                f"({len(compared)} files" + (f"; differing: {', '.join(differing[:5])})" if differing else ")"),
+            ),
+        ),
+        Figure(
+            "4a",
+            "memory: peak RSS of that backfill, summed over its process tree",
+            f"{peak / MB:.0f} MB (PSS, shared pages counted once: {max(b.peak_pss for b in backfills) / MB:.0f} MB; "
+            f"the reference loop: {max(r.peak_rss for r in references) / MB:.0f} MB RSS)",
+            "<= 400 MB",
+            peak <= 400 * MB,
+        ),
+        identical,
+        backfill,
+    )
 
 
 def backfill_nothing_to_do(plan, workspace):
     """Figure 2: the same backfill again with every date complete, as a whole process, against a
     process that only imports the heavy libraries a command with nothing to compute must not load."""
     repeats = max(plan.repeats, 5)
-    noops, imports = alternate(repeats, lambda _: _backfill(workspace, plan, plan.dates),
-                               lambda _: workspace.run("-c", "import pandas, sklearn.ensemble, pandera.pandas"))
-    traced = workspace.run("-X", "importtime", "-m", "service", "backfill", "--start", str(START),
-                           "--end", str(plan.end(plan.dates)))
+    noops, imports = alternate(
+        repeats,
+        lambda _: _backfill(workspace, plan, plan.dates),
+        lambda _: workspace.run("-c", "import pandas, sklearn.ensemble, pandera.pandas"),
+    )
+    traced = workspace.run(
+        "-X", "importtime", "-m", "service", "backfill", "--start", str(START), "--end", str(plan.end(plan.dates))
+    )
     loaded = sorted(imported_modules(traced.stderr) & set(HEAVY))
     seconds = median_seconds(noops)
-    return Figure("2", f"backfill, nothing to do ({plan.dates} dates complete, whole process)",
-                  f"{seconds:.2f} s = {median_ratio(noops, imports):.2f}x a process that only imports "
-                  f"{', '.join(HEAVY)} ({median_seconds(imports):.2f} s); heavy libraries imported: "
-                  f"{', '.join(loaded) or 'none'}", "<= 1.0 s", seconds <= 1.0 and not loaded)
+    return Figure(
+        "2",
+        f"backfill, nothing to do ({plan.dates} dates complete, whole process)",
+        f"{seconds:.2f} s = {median_ratio(noops, imports):.2f}x a process that only imports "
+        f"{', '.join(HEAVY)} ({median_seconds(imports):.2f} s); heavy libraries imported: "
+        f"{', '.join(loaded) or 'none'}",
+        "<= 1.0 s",
+        seconds <= 1.0 and not loaded,
+    )
 
 
 def scaling(plan, tmp):
     """Figure 3: seconds per date of a light backfill at scale_dates against the same at dates.
 
     The large run is made once (it takes a minute; its per-date figure is the steadier one)."""
+
     def per_date(count):
         workspace = Workspace(tmp, f"scaling-{count}", iris=LIGHT)
         measured = _backfill(workspace, plan, count, plan.workers)
@@ -130,9 +157,14 @@ def scaling(plan, tmp):
 
     small = statistics.median(per_date(plan.dates) for _ in range(plan.repeats))
     large = per_date(plan.scale_dates)
-    return Figure("3", f"scaling (decision_tree only, --workers {plan.workers})",
-                  f"{large * 1000:.1f} ms/date at {plan.scale_dates} dates = {large / small:.2f}x "
-                  f"{small * 1000:.1f} ms/date at {plan.dates} dates", "<= 1.2x", large / small <= 1.2)
+    return Figure(
+        "3",
+        f"scaling (decision_tree only, --workers {plan.workers})",
+        f"{large * 1000:.1f} ms/date at {plan.scale_dates} dates = {large / small:.2f}x "
+        f"{small * 1000:.1f} ms/date at {plan.dates} dates",
+        "<= 1.2x",
+        large / small <= 1.2,
+    )
 
 
 def one_date_cold(plan, tmp):
@@ -140,25 +172,44 @@ def one_date_cold(plan, tmp):
     workspace = Workspace(tmp, "one-date")
     days = [START + dt.timedelta(days=i) for i in range(plan.repeats)]
     runs, references = alternate(
-        plan.repeats, lambda i: workspace.run("-m", "service", "run", "--date", str(days[i])),
-        lambda i: _reference(workspace, days[i] + dt.timedelta(days=1000), 1))
+        plan.repeats,
+        lambda i: workspace.run("-m", "service", "run", "--date", str(days[i])),
+        lambda i: _reference(workspace, days[i] + dt.timedelta(days=1000), 1),
+    )
     shutil.rmtree(workspace.path)
-    return Figure("5", "one date, cold process (python -m service run --date D)",
-                  f"{median_seconds(runs):.2f} s = {median_ratio(runs, references):.2f}x the reference "
-                  f"loop's cold process for one date ({median_seconds(references):.2f} s)")
+    return Figure(
+        "5",
+        "one date, cold process (python -m service run --date D)",
+        f"{median_seconds(runs):.2f} s = {median_ratio(runs, references):.2f}x the reference "
+        f"loop's cold process for one date ({median_seconds(references):.2f} s)",
+    )
 
 
 def daemon_memory(plan, tmp):
     """Figure 4b: the daemon's RSS after daemon_runs scheduled runs against its RSS after daemon_first."""
     workspace = Workspace(tmp, "daemon", iris=LIGHT)
-    measured = json.loads(workspace.run("-m", "bench.daemon_memory", "--runs", str(plan.daemon_runs),
-                                        "--first", str(plan.daemon_first), "--start", str(START)).stdout)
+    measured = json.loads(
+        workspace.run(
+            "-m",
+            "bench.daemon_memory",
+            "--runs",
+            str(plan.daemon_runs),
+            "--first",
+            str(plan.daemon_first),
+            "--start",
+            str(START),
+        ).stdout
+    )
     shutil.rmtree(workspace.path)
     growth = measured["rss_after_all"] - measured["rss_after_first"]
-    return Figure("4b", f"memory: daemon RSS growth from run {plan.daemon_first} to run {plan.daemon_runs} "
-                  "(one day per run on an injected clock, decision_tree only, runs in the daemon's process)",
-                  f"{growth / MB:+.1f} MB ({measured['rss_after_first'] / MB:.0f} -> "
-                  f"{measured['rss_after_all'] / MB:.0f} MB)", "< 10 MB", growth < 10 * MB)
+    return Figure(
+        "4b",
+        f"memory: daemon RSS growth from run {plan.daemon_first} to run {plan.daemon_runs} "
+        "(one day per run on an injected clock, decision_tree only, runs in the daemon's process)",
+        f"{growth / MB:+.1f} MB ({measured['rss_after_first'] / MB:.0f} -> {measured['rss_after_all'] / MB:.0f} MB)",
+        "< 10 MB",
+        growth < 10 * MB,
+    )
 
 
 def drift_per_date(plan, tmp):
@@ -168,13 +219,19 @@ def drift_per_date(plan, tmp):
     built = _reference(workspace, START, DRIFT_HISTORY + 1)
     per_date = built.seconds / (DRIFT_HISTORY + 1)
     date = START + dt.timedelta(days=DRIFT_HISTORY)
-    measured = json.loads(workspace.run("-m", "bench.view", "drift", "--date", str(date), "--repeats",
-                                        str(max(plan.repeats, 5))).stdout)
+    measured = json.loads(
+        workspace.run("-m", "bench.view", "drift", "--date", str(date), "--repeats", str(max(plan.repeats, 5))).stdout
+    )
     shutil.rmtree(workspace.path)
     share = measured["seconds"] / per_date
-    return Figure("6", f"drift per date (4 features and species against {DRIFT_HISTORY} complete dates)",
-                  f"{measured['seconds'] * 1000:.0f} ms = {share:.2f}x a whole date's pipeline in the reference loop "
-                  f"({per_date * 1000:.0f} ms/date)", "<= 0.25x", share <= 0.25)
+    return Figure(
+        "6",
+        f"drift per date (4 features and species against {DRIFT_HISTORY} complete dates)",
+        f"{measured['seconds'] * 1000:.0f} ms = {share:.2f}x a whole date's pipeline in the reference loop "
+        f"({per_date * 1000:.0f} ms/date)",
+        "<= 0.25x",
+        share <= 0.25,
+    )
 
 
 def view_render(plan, tmp):
@@ -184,9 +241,13 @@ def view_render(plan, tmp):
     measured = json.loads(workspace.run("-m", "bench.view", "grid", "--copies", str(plan.scale_dates)).stdout)
     shutil.rmtree(workspace.path)
     whole = measured["all_dates_seconds"]
-    return Figure("7", f"partition view over {measured['dates']} dates (served pages, no browser)",
-                  f"all dates on one page {whole:.2f} s ({whole / measured['dates'] * 1000:.2f} ms/date, "
-                  f"{measured['html_bytes'] / MB:.1f} MB of HTML); {measured['years']} year pages "
-                  f"{measured['year_pages_seconds']:.2f} s; one date page {measured['date_page_seconds'] * 1000:.0f} ms; "
-                  f"heavy libraries imported: {', '.join(measured['heavy_imported']) or 'none'}",
-                  "<= 2 s, no heavy import", whole <= 2 and not measured["heavy_imported"])
+    return Figure(
+        "7",
+        f"partition view over {measured['dates']} dates (served pages, no browser)",
+        f"all dates on one page {whole:.2f} s ({whole / measured['dates'] * 1000:.2f} ms/date, "
+        f"{measured['html_bytes'] / MB:.1f} MB of HTML); {measured['years']} year pages "
+        f"{measured['year_pages_seconds']:.2f} s; one date page {measured['date_page_seconds'] * 1000:.0f} ms; "
+        f"heavy libraries imported: {', '.join(measured['heavy_imported']) or 'none'}",
+        "<= 2 s, no heavy import",
+        whole <= 2 and not measured["heavy_imported"],
+    )

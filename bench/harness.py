@@ -5,6 +5,7 @@ repo's luigi.cfg, so the defaults under test are the shipped ones). `run` starts
 real process and measures its wall time and the peak memory of its whole process tree, children
 included, by sampling /proc.
 """
+
 import os
 import resource
 import statistics
@@ -45,13 +46,20 @@ class Workspace:
         self.path = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=parent))
         self.output_root = self.path / "output"
         self.config = self.path / "luigi.cfg"
-        sections = {"iris": {"source": IRIS_CSV, "output_root": self.output_root, **(iris or {})},
-                    "service": {"state_dir": self.path / "state", **(service or {})},
-                    # Drift against a pinned reference: against recent dates it would depend on the order
-                    # dates were built in, and outputs could not be compared byte for byte.
-                    "quality": {"reference": IRIS_CSV}, "core": core or {}}
-        self.config.write_text("".join(f"[{section}]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items())
-                                       for section, keys in sections.items()))
+        sections = {
+            "iris": {"source": IRIS_CSV, "output_root": self.output_root, **(iris or {})},
+            "service": {"state_dir": self.path / "state", **(service or {})},
+            # Drift against a pinned reference: against recent dates it would depend on the order
+            # dates were built in, and outputs could not be compared byte for byte.
+            "quality": {"reference": IRIS_CSV},
+            "core": core or {},
+        }
+        self.config.write_text(
+            "".join(
+                f"[{section}]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items())
+                for section, keys in sections.items()
+            )
+        )
 
     def env(self, **extra):
         return {**os.environ, "LUIGI_CONFIG_PATH": str(self.config), "PYTHONPATH": str(REPO), **extra}
@@ -65,9 +73,17 @@ class Workspace:
         """Start every command at once and measure until the last ends: wall time, CPU, the peak memory
         of the first one's process tree; BenchError if one fails."""
         started, cpu_before = time.perf_counter(), _children_cpu()
-        processes = [subprocess.Popen([sys.executable, *args] if python else list(args), cwd=REPO,
-                                      env=self.env(**env), text=True, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE) for args in commands]
+        processes = [
+            subprocess.Popen(
+                [sys.executable, *args] if python else list(args),
+                cwd=REPO,
+                env=self.env(**env),
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            for args in commands
+        ]
         with TreeMemory(processes[0].pid) as memory:
             outputs = [process.communicate() for process in processes]
         seconds, cpu = time.perf_counter() - started, _children_cpu() - cpu_before
@@ -155,10 +171,15 @@ def median_seconds(results):
 
 def median_ratio(numerators, denominators, field="seconds"):
     """The median of the per-repeat ratios of a field: each ratio compares runs taken side by side."""
-    return statistics.median(getattr(n, field) / getattr(d, field) for n, d in zip(numerators, denominators, strict=True))
+    return statistics.median(
+        getattr(n, field) / getattr(d, field) for n, d in zip(numerators, denominators, strict=True)
+    )
 
 
 def imported_modules(importtime_log):
     """Top-level module names in the stderr of `python -X importtime …`."""
-    return {line.rsplit("|", 1)[1].strip().split(".")[0]
-            for line in importtime_log.splitlines() if line.startswith("import time:") and "|" in line}
+    return {
+        line.rsplit("|", 1)[1].strip().split(".")[0]
+        for line in importtime_log.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }

@@ -4,6 +4,7 @@ Every output of this pipeline is deterministic (seeded split and models; joblib 
 two runs of the same dates agree on every byte except where a file names its own output root (the
 snapshot path in validation.json); that path is replaced by a placeholder before comparing.
 """
+
 from pathlib import Path
 
 from tasks import partition
@@ -12,8 +13,12 @@ from tasks import partition
 def partition_files(root):
     """Every file of every date partition under root, relative to root (locks, staging, failed/ left out)."""
     root = Path(root)
-    return sorted(path.relative_to(root).as_posix() for date in partition.dates_present(root)
-                  for path in partition.partition_dir(root, date).rglob("*") if path.is_file())
+    return sorted(
+        path.relative_to(root).as_posix()
+        for date in partition.dates_present(root)
+        for path in partition.partition_dir(root, date).rglob("*")
+        if path.is_file()
+    )
 
 
 def differences(root_a, root_b):

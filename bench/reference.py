@@ -8,6 +8,7 @@ cost or save.
 
     python -m bench.reference --start 2024-01-01 --end 2024-12-30
 """
+
 import argparse
 
 import luigi

@@ -8,6 +8,7 @@
    one such process alone;
 11. the runner's helper pool: `backfill --workers 2` against `backfill --workers 1`.
 """
+
 import contextlib
 import dataclasses
 import datetime as dt
@@ -50,16 +51,30 @@ class Luigid:
         self.folder = Path(tempfile.mkdtemp(prefix="luigid-", dir=tmp))
         config = self.folder / "luigid.cfg"
         shipped = (REPO / "deploy" / "etc" / "luigid.cfg").read_text()
-        config.write_text(shipped.replace("sqlite:////var/lib/luigid/task-history.db",
-                                          f"sqlite:///{self.folder / 'history.db'}")
-                          .replace("record_task_history = true", f"record_task_history = {str(history).lower()}"))
+        config.write_text(
+            shipped.replace(
+                "sqlite:////var/lib/luigid/task-history.db", f"sqlite:///{self.folder / 'history.db'}"
+            ).replace("record_task_history = true", f"record_task_history = {str(history).lower()}")
+        )
         (self.folder / "logs").mkdir()
         self.port = _free_port()
         self.server = subprocess.Popen(
-            [os.path.join(os.path.dirname(sys.executable), "luigid"), "--address", "127.0.0.1", "--port",
-             str(self.port), "--logdir", str(self.folder / "logs"), "--state-path", str(self.folder / "state.pickle")],
-            env={**os.environ, "LUIGI_CONFIG_PATH": str(config)}, cwd=self.folder,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                os.path.join(os.path.dirname(sys.executable), "luigid"),
+                "--address",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--logdir",
+                str(self.folder / "logs"),
+                "--state-path",
+                str(self.folder / "state.pickle"),
+            ],
+            env={**os.environ, "LUIGI_CONFIG_PATH": str(config)},
+            cwd=self.folder,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 60
         while not _accepts(self.port):
             if self.server.poll() is not None or time.monotonic() > deadline:
@@ -94,21 +109,40 @@ def _central(port):
 
 def _backfill(workspace, start, count, workers, **env):
     end = start + dt.timedelta(days=count - 1)
-    return workspace.run("-m", "service", "backfill", "--start", str(start), "--end", str(end),
-                         "--workers", str(workers), **env)
+    return workspace.run(
+        "-m", "service", "backfill", "--start", str(start), "--end", str(end), "--workers", str(workers), **env
+    )
 
 
 def stock_luigi(plan, tmp, start):
     """Figure 8: the stock command over `plan.dates` dates against the runner, both with 2 workers."""
+
     def stock(i):
         workspace = Workspace(tmp, "stock")
         first = start + dt.timedelta(days=i * plan.dates)
         stop = first + dt.timedelta(days=plan.dates)
-        measured = workspace.run(os.path.join(os.path.dirname(sys.executable), "luigi"), "--module", "tasks.iris",
-                                 "RangeDaily", "--of", "IrisPipeline", "--start", str(first), "--stop", str(stop),
-                                 "--days-back", "100000", "--task-limit", str(plan.dates), "--workers", str(plan.workers), "--local-scheduler",
-                                 "--log-level", "WARNING",
-                                 python=False)
+        measured = workspace.run(
+            os.path.join(os.path.dirname(sys.executable), "luigi"),
+            "--module",
+            "tasks.iris",
+            "RangeDaily",
+            "--of",
+            "IrisPipeline",
+            "--start",
+            str(first),
+            "--stop",
+            str(stop),
+            "--days-back",
+            "100000",
+            "--task-limit",
+            str(plan.dates),
+            "--workers",
+            str(plan.workers),
+            "--local-scheduler",
+            "--log-level",
+            "WARNING",
+            python=False,
+        )
         shutil.rmtree(workspace.path)
         return measured
 
@@ -120,16 +154,24 @@ def stock_luigi(plan, tmp, start):
 
     stocks, runners = alternate(plan.repeats, stock, runner)
     ratio = median_ratio(stocks, runners)
-    return Figure("8", f"stock luigi RangeDaily --of IrisPipeline --workers {plan.workers} ({plan.dates} dates)",
-                  f"{median_seconds(stocks):.1f} s = {ratio:.2f}x python -m service backfill --workers "
-                  f"{plan.workers} ({median_seconds(runners):.1f} s)", "<= 1.5x", ratio <= 1.5,
-                  (f"CPU time {median_ratio(stocks, runners, 'cpu_seconds'):.2f}x the runner's (a process forked "
-                   f"per task, against {plan.workers} long-lived processes)",))
+    return Figure(
+        "8",
+        f"stock luigi RangeDaily --of IrisPipeline --workers {plan.workers} ({plan.dates} dates)",
+        f"{median_seconds(stocks):.1f} s = {ratio:.2f}x python -m service backfill --workers "
+        f"{plan.workers} ({median_seconds(runners):.1f} s)",
+        "<= 1.5x",
+        ratio <= 1.5,
+        (
+            f"CPU time {median_ratio(stocks, runners, 'cpu_seconds'):.2f}x the runner's (a process forked "
+            f"per task, against {plan.workers} long-lived processes)",
+        ),
+    )
 
 
 def through_luigid(plan, tmp, start):
     """Figure 9: one backfill through luigid against the same on the local scheduler (one worker each,
     so the comparison is of the schedulers alone), and through luigid with urllib instead of requests."""
+
     def local(i):
         workspace = Workspace(tmp, "local")
         measured = _backfill(workspace, start + dt.timedelta(days=i * plan.dates), plan.dates, 1)
@@ -152,19 +194,26 @@ def through_luigid(plan, tmp, start):
     urllib, local_u = central(plan.repeats, hide_requests=True), local(plan.repeats)
     unrecorded, local_h = central(plan.repeats + 1, history=False), local(plan.repeats + 1)
     ratio = median_ratio(centrals, locals_)
-    return Figure("9", f"backfill through luigid ({plan.dates} dates, --workers 1, shipped luigid.cfg)",
-                  f"{median_seconds(centrals):.1f} s = {ratio:.2f}x the local scheduler "
-                  f"({median_seconds(locals_):.1f} s)", "<= 1.1x", ratio <= 1.1,
-                  (f"luigid's own CPU time meanwhile: {statistics.median(c.scheduler_cpu for c in centrals):.1f} s "
-                   f"(task history on); without task history {unrecorded.seconds / local_h.seconds:.2f}x, luigid "
-                   f"{unrecorded.scheduler_cpu:.1f} s CPU",
-                   f"Luigi's RPC over urllib (requests not installed) instead of requests' keep-alive session: "
-                   f"{urllib.seconds / local_u.seconds:.2f}x the local scheduler"))
+    return Figure(
+        "9",
+        f"backfill through luigid ({plan.dates} dates, --workers 1, shipped luigid.cfg)",
+        f"{median_seconds(centrals):.1f} s = {ratio:.2f}x the local scheduler ({median_seconds(locals_):.1f} s)",
+        "<= 1.1x",
+        ratio <= 1.1,
+        (
+            f"luigid's own CPU time meanwhile: {statistics.median(c.scheduler_cpu for c in centrals):.1f} s "
+            f"(task history on); without task history {unrecorded.seconds / local_h.seconds:.2f}x, luigid "
+            f"{unrecorded.scheduler_cpu:.1f} s CPU",
+            f"Luigi's RPC over urllib (requests not installed) instead of requests' keep-alive session: "
+            f"{urllib.seconds / local_u.seconds:.2f}x the local scheduler",
+        ),
+    )
 
 
 def two_hosts(plan, tmp, start):
     """Figure 10: two backfill processes with one worker each against one luigid, over one range, against
     one such process alone (both through luigid)."""
+
     def one(i):
         with luigid(tmp) as server:
             workspace = Workspace(tmp, "one-host", core=_central(server.port))
@@ -186,16 +235,23 @@ def two_hosts(plan, tmp, start):
 
     twos, ones = alternate(plan.repeats, two, one)
     ratio = median_ratio(twos, ones)
-    return Figure("10", f"two hosts (two backfills, one worker each, one luigid, one range of {plan.dates} dates)",
-                  f"{median_seconds(twos):.1f} s = {ratio:.2f}x one such host ({median_seconds(ones):.1f} s)",
-                  "<= 0.6x", ratio <= 0.6,
-                  (f"CPU time of the two {median_ratio(twos, ones, 'cpu_seconds'):.2f}x the one's; luigid's "
-                   f"{statistics.median(t.scheduler_cpu for t in twos):.1f} s against "
-                   f"{statistics.median(o.scheduler_cpu for o in ones):.1f} s",))
+    return Figure(
+        "10",
+        f"two hosts (two backfills, one worker each, one luigid, one range of {plan.dates} dates)",
+        f"{median_seconds(twos):.1f} s = {ratio:.2f}x one such host ({median_seconds(ones):.1f} s)",
+        "<= 0.6x",
+        ratio <= 0.6,
+        (
+            f"CPU time of the two {median_ratio(twos, ones, 'cpu_seconds'):.2f}x the one's; luigid's "
+            f"{statistics.median(t.scheduler_cpu for t in twos):.1f} s against "
+            f"{statistics.median(o.scheduler_cpu for o in ones):.1f} s",
+        ),
+    )
 
 
 def helper_pool(plan, tmp, start):
     """Figure 11: what the runner's own helper pool buys: --workers 2 against --workers 1."""
+
     def run(i, workers):
         workspace = Workspace(tmp, f"pool-{workers}")
         measured = _backfill(workspace, start + dt.timedelta(days=i * plan.dates), plan.dates, workers)
@@ -204,14 +260,18 @@ def helper_pool(plan, tmp, start):
 
     pools, singles = alternate(plan.repeats, lambda i: run(i, plan.workers), lambda i: run(i, 1))
     ratio = median_ratio(pools, singles)
-    return Figure("11", f"the runner's helper pool: backfill --workers {plan.workers} ({plan.dates} dates)",
-                  f"{median_seconds(pools):.1f} s = {ratio:.2f}x --workers 1 ({median_seconds(singles):.1f} s); "
-                  f"with figure 8, the pool (not Luigi's per-task processes) is what makes the runner fast")
-
+    return Figure(
+        "11",
+        f"the runner's helper pool: backfill --workers {plan.workers} ({plan.dates} dates)",
+        f"{median_seconds(pools):.1f} s = {ratio:.2f}x --workers 1 ({median_seconds(singles):.1f} s); "
+        f"with figure 8, the pool (not Luigi's per-task processes) is what makes the runner fast",
+    )
 
 
 def figures(plan, tmp):
     """The four figures as callables, each on its own dates (far from the other figures')."""
     plan = dataclasses.replace(plan, dates=plan.scale_out_dates)
-    return [functools.partial(figure, plan, tmp, SCALE_OUT_START + dt.timedelta(days=10000 * number))
-            for number, figure in enumerate((stock_luigi, through_luigid, two_hosts, helper_pool))]
+    return [
+        functools.partial(figure, plan, tmp, SCALE_OUT_START + dt.timedelta(days=10000 * number))
+        for number, figure in enumerate((stock_luigi, through_luigid, two_hosts, helper_pool))
+    ]

@@ -5,6 +5,7 @@ printed as JSON (figures 6 and 7 of `make bench`).
     grid --copies N              N dates made by hard-linking the newest complete partition, then the grid
                                  over all of them, each year's page and one date page, rendered
 """
+
 import argparse
 import datetime as dt
 import json
@@ -65,9 +66,15 @@ def grid_seconds(copies):
     started = time.perf_counter()
     view.date(last)
     one_date = time.perf_counter() - started
-    return {"dates": copies, "all_dates_seconds": whole, "year_pages_seconds": years,
-            "years": last.year - first.year + 1, "date_page_seconds": one_date, "html_bytes": len(page),
-            "heavy_imported": sorted(name for name in ("pandas", "sklearn", "scipy", "matplotlib") if name in sys.modules)}
+    return {
+        "dates": copies,
+        "all_dates_seconds": whole,
+        "year_pages_seconds": years,
+        "years": last.year - first.year + 1,
+        "date_page_seconds": one_date,
+        "html_bytes": len(page),
+        "heavy_imported": sorted(name for name in ("pandas", "sklearn", "scipy", "matplotlib") if name in sys.modules),
+    }
 
 
 def main(argv=None):

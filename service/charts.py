@@ -4,6 +4,7 @@ matplotlib is imported only here, when a chart is asked for, and only its object
 (no pyplot state), so the daemon's request threads can draw at once. Text is drawn as paths, so no
 string from the data reaches the SVG as markup.
 """
+
 import io
 
 WIDTH, HEIGHT, DPI = 9.0, 3.0, 100
@@ -29,8 +30,9 @@ def line_chart(dates, series, title, ylabel, *, bands=(), bars=False):
             axes.plot(xs, ys, marker="." if len(xs) < 60 else None, linewidth=1.2, label=label)
     for value, label in bands:
         axes.axhline(value, linestyle="--", linewidth=0.8, color="#888888")
-        axes.annotate(label, (1, value), xycoords=("axes fraction", "data"), ha="right", va="bottom",
-                      fontsize=7, color="#666666")
+        axes.annotate(
+            label, (1, value), xycoords=("axes fraction", "data"), ha="right", va="bottom", fontsize=7, color="#666666"
+        )
     axes.set_title(title, fontsize=10, loc="left")
     axes.set_ylabel(ylabel, fontsize=8)
     axes.tick_params(labelsize=7)
@@ -56,7 +58,13 @@ def trend_chart(name, trends, thresholds):
     if name == "accuracy":
         return line_chart(dates, trends["accuracy"], "Test accuracy per model", "accuracy")
     if name == "rejected":
-        return line_chart(dates, {"rows rejected": trends["rejected"]}, "Rows rejected by validation", "rows",
-                          bars=True)
-    return line_chart(dates, trends["psi"], "Feature drift (PSI against the reference)", "PSI",
-                      bands=((thresholds["psi_moderate"], "moderate"), (thresholds["psi_significant"], "significant")))
+        return line_chart(
+            dates, {"rows rejected": trends["rejected"]}, "Rows rejected by validation", "rows", bars=True
+        )
+    return line_chart(
+        dates,
+        trends["psi"],
+        "Feature drift (PSI against the reference)",
+        "PSI",
+        bands=((thresholds["psi_moderate"], "moderate"), (thresholds["psi_significant"], "significant")),
+    )

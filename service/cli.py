@@ -4,6 +4,7 @@ extra hosts).
 Exit status: 0 success, 1 a pipeline or validation failure, 2 bad usage or configuration, always with a
 one-line error rather than a traceback. Commands with nothing to compute import no heavy library.
 """
+
 import argparse
 import datetime as dt
 import json
@@ -21,8 +22,13 @@ from .config import ConfigError
 from .defaults import use_packaged_defaults
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-STATUS_WORDS = {"success": "ran", "skipped": "already complete", "failure": "FAILED",
-                "unselected": "not selected by --only", "cancelled": "left (not finished)"}
+STATUS_WORDS = {
+    "success": "ran",
+    "skipped": "already complete",
+    "failure": "FAILED",
+    "unselected": "not selected by --only",
+    "cancelled": "left (not finished)",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -48,8 +54,9 @@ def _reasons(text):
     reasons = [r.strip() for r in text.split(",") if r.strip()]
     unknown = [r for r in reasons if r not in summary.PLAN_REASONS]
     if unknown or not reasons:
-        raise argparse.ArgumentTypeError(f"unknown reason(s) {', '.join(unknown) or text!r}; "
-                                         f"choose from {','.join(summary.PLAN_REASONS)}")
+        raise argparse.ArgumentTypeError(
+            f"unknown reason(s) {', '.join(unknown) or text!r}; choose from {','.join(summary.PLAN_REASONS)}"
+        )
     return reasons
 
 
@@ -74,43 +81,70 @@ def build_parser() -> argparse.ArgumentParser:
     backfill = commands.add_parser("backfill", help="run every date of an inclusive range that needs it")
     backfill.add_argument("--start", type=_date, help="first date, YYYY-MM-DD")
     backfill.add_argument("--end", type=_date, help="last date, YYYY-MM-DD")
-    backfill.add_argument("--dates", type=_dates, metavar="RANGES",
-                          help="instead of --start/--end: dates and ranges, e.g. 2026-01-01..2026-01-31,2026-02-03")
-    backfill.add_argument("--only", type=_reasons, metavar="REASONS",
-                          help="build only dates with these reasons: " + ",".join(summary.PLAN_REASONS)
-                               + f" (default: {','.join(summary.DEFAULT_REASONS)})")
-    backfill.add_argument("--dry-run", action="store_true",
-                          help="run and write nothing: print what each date would get and why")
+    backfill.add_argument(
+        "--dates",
+        type=_dates,
+        metavar="RANGES",
+        help="instead of --start/--end: dates and ranges, e.g. 2026-01-01..2026-01-31,2026-02-03",
+    )
+    backfill.add_argument(
+        "--only",
+        type=_reasons,
+        metavar="REASONS",
+        help="build only dates with these reasons: "
+        + ",".join(summary.PLAN_REASONS)
+        + f" (default: {','.join(summary.DEFAULT_REASONS)})",
+    )
+    backfill.add_argument(
+        "--dry-run", action="store_true", help="run and write nothing: print what each date would get and why"
+    )
     backfill.add_argument("--json", action="store_true", help="with --dry-run: print the plan as JSON")
     for command in (run, backfill):
-        command.add_argument("--verify", action="store_true",
-                             help="also compare every file with its recorded sha256 and rebuild what differs")
+        command.add_argument(
+            "--verify",
+            action="store_true",
+            help="also compare every file with its recorded sha256 and rebuild what differs",
+        )
         command.add_argument("--workers", type=_positive, help="worker processes (default: [service] workers)")
-        command.add_argument("--force", action="store_true",
-                             help="recompute complete dates; old outputs are replaced only once the new are complete")
-        command.add_argument("--metrics-textfile", metavar="PATH",
-                             help="write the run's metrics for node_exporter's textfile collector (a .prom file)")
+        command.add_argument(
+            "--force",
+            action="store_true",
+            help="recompute complete dates; old outputs are replaced only once the new are complete",
+        )
+        command.add_argument(
+            "--metrics-textfile",
+            metavar="PATH",
+            help="write the run's metrics for node_exporter's textfile collector (a .prom file)",
+        )
         command.add_argument("--pushgateway", metavar="URL", help="push the run's metrics to this Pushgateway")
 
     status = commands.add_parser("status", help="show which dates are complete, failed or missing")
     status.add_argument("--start", type=_date, help="first date (default: the oldest date with outputs)")
     status.add_argument("--end", type=_date, help="last date (default: today, or the newest date with outputs)")
     status.add_argument("--json", action="store_true", help="print JSON")
-    status.add_argument("--verify", action="store_true",
-                        help="also compare every file with its recorded sha256 (reads every file)")
+    status.add_argument(
+        "--verify", action="store_true", help="also compare every file with its recorded sha256 (reads every file)"
+    )
 
-    commands.add_parser("serve", help="run the daemon: the daily schedule, catch-up, failure mail, /metrics and "
-                                      "the partition view")
+    commands.add_parser(
+        "serve", help="run the daemon: the daily schedule, catch-up, failure mail, /metrics and the partition view"
+    )
 
     report = commands.add_parser("report", help="write the partition view of a date range as static HTML files")
     report.add_argument("--start", type=_date, required=True, help="first date, YYYY-MM-DD")
     report.add_argument("--end", type=_date, required=True, help="last date, YYYY-MM-DD")
     report.add_argument("--out", required=True, metavar="DIR", help="folder for index.html and the other pages")
 
-    worker = commands.add_parser("worker", help="run whatever irisflow work the central scheduler has pending "
-                                                "(a Luigi assistant worker, for extra hosts)")
-    worker.add_argument("--workers", type=_positive, default=1,
-                        help="tasks run at once, each in a process forked from the worker (default 1)")
+    worker = commands.add_parser(
+        "worker",
+        help="run whatever irisflow work the central scheduler has pending (a Luigi assistant worker, for extra hosts)",
+    )
+    worker.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="tasks run at once, each in a process forked from the worker (default 1)",
+    )
 
     validate = commands.add_parser("validate", help="check a CSV file against the schema")
     validate.add_argument("path", help="the CSV file")
@@ -135,8 +169,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug, or a state nobody foresaw: one line, the traceback with --verbose
         if args is not None and args.verbose:
             traceback.print_exc()
-        _print_error(f"unexpected {type(exc).__name__}: {exc}" + ("" if args is not None and args.verbose
-                                                                  else " (run again with --verbose for the traceback)"))
+        _print_error(
+            f"unexpected {type(exc).__name__}: {exc}"
+            + ("" if args is not None and args.verbose else " (run again with --verbose for the traceback)")
+        )
         return EXIT_FAILED
 
 
@@ -163,8 +199,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     date = args.date or today()
     _check_metrics_destinations(args)
-    report = run_dates([date], workers=_workers(args), force=args.force, verify=args.verify,
-                       log_level=_log_level(args))
+    report = run_dates([date], workers=_workers(args), force=args.force, verify=args.verify, log_level=_log_level(args))
     outcome = report.outcomes[0]
     root = _output_root()
     if outcome.status == "failure":
@@ -211,12 +246,17 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         print(summary.format_failures(groups, rerun), file=sys.stderr)
     counts = {s: sum(o.status == s for o in outcomes) for s in STATUS_WORDS}
     extra = "".join(f", {counts[s]} {STATUS_WORDS[s]}" for s in ("unselected", "cancelled") if counts[s])
-    print(f"backfill {dates[0]}..{dates[-1]}: {counts['success']} ran, {counts['skipped']} already complete, "
-          f"{counts['failure']} failed{extra} in {report.seconds:.1f} s")
+    print(
+        f"backfill {dates[0]}..{dates[-1]}: {counts['success']} ran, {counts['skipped']} already complete, "
+        f"{counts['failure']} failed{extra} in {report.seconds:.1f} s"
+    )
     if stopped_by is not None:
         left = [o.date for o in outcomes if o.status == "cancelled"]
-        print(f"stopped by {signal.Signals(stopped_by).name}: {len(chosen) - len(left)} of {len(chosen)} dates "
-              f"done, {len(left)} left" + (f"; resume with: {rerun(left)}" if left else ""), file=sys.stderr)
+        print(
+            f"stopped by {signal.Signals(stopped_by).name}: {len(chosen) - len(left)} of {len(chosen)} dates "
+            f"done, {len(left)} left" + (f"; resume with: {rerun(left)}" if left else ""),
+            file=sys.stderr,
+        )
     _mail(settings.output_root, report, outcomes, rerun)
     delivered = _export_metrics(args, report)
     if stopped_by is not None:
@@ -248,10 +288,17 @@ def _print_plan(args, decisions, chosen):
 
     building = {d.date for d in chosen}
     if args.json:
-        print(json.dumps({"dates": [{**d.as_dict(), "action": "build" if d.date in building else "skip"}
-                                    for d in decisions],
-                          "counts": count(decisions), "build": len(chosen), "skip": len(decisions) - len(chosen)},
-                         indent=2))
+        print(
+            json.dumps(
+                {
+                    "dates": [{**d.as_dict(), "action": "build" if d.date in building else "skip"} for d in decisions],
+                    "counts": count(decisions),
+                    "build": len(chosen),
+                    "skip": len(decisions) - len(chosen),
+                },
+                indent=2,
+            )
+        )
         return EXIT_OK
     for decision in decisions:
         action = "build" if decision.date in building else "skip"
@@ -286,8 +333,9 @@ def _run_backfill(args, chosen):
         signals.append(signum)
         stop.set()
         again = "Ctrl-C again" if signum == signal.SIGINT else "a second SIGTERM"
-        progress.write(f"{signal.Signals(signum).name}: no new dates start; the dates in progress finish "
-                       f"({again} abandons them)")
+        progress.write(
+            f"{signal.Signals(signum).name}: no new dates start; the dates in progress finish ({again} abandons them)"
+        )
 
     def on_finished(outcome, _done, _total):
         finished[outcome.date] = outcome
@@ -295,13 +343,21 @@ def _run_backfill(args, chosen):
 
     previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        report = run_dates([d.date for d in chosen], workers=_workers(args), progress=on_finished, stop=stop,
-                           force=args.force or any(d.needs_rebuild for d in chosen), verify=args.verify,
-                           log_level=_log_level(args))
+        report = run_dates(
+            [d.date for d in chosen],
+            workers=_workers(args),
+            progress=on_finished,
+            stop=stop,
+            force=args.force or any(d.needs_rebuild for d in chosen),
+            verify=args.verify,
+            log_level=_log_level(args),
+        )
     except KeyboardInterrupt:  # the second signal: what finished is kept, the rest is left
         progress.write("abandoned the dates in progress")
-        report = RunReport([finished.get(d.date.isoformat()) or DateOutcome(d.date.isoformat(), "cancelled")
-                            for d in chosen], time.monotonic() - started)
+        report = RunReport(
+            [finished.get(d.date.isoformat()) or DateOutcome(d.date.isoformat(), "cancelled") for d in chosen],
+            time.monotonic() - started,
+        )
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -370,8 +426,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     settings, _ = checked_settings()
     try:
         frame = read_source(args.path, settings.max_source_bytes)
-        _, report = validate_frame(frame, source=args.path, min_rows=settings.min_rows,
-                                   max_invalid_fraction=settings.max_invalid_fraction)
+        _, report = validate_frame(
+            frame, source=args.path, min_rows=settings.min_rows, max_invalid_fraction=settings.max_invalid_fraction
+        )
     except InputRejected as exc:
         print(exc)
         return EXIT_FAILED
@@ -480,5 +537,12 @@ def cmd_worker(args):
         return EXIT_FAILED
 
 
-COMMANDS = {"run": cmd_run, "backfill": cmd_backfill, "status": cmd_status, "validate": cmd_validate,
-            "serve": cmd_serve, "report": cmd_report, "worker": cmd_worker}
+COMMANDS = {
+    "run": cmd_run,
+    "backfill": cmd_backfill,
+    "status": cmd_status,
+    "validate": cmd_validate,
+    "serve": cmd_serve,
+    "report": cmd_report,
+    "worker": cmd_worker,
+}

@@ -4,6 +4,7 @@ All of irisflow's settings are luigi.Config sections (`[iris]` in tasks.config, 
 Luigi's own `[core]`, `[email]`, `[smtp]`), so luigi.cfg plus the LUIGI_CONFIG_PATH overlay is the one
 place configuration is read.
 """
+
 import datetime as dt
 import os
 import re
@@ -28,26 +29,33 @@ class ConfigError(ValueError):
 
 
 class service(luigi.Config):  # noqa: N801 - the class name is the luigi.cfg section name
-    schedule = luigi.Parameter(default="0 2 * * *",
-                               description="Cron expression of the daily run (5 fields; 6 with seconds first).")
+    schedule = luigi.Parameter(
+        default="0 2 * * *", description="Cron expression of the daily run (5 fields; 6 with seconds first)."
+    )
     timezone = luigi.Parameter(default="UTC", description="Time zone of the schedule and of 'today'.")
     state_dir = luigi.Parameter(default="state", description="Job store, lock file and daemon state.")
     catchup_days = luigi.IntParameter(default=7, description="Days back the daemon keeps complete.")
-    retry_interval = luigi.TimeDeltaParameter(default=dt.timedelta(minutes=15),
-                                              description="How often to look again for late input.")
-    data_deadline = luigi.TimeDeltaParameter(default=dt.timedelta(hours=6),
-                                             description="How long after the scheduled time input may arrive.")
+    retry_interval = luigi.TimeDeltaParameter(
+        default=dt.timedelta(minutes=15), description="How often to look again for late input."
+    )
+    data_deadline = luigi.TimeDeltaParameter(
+        default=dt.timedelta(hours=6), description="How long after the scheduled time input may arrive."
+    )
     metrics_address = luigi.Parameter(default="127.0.0.1", description="Address /metrics listens on.")
     metrics_port = luigi.IntParameter(default=9733, description="Port /metrics listens on.")
-    stop_timeout = luigi.TimeDeltaParameter(default=dt.timedelta(minutes=5),
-                                            description="How long SIGTERM waits for a run in progress.")
+    stop_timeout = luigi.TimeDeltaParameter(
+        default=dt.timedelta(minutes=5), description="How long SIGTERM waits for a run in progress."
+    )
     workers = luigi.IntParameter(default=1, description="Worker processes a run uses.")
     wait_for_others = luigi.TimeDeltaParameter(
         default=dt.timedelta(minutes=30),
-        description="Through a central scheduler: how long a date another worker is building is waited for.")
+        description="Through a central scheduler: how long a date another worker is building is waited for.",
+    )
     chunk_size = luigi.IntParameter(
-        default=5, description="Most dates handed to one luigi.build call (measured best: Luigi's scheduler "
-                               "costs grow with the square of its tasks, each call has a fixed cost).")
+        default=5,
+        description="Most dates handed to one luigi.build call (measured best: Luigi's scheduler "
+        "costs grow with the square of its tasks, each call has a fixed cost).",
+    )
 
 
 def time_zone(name):
@@ -82,8 +90,7 @@ def _check_readable(config):
             except InterpolationError:
                 raw = config.get(section, option, raw=True)
                 unset = [name for name in re.findall(r"\$\{([^}]+)\}", raw) if name not in os.environ]
-                hint = (f"environment variable {', '.join(unset)} is not set" if unset
-                        else "write a literal '%' as '%%'")
+                hint = f"environment variable {', '.join(unset)} is not set" if unset else "write a literal '%' as '%%'"
                 raise ConfigError(f"luigi.cfg [{section}] {option}: cannot be read: {hint}") from None
 
 
@@ -116,7 +123,9 @@ def checked_settings():
         problems.append("[quality] reference_days must be at least 1, min_reference_dates and _rows at least 0")
     if drift.reference and not os.path.isfile(drift.reference):
         problems.append(f"[quality] reference {drift.reference}: no such file")
-    if not 0 <= drift.psi_moderate <= drift.psi_significant or not (0 < drift.ks_pvalue < 1 and 0 < drift.chi2_pvalue < 1):
+    if not 0 <= drift.psi_moderate <= drift.psi_significant or not (
+        0 < drift.ks_pvalue < 1 and 0 < drift.chi2_pvalue < 1
+    ):
         problems.append("[quality] needs 0 <= psi_moderate <= psi_significant and p-values between 0 and 1")
     if runtime.workers < 1 or runtime.chunk_size < 1:
         problems.append("[service] workers and chunk_size must be at least 1")

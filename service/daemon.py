@@ -15,6 +15,7 @@ The clock is injected (`Daemon(now=...)`), so catch-up, late data and deadlines 
 tests drive without waiting; `serve` wires the scheduler, signals, the lock file, /metrics and the
 partition view (service.web) on one listener.
 """
+
 import datetime as dt
 import faulthandler
 import fcntl
@@ -76,11 +77,14 @@ def make_scheduler(scheduler_class, state_dir, zone):
     One thread runs every job, so passes and retries never overlap.
     """
     return scheduler_class(
-        jobstores={"default": SQLAlchemyJobStore(url=f"sqlite:///{Path(state_dir).resolve() / 'jobs.sqlite'}"),
-                   "memory": MemoryJobStore()},
+        jobstores={
+            "default": SQLAlchemyJobStore(url=f"sqlite:///{Path(state_dir).resolve() / 'jobs.sqlite'}"),
+            "memory": MemoryJobStore(),
+        },
         executors={"default": ThreadPoolExecutor(1)},
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": MISFIRE_GRACE_SECONDS},
-        timezone=zone)
+        timezone=zone,
+    )
 
 
 def source_fingerprint(date):
@@ -105,8 +109,9 @@ def run_one_by_one(dates, stopping=None, log_level="WARNING"):
         try:
             yield run_dates([date], verify=True, log_level=log_level)
         except Exception as exc:
-            yield RunReport([DateOutcome(date.isoformat(), "failure", reason="error",
-                                         error=f"{type(exc).__name__}: {exc}")], 0.0)
+            yield RunReport(
+                [DateOutcome(date.isoformat(), "failure", reason="error", error=f"{type(exc).__name__}: {exc}")], 0.0
+            )
 
 
 def _run_in_child_process(dates, sender, stopping, log_level):
@@ -137,6 +142,7 @@ def _end_with_parent():
 class PassRecord(NamedTuple):
     """The latest pass, for the status line: when it ended, its dates, and their counted outcomes (None when
     the pass itself failed)."""
+
     finished: dt.datetime
     dates: list
     outcomes: list | None
@@ -148,10 +154,15 @@ class Daemon:
     def __init__(self, scheduler, *, now=None, in_process=False, log_level="WARNING"):
         settings, runtime = checked_settings()
         self.trigger = build_trigger(runtime.schedule, runtime.timezone)
-        problems = [text for bad, text in (
-            (runtime.catchup_days < 1, "catchup_days must be at least 1"),
-            (runtime.retry_interval <= dt.timedelta(0), "retry_interval must be positive"),
-            (runtime.data_deadline < dt.timedelta(0), "data_deadline must not be negative")) if bad]
+        problems = [
+            text
+            for bad, text in (
+                (runtime.catchup_days < 1, "catchup_days must be at least 1"),
+                (runtime.retry_interval <= dt.timedelta(0), "retry_interval must be positive"),
+                (runtime.data_deadline < dt.timedelta(0), "data_deadline must not be negative"),
+            )
+            if bad
+        ]
         if problems:
             raise ConfigError("luigi.cfg [service]: " + "; ".join(problems))
         self.schedule = Schedule(self.trigger, runtime.catchup_days, runtime.data_deadline)
@@ -174,8 +185,12 @@ class Daemon:
     def due(self, now: dt.datetime) -> list[dt.date]:
         """Dates of the window to run: not complete (verified against their recorded hashes), and not
         settled with the same input file."""
-        return [d for d in self.schedule.window(now) if not partition.is_complete(self.root, d, verify=True)
-                and self.settled.get(d.isoformat(), "unsettled") != source_fingerprint(d)]
+        return [
+            d
+            for d in self.schedule.window(now)
+            if not partition.is_complete(self.root, d, verify=True)
+            and self.settled.get(d.isoformat(), "unsettled") != source_fingerprint(d)
+        ]
 
     # -- passes --------------------------------------------------------------------------------------
     def tick(self) -> None:
@@ -199,8 +214,9 @@ class Daemon:
             self.last_pass = PassRecord(self.now(), dates, None)
             LOG.exception("pass over %s failed", ", ".join(d.isoformat() for d in dates) or "no dates")
             headline = str(exc).partition("\n")[0]  # a mail subject is one line
-            mails = notifications.send_failure(f"irisflow: a scheduled run FAILED outside any task: {headline}",
-                                               traceback.format_exc())
+            mails = notifications.send_failure(
+                f"irisflow: a scheduled run FAILED outside any task: {headline}", traceback.format_exc()
+            )
             metrics.record_mails(mails["sent"], mails["failed"])
         finally:
             self.idle.set()
@@ -235,15 +251,29 @@ class Daemon:
         if outcome.reason == "missing_input" and now < deadline:
             when = min(now + self.retry_interval, deadline)
             LOG.info("%s: input not there yet; looking again at %s (deadline %s)", outcome.date, when, deadline)
-            self.scheduler.add_job(self.retry, "date", run_date=when, args=[outcome.date], id=f"retry-{date}",
-                                   jobstore="memory", replace_existing=True)
+            self.scheduler.add_job(
+                self.retry,
+                "date",
+                run_date=when,
+                args=[outcome.date],
+                id=f"retry-{date}",
+                jobstore="memory",
+                replace_existing=True,
+            )
             return False
         if outcome.reason == "missing_input":
-            outcome.error = (f"{outcome.error}\nnot there by the data deadline {deadline} "
-                             f"({self.schedule.data_deadline} after the scheduled time); the next pass runs the "
-                             "date once the file is there")
-        LOG.error("%s: FAILED (%s) in %s: %s", outcome.date, outcome.reason, outcome.step or "the run",
-                  (outcome.error or "").partition("\n")[0])
+            outcome.error = (
+                f"{outcome.error}\nnot there by the data deadline {deadline} "
+                f"({self.schedule.data_deadline} after the scheduled time); the next pass runs the "
+                "date once the file is there"
+            )
+        LOG.error(
+            "%s: FAILED (%s) in %s: %s",
+            outcome.date,
+            outcome.reason,
+            outcome.step or "the run",
+            (outcome.error or "").partition("\n")[0],
+        )
         self._cancel_retry(date)
         if outcome.reason in SETTLING_REASONS:
             self.settled[outcome.date] = fingerprint
@@ -271,11 +301,13 @@ class Daemon:
         window = self.schedule.window(now)
         missing = [d for d in window if not partition.is_complete(self.root, d)]
         upcoming = self.schedule.next_run(now)
-        return "; ".join((_pass_summary(self.last_pass, self.schedule.zone),
-                          f"next run {upcoming.astimezone(self.schedule.zone):%Y-%m-%d %H:%M %Z}" if upcoming
-                          else "no next run",
-                          f"{len(missing)} of {len(window)} dates missing"
-                          + (f" ({_span(missing)})" if missing else "")))
+        return "; ".join(
+            (
+                _pass_summary(self.last_pass, self.schedule.zone),
+                f"next run {upcoming.astimezone(self.schedule.zone):%Y-%m-%d %H:%M %Z}" if upcoming else "no next run",
+                f"{len(missing)} of {len(window)} dates missing" + (f" ({_span(missing)})" if missing else ""),
+            )
+        )
 
     # -- settled failures ----------------------------------------------------------------------------
     def _load_settled(self):
@@ -306,8 +338,9 @@ class Daemon:
         scikit-learn and Luigi's task-instance cache never pile up in the long-running daemon."""
         context = multiprocessing.get_context("spawn")
         receiver, sender = context.Pipe(duplex=False)
-        child = context.Process(target=_run_in_child_process, name="irisflow-run",
-                                args=(dates, sender, self.stopping, self.log_level))
+        child = context.Process(
+            target=_run_in_child_process, name="irisflow-run", args=(dates, sender, self.stopping, self.log_level)
+        )
         child.start()
         sender.close()
         self._child = child
@@ -337,12 +370,16 @@ class Daemon:
         try:
             job = self.scheduler.get_job(DAILY_JOB, jobstore="default")
         except Exception as exc:  # pickled by another version of irisflow or APScheduler
-            LOG.error("the job store's daily job cannot be restored (%s); replacing it with [service] schedule "
-                      "from luigi.cfg (the start-up pass runs any date that was missed)", exc)
+            LOG.error(
+                "the job store's daily job cannot be restored (%s); replacing it with [service] schedule "
+                "from luigi.cfg (the start-up pass runs any date that was missed)",
+                exc,
+            )
             job = None
         if job is None:
-            self.scheduler.add_job(f"{__name__}:scheduled_run", self.trigger, id=DAILY_JOB, jobstore="default",
-                                   replace_existing=True)
+            self.scheduler.add_job(
+                f"{__name__}:scheduled_run", self.trigger, id=DAILY_JOB, jobstore="default", replace_existing=True
+            )
         elif repr(job.trigger) != repr(self.trigger):
             LOG.info("schedule changed from %s to %s", job.trigger, self.trigger)
             self.scheduler.reschedule_job(DAILY_JOB, jobstore="default", trigger=self.trigger)
@@ -401,8 +438,10 @@ def single_instance(lock_path):
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
-            raise ConfigError(f"another irisflow daemon (pid {holder}) is running on state dir "
-                              f"{lock_path.parent}; refusing to start a second one") from None
+            raise ConfigError(
+                f"another irisflow daemon (pid {holder}) is running on state dir "
+                f"{lock_path.parent}; refusing to start a second one"
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
@@ -421,8 +460,10 @@ def _serve_http(address, port):
     try:
         return start_server(address, port, make_app(configured_view(), make_wsgi_app(metrics.REGISTRY)))
     except OSError as exc:
-        raise ConfigError(f"luigi.cfg [service] metrics_address/metrics_port: cannot listen on "
-                          f"{address}:{port}: {exc.strerror or exc}") from None
+        raise ConfigError(
+            f"luigi.cfg [service] metrics_address/metrics_port: cannot listen on "
+            f"{address}:{port}: {exc.strerror or exc}"
+        ) from None
 
 
 def add_watchdog(scheduler, notifier):
@@ -435,8 +476,15 @@ def add_watchdog(scheduler, notifier):
     faulthandler.enable()
     scheduler.add_executor(ThreadPoolExecutor(1), WATCHDOG)
     logging.getLogger(f"apscheduler.executors.{WATCHDOG}").setLevel(logging.WARNING)
-    scheduler.add_job(notifier.alive, "interval", seconds=notifier.watchdog_interval.total_seconds(), id=WATCHDOG,
-                      jobstore="memory", executor=WATCHDOG, next_run_time=dt.datetime.now(dt.UTC))
+    scheduler.add_job(
+        notifier.alive,
+        "interval",
+        seconds=notifier.watchdog_interval.total_seconds(),
+        id=WATCHDOG,
+        jobstore="memory",
+        executor=WATCHDOG,
+        next_run_time=dt.datetime.now(dt.UTC),
+    )
 
 
 def serve(verbose: bool = False) -> int:
@@ -460,8 +508,9 @@ def serve(verbose: bool = False) -> int:
 
     def on_signal(signum, _frame):
         if not daemon.stopping.is_set():
-            said = (f"{signal.Signals(signum).name}: no new runs; a run in progress may take up to "
-                    f"{runtime.stop_timeout}")
+            said = (
+                f"{signal.Signals(signum).name}: no new runs; a run in progress may take up to {runtime.stop_timeout}"
+            )
             LOG.info("%s", said)
             notifier.stopping(f"stopping ({said})")
             daemon.stopping.set()
@@ -479,17 +528,24 @@ def serve(verbose: bool = False) -> int:
     with single_instance(state_dir / "daemon.lock"):
         server = _serve_http(runtime.metrics_address, runtime.metrics_port)
         logging.basicConfig(level=logging.INFO, handlers=[journal.stderr_handler(LOG_FORMAT)])
-        LOG.info("irisflow daemon: schedule %r in %s, /metrics and the partition view on %s:%d, state in %s",
-                 runtime.schedule,
-                 runtime.timezone, runtime.metrics_address, server.server_port, state_dir)
+        LOG.info(
+            "irisflow daemon: schedule %r in %s, /metrics and the partition view on %s:%d, state in %s",
+            runtime.schedule,
+            runtime.timezone,
+            runtime.metrics_address,
+            server.server_port,
+            state_dir,
+        )
         _DAEMON = daemon
         previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
         try:
             scheduler.start()
             daemon.finish(runtime.stop_timeout)
         except SQLAlchemyError as exc:
-            raise ConfigError(f"luigi.cfg [service] state_dir: the job store {state_dir / 'jobs.sqlite'} cannot be "
-                              f"used ({getattr(exc, 'orig', None) or exc}); move it away to start afresh") from None
+            raise ConfigError(
+                f"luigi.cfg [service] state_dir: the job store {state_dir / 'jobs.sqlite'} cannot be "
+                f"used ({getattr(exc, 'orig', None) or exc}); move it away to start afresh"
+            ) from None
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)

@@ -5,6 +5,7 @@ Under systemd the daemon's stderr is a journal stream, which systemd names in JO
 `journalctl -u irisflow -p warning` shows warnings and errors only. Everywhere else (a terminal, a file,
 a test) the lines stay plain.
 """
+
 import logging
 import os
 import sys

@@ -5,6 +5,7 @@ counters. No metric has a per-date label: dates are unbounded, so the partition 
 The daemon serves the registry on /metrics; one-shot CLI runs hand it over as a node_exporter textfile
 or push it to a Pushgateway (`export`), as batch jobs do.
 """
+
 import datetime as dt
 import json
 import platform
@@ -29,58 +30,99 @@ from . import __version__
 disable_created_metrics()  # the *_created series only double the scrape for no alert or panel
 REGISTRY = CollectorRegistry()
 
-BUILD_INFO = Gauge("irisflow_build_info", "Always 1; labels tell the running version.",
-                   ["version", "python", "luigi"], registry=REGISTRY)
-PIPELINE_RUNS = Counter("irisflow_pipeline_runs_total",
-                        "Date pipelines run, by outcome (success, failure).", ["outcome"], registry=REGISTRY)
-RUN_DURATION = Histogram("irisflow_run_duration_seconds",
-                         "Wall time of one run (a daemon tick, `run` or `backfill`) over all its dates.",
-                         buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600), registry=REGISTRY)
-LAST_RUN_SUCCESS = Gauge("irisflow_last_run_success",
-                         "1 if every date of the last run succeeded, 0 if any failed.", registry=REGISTRY)
-TASK_DURATION = Histogram("irisflow_task_duration_seconds", "Run time of a Luigi task, by task family.",
-                          ["task_family"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-                          registry=REGISTRY)
-TASK_FAILURES = Counter("irisflow_task_failures_total", "Luigi task failures, by task family.",
-                        ["task_family"], registry=REGISTRY)
-LAST_SUCCESS = Gauge("irisflow_last_success_timestamp_seconds",
-                     "Unix time when a date pipeline last completed successfully.", registry=REGISTRY)
+BUILD_INFO = Gauge(
+    "irisflow_build_info",
+    "Always 1; labels tell the running version.",
+    ["version", "python", "luigi"],
+    registry=REGISTRY,
+)
+PIPELINE_RUNS = Counter(
+    "irisflow_pipeline_runs_total", "Date pipelines run, by outcome (success, failure).", ["outcome"], registry=REGISTRY
+)
+RUN_DURATION = Histogram(
+    "irisflow_run_duration_seconds",
+    "Wall time of one run (a daemon tick, `run` or `backfill`) over all its dates.",
+    buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
+    registry=REGISTRY,
+)
+LAST_RUN_SUCCESS = Gauge(
+    "irisflow_last_run_success", "1 if every date of the last run succeeded, 0 if any failed.", registry=REGISTRY
+)
+TASK_DURATION = Histogram(
+    "irisflow_task_duration_seconds",
+    "Run time of a Luigi task, by task family.",
+    ["task_family"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=REGISTRY,
+)
+TASK_FAILURES = Counter(
+    "irisflow_task_failures_total", "Luigi task failures, by task family.", ["task_family"], registry=REGISTRY
+)
+LAST_SUCCESS = Gauge(
+    "irisflow_last_success_timestamp_seconds",
+    "Unix time when a date pipeline last completed successfully.",
+    registry=REGISTRY,
+)
 LAST_PARTITION_NAME = "irisflow_last_completed_partition_timestamp_seconds"
-LAST_PARTITION = Gauge(LAST_PARTITION_NAME,
-                       "The newest completed partition date, as Unix time of its midnight UTC.",
-                       registry=REGISTRY)
-ROWS_VALIDATED = Counter("irisflow_rows_validated_total", "Input rows that passed validation.",
-                         registry=REGISTRY)
-ROWS_REJECTED = Counter("irisflow_rows_rejected_total",
-                        "Input rows that failed validation (dropped or in a rejected file).", registry=REGISTRY)
-VALIDATION_FAILURES = Counter("irisflow_validation_failures_total",
-                              "Failed validation checks, by check name.", ["check"], registry=REGISTRY)
-MODEL_ACCURACY = Gauge("irisflow_model_accuracy_ratio",
-                       "Test accuracy of each model on the latest completed date.", ["model"],
-                       registry=REGISTRY)
-BEST_MODEL_ACCURACY = Gauge("irisflow_best_model_accuracy_ratio",
-                            "Test accuracy of the best model of the latest completed date.", registry=REGISTRY)
-BEST_MODEL = Gauge("irisflow_best_model_info", "Always 1; the label names the best model of the latest completed date.",
-                   ["model"], registry=REGISTRY)
-FEATURE_DRIFT_PSI = Gauge("irisflow_feature_drift_psi",
-                          "Population stability index of each feature of the latest completed date against its "
-                          "reference (0.1 moderate, 0.25 significant by default).", ["feature"], registry=REGISTRY)
-FEATURE_DRIFT_KS = Gauge("irisflow_feature_drift_ks",
-                         "Two-sample Kolmogorov-Smirnov statistic of each feature of the latest completed date "
-                         "against its reference.", ["feature"], registry=REGISTRY)
-DRIFT_DETECTED = Gauge("irisflow_drift_detected",
-                       "Whether the latest completed date drifted from its reference: 1 yes, 0 no, -1 no verdict "
-                       "(too little reference history).", registry=REGISTRY)
-CATCHUP_MISSING = Gauge("irisflow_catchup_missing_dates",
-                        "Dates in the catch-up window that are not complete.", registry=REGISTRY)
-NEXT_RUN = Gauge("irisflow_next_run_timestamp_seconds", "Unix time of the next scheduled run.",
-                 registry=REGISTRY)
-EMAILS_SENT = Counter("irisflow_emails_sent_total", "Notification emails handed to the mail server.",
-                      registry=REGISTRY)
-EMAIL_FAILURES = Counter("irisflow_email_failures_total", "Notification emails that could not be sent.",
-                         registry=REGISTRY)
-SCHEDULER_ERRORS = Counter("irisflow_scheduler_errors_total",
-                           "Runs that could not reach the central Luigi scheduler.", registry=REGISTRY)
+LAST_PARTITION = Gauge(
+    LAST_PARTITION_NAME, "The newest completed partition date, as Unix time of its midnight UTC.", registry=REGISTRY
+)
+ROWS_VALIDATED = Counter("irisflow_rows_validated_total", "Input rows that passed validation.", registry=REGISTRY)
+ROWS_REJECTED = Counter(
+    "irisflow_rows_rejected_total",
+    "Input rows that failed validation (dropped or in a rejected file).",
+    registry=REGISTRY,
+)
+VALIDATION_FAILURES = Counter(
+    "irisflow_validation_failures_total", "Failed validation checks, by check name.", ["check"], registry=REGISTRY
+)
+MODEL_ACCURACY = Gauge(
+    "irisflow_model_accuracy_ratio",
+    "Test accuracy of each model on the latest completed date.",
+    ["model"],
+    registry=REGISTRY,
+)
+BEST_MODEL_ACCURACY = Gauge(
+    "irisflow_best_model_accuracy_ratio",
+    "Test accuracy of the best model of the latest completed date.",
+    registry=REGISTRY,
+)
+BEST_MODEL = Gauge(
+    "irisflow_best_model_info",
+    "Always 1; the label names the best model of the latest completed date.",
+    ["model"],
+    registry=REGISTRY,
+)
+FEATURE_DRIFT_PSI = Gauge(
+    "irisflow_feature_drift_psi",
+    "Population stability index of each feature of the latest completed date against its "
+    "reference (0.1 moderate, 0.25 significant by default).",
+    ["feature"],
+    registry=REGISTRY,
+)
+FEATURE_DRIFT_KS = Gauge(
+    "irisflow_feature_drift_ks",
+    "Two-sample Kolmogorov-Smirnov statistic of each feature of the latest completed date against its reference.",
+    ["feature"],
+    registry=REGISTRY,
+)
+DRIFT_DETECTED = Gauge(
+    "irisflow_drift_detected",
+    "Whether the latest completed date drifted from its reference: 1 yes, 0 no, -1 no verdict "
+    "(too little reference history).",
+    registry=REGISTRY,
+)
+CATCHUP_MISSING = Gauge(
+    "irisflow_catchup_missing_dates", "Dates in the catch-up window that are not complete.", registry=REGISTRY
+)
+NEXT_RUN = Gauge("irisflow_next_run_timestamp_seconds", "Unix time of the next scheduled run.", registry=REGISTRY)
+EMAILS_SENT = Counter("irisflow_emails_sent_total", "Notification emails handed to the mail server.", registry=REGISTRY)
+EMAIL_FAILURES = Counter(
+    "irisflow_email_failures_total", "Notification emails that could not be sent.", registry=REGISTRY
+)
+SCHEDULER_ERRORS = Counter(
+    "irisflow_scheduler_errors_total", "Runs that could not reach the central Luigi scheduler.", registry=REGISTRY
+)
 
 
 PUSH_JOB = "irisflow_batch"  # the Pushgateway job of one-shot runs; the daemon is scraped as job "irisflow"
@@ -162,8 +204,9 @@ def export(textfile=None, pushgateway=None):
     if textfile:
         write_to_textfile(str(textfile), REGISTRY)
     if pushgateway:
-        push_to_gateway(pushgateway, job=PUSH_JOB, registry=REGISTRY,
-                        grouping_key={"instance": socket.gethostname()}, timeout=10)
+        push_to_gateway(
+            pushgateway, job=PUSH_JOB, registry=REGISTRY, grouping_key={"instance": socket.gethostname()}, timeout=10
+        )
 
 
 def _init():

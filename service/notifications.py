@@ -14,6 +14,7 @@ logger is swapped for ours (`irisflow.mail`, always at ERROR, whatever level Lui
 ERROR record means failure; the other methods raise, which is logged the same way. Either way a mail
 that cannot be sent is logged and counted, never fatal.
 """
+
 import fcntl
 import functools
 import json
@@ -106,8 +107,9 @@ def mail_run(root, outcomes, rerun):
     dates = [o.date for o in failed]
     with _mailed_dates(root) as mailed:
         recovered = sorted(d for d in mailed if d not in dates and partition.is_complete(root, d))
-        mails = send_failure(summary.mail_subject(dates, recovered),
-                             summary.mail_body(summary.failure_groups(failed), recovered, rerun))
+        mails = send_failure(
+            summary.mail_subject(dates, recovered), summary.mail_body(summary.failure_groups(failed), recovered, rerun)
+        )
         if mails["sent"]:
             for date in recovered:
                 del mailed[date]

@@ -13,6 +13,7 @@ A date's state:
     running     a run holds the date's lock right now
     missing     nothing was ever written for it
 """
+
 import datetime as dt
 import fcntl
 import json
@@ -25,8 +26,14 @@ from tasks.quality import DRIFT, read_drift
 
 STATES = ("complete", "stale", "failed", "incomplete", "running", "missing")
 # Each step of the pipeline and the file (or folder) whose presence shows it has run.
-STEPS = (("Extract", "input.csv"), ("Validate", "validated.csv"), ("Drift", DRIFT), ("Split", "split"),
-         ("TrainModel", "models"), ("IrisPipeline", partition.SUMMARY))
+STEPS = (
+    ("Extract", "input.csv"),
+    ("Validate", "validated.csv"),
+    ("Drift", DRIFT),
+    ("Split", "split"),
+    ("TrainModel", "models"),
+    ("IrisPipeline", partition.SUMMARY),
+)
 STEP_NAMES = tuple(name for name, _ in STEPS)
 VALIDATION = "validation.json"
 MAX_SAMPLE_LINE = 1_000_000  # sample rows are looked up in the input only this far
@@ -52,13 +59,24 @@ class Overview:
 
     def row(self, date, has_failure=True, has_lock=True):
         day = date.isoformat()
-        row = {"date": day, "state": "missing", "reason": "", "best_model": None, "best_accuracy": None,
-               "drift": None, "steps": {}}
+        row = {
+            "date": day,
+            "state": "missing",
+            "reason": "",
+            "best_model": None,
+            "best_accuracy": None,
+            "drift": None,
+            "steps": {},
+        }
         summary, missing = self._summary(date)
         failure = partition.read_failure(self.root, date) if has_failure else None
         if summary is not None and not missing:
-            row.update(state="complete", best_model=summary.get("best_model"),
-                       best_accuracy=summary.get("best_accuracy"), drift=summary.get("drift_detected"))
+            row.update(
+                state="complete",
+                best_model=summary.get("best_model"),
+                best_accuracy=summary.get("best_accuracy"),
+                drift=summary.get("drift_detected"),
+            )
             row["steps"] = {name: "complete" for name in STEP_NAMES}
             row["reason"] = self._staleness(date, summary)
             if row["reason"]:
@@ -90,8 +108,10 @@ class Overview:
         if models != self.models:
             return f"trained {', '.join(models)}; [iris] models is now {', '.join(self.models)}"
         try:
-            changed = os.stat(self.source_for(date)).st_mtime > \
-                os.stat(partition.partition_dir(self.root, date) / partition.SUMMARY).st_mtime
+            changed = (
+                os.stat(self.source_for(date)).st_mtime
+                > os.stat(partition.partition_dir(self.root, date) / partition.SUMMARY).st_mtime
+            )
         except OSError:
             return ""  # the input is gone: the outputs are all there is
         return "its input file changed after it ran" if changed else ""
@@ -102,7 +122,7 @@ class Overview:
         steps = {name: "complete" if (part / marker).exists() else "missing" for name, marker in STEPS}
         if failure is not None:
             step = failure.get("step") if failure.get("step") in STEP_NAMES else STEP_NAMES[0]
-            for name in STEP_NAMES[:STEP_NAMES.index(step)]:
+            for name in STEP_NAMES[: STEP_NAMES.index(step)]:
                 if name != "Drift" or step != "Split":  # Drift and Split both follow Validate
                     steps[name] = "complete"
             steps[step] = "failed"
@@ -123,10 +143,17 @@ class Overview:
         rerun = f"python -m service run --date {date.isoformat()}"
         if row["state"] in ("complete", "stale", "running"):
             rerun += " --force"
-        return {"row": row, "summary": summary, "models": self._models(date, summary),
-                "validation": validation, "samples": self._samples(date, validation, where),
-                "drift": read_drift(self.root, date), "failure": failure, "rerun": rerun,
-                "files": self._files(date)}
+        return {
+            "row": row,
+            "summary": summary,
+            "models": self._models(date, summary),
+            "validation": validation,
+            "samples": self._samples(date, validation, where),
+            "drift": read_drift(self.root, date),
+            "failure": failure,
+            "rerun": rerun,
+            "files": self._files(date),
+        }
 
     def _validation(self, date):
         for where in (partition.partition_dir(self.root, date), partition.failed_dir(self.root, date)):
@@ -150,8 +177,12 @@ class Overview:
         """{line number: the input's text on that line} for every example line of the validation report."""
         if not validation:
             return {}
-        wanted = {example["line"] for entry in validation.get("failures", []) + validation.get("dropped", [])
-                  for example in entry.get("examples", []) if isinstance(example.get("line"), int)}
+        wanted = {
+            example["line"]
+            for entry in validation.get("failures", []) + validation.get("dropped", [])
+            for example in entry.get("examples", [])
+            if isinstance(example.get("line"), int)
+        }
         wanted = {line for line in wanted if line <= MAX_SAMPLE_LINE}
         found = {}
         try:
@@ -168,8 +199,10 @@ class Overview:
     def _files(self, date):
         """[(kind, relative path, size)] of the date's partition ("partition") and failure record ("failed")."""
         files = []
-        for kind, folder in (("partition", partition.partition_dir(self.root, date)),
-                             ("failed", partition.failed_dir(self.root, date))):
+        for kind, folder in (
+            ("partition", partition.partition_dir(self.root, date)),
+            ("failed", partition.failed_dir(self.root, date)),
+        ):
             for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
                 if path.is_file() and not path.is_symlink():
                     files.append((kind, path.relative_to(folder).as_posix(), path.stat().st_size))
@@ -179,8 +212,12 @@ class Overview:
         """The real path of a file the date page links to, or None: only regular files inside the date's
         partition or failure record are served, whatever the path says (.., symlinks, absolute parts)."""
         folder = (partition.partition_dir if kind == "partition" else partition.failed_dir)(self.root, date)
-        if not relative or relative.startswith("/") or "\\" in relative or \
-                any(part in ("", ".", "..") for part in relative.split("/")):
+        if (
+            not relative
+            or relative.startswith("/")
+            or "\\" in relative
+            or any(part in ("", ".", "..") for part in relative.split("/"))
+        ):
             return None
         base, path = os.path.realpath(folder), os.path.realpath(folder / relative)
         if os.path.commonpath([base, path]) != base or not os.path.isfile(path):

@@ -13,6 +13,7 @@ A plain backfill builds missing, failed, incomplete and damaged dates; `--only` 
 (the runner's `force`: the old partition stays until the new one is complete), since reusing their files
 would keep what made them stale or damaged.
 """
+
 from dataclasses import dataclass
 
 from tasks import partition
@@ -37,8 +38,7 @@ class Decision:
         return self.reason in REBUILT_FROM_SCRATCH
 
     def as_dict(self):
-        entry = {"date": self.date.isoformat(), "reason": self.reason, "detail": self.detail,
-                 "problems": self.problems}
+        entry = {"date": self.date.isoformat(), "reason": self.reason, "detail": self.detail, "problems": self.problems}
         extra = {"failure": self.failure, "history_changed": self.history_changed}
         return {**entry, **{key: value for key, value in extra.items() if value}}
 
@@ -59,8 +59,13 @@ def decide(root, date, wanted, force=False, verify=False):
             return Decision(date, "stale", "built with other settings: " + "; ".join(changes), changes)
         changed = inspection.summary.get("history_changed")
         if changed:
-            return Decision(date, "complete", f"skipped; history changed: {changed.get('source')} differs from "
-                                              "the first snapshot", [], history_changed=changed)
+            return Decision(
+                date,
+                "complete",
+                f"skipped; history changed: {changed.get('source')} differs from the first snapshot",
+                [],
+                history_changed=changed,
+            )
         return Decision(date, "complete", "skipped", [])
     if inspection.state == "damaged":
         return Decision(date, "damaged", "; ".join(inspection.problems), inspection.problems)
@@ -89,12 +94,12 @@ def setting_changes(built, wanted):
     old_hyper = built.get("hyperparameters") or {}
     for name in (m for m in new_models if m in old_models):
         if (old_hyper.get(name) or {}) != (wanted["hyperparameters"].get(name) or {}):
-            changes.append(f"hyperparameters of {name}: {old_hyper.get(name) or {}} -> "
-                           f"{wanted['hyperparameters'].get(name) or {}}")
+            changes.append(
+                f"hyperparameters of {name}: {old_hyper.get(name) or {}} -> {wanted['hyperparameters'].get(name) or {}}"
+            )
     return changes
 
 
 def count(decisions):
     """{reason: number of dates} in REASONS order, leaving out reasons no date has."""
     return {reason: n for reason in REASONS if (n := sum(d.reason == reason for d in decisions))}
-

@@ -4,6 +4,7 @@ On a terminal: one tqdm bar (dates done, failed, rate, ETA) redrawn in place. An
 a file, the journal under systemd): one plain line per finished date and, every `interval` seconds, a
 line with the rate and the ETA, so a log stays readable and says when the run should end.
 """
+
 import sys
 import time
 
@@ -22,8 +23,9 @@ class Progress:
         if self.stream.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, unit="date", file=self.stream, dynamic_ncols=True, smoothing=0.1,
-                            postfix={"failed": 0})
+            self.bar = tqdm(
+                total=total, unit="date", file=self.stream, dynamic_ncols=True, smoothing=0.1, postfix={"failed": 0}
+            )
 
     def finished(self, outcome):
         self.done += 1
@@ -43,8 +45,10 @@ class Progress:
         """'progress: 40/365 dates done, 2 failed, 1.3 dates/s, ETA 0:04:10'."""
         rate = self.done / max(now - self.started, 1e-9)
         left = round((self.total - self.done) / rate) if rate else 0
-        return (f"progress: {self.done}/{self.total} dates done, {self.failed} failed, {rate:.2f} dates/s, "
-                f"ETA {left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}")
+        return (
+            f"progress: {self.done}/{self.total} dates done, {self.failed} failed, {rate:.2f} dates/s, "
+            f"ETA {left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}"
+        )
 
     def write(self, text):
         """A line of its own, above the bar when there is one."""

@@ -11,6 +11,7 @@ point or host they run on), are the partition contract's (`tasks.partition`); th
 to build and reports. A helper process that dies fails only its chunk, which is retried once in a fresh
 process; through a central scheduler, a date another worker is building is waited for, not failed.
 """
+
 import ctypes
 import datetime as dt
 import errno
@@ -96,15 +97,26 @@ class _TaskEvents:
 
 
 _EVENTS = _TaskEvents()
-for _event, _kind in ((luigi.Event.PROCESSING_TIME, "time"), (luigi.Event.FAILURE, "failure"),
-                      (luigi.Event.SUCCESS, "success"), (luigi.Event.DEPENDENCY_MISSING, "missing"),
-                      (FOUND_DONE, "found_done")):
+for _event, _kind in (
+    (luigi.Event.PROCESSING_TIME, "time"),
+    (luigi.Event.FAILURE, "failure"),
+    (luigi.Event.SUCCESS, "success"),
+    (luigi.Event.DEPENDENCY_MISSING, "missing"),
+    (FOUND_DONE, "found_done"),
+):
     luigi.Task.event_handler(_event)(lambda task, value=None, _kind=_kind: _EVENTS.record(_kind, task, value))
 
 
-def run_dates(dates: Iterable[dt.date], *, workers: int = 1, force: bool = False, verify: bool = False,
-              progress: Callable[[DateOutcome, int, int], None] | None = None, log_level: str = "WARNING",
-              stop: threading.Event | None = None) -> RunReport:
+def run_dates(
+    dates: Iterable[dt.date],
+    *,
+    workers: int = 1,
+    force: bool = False,
+    verify: bool = False,
+    progress: Callable[[DateOutcome, int, int], None] | None = None,
+    log_level: str = "WARNING",
+    stop: threading.Event | None = None,
+) -> RunReport:
     """Run the pipeline for every date; complete dates are skipped unless `force`. Returns a RunReport.
 
     `verify` also compares every file with its recorded sha256, so same-size damage is found and rebuilt.
@@ -134,9 +146,12 @@ def run_dates(dates: Iterable[dt.date], *, workers: int = 1, force: bool = False
                 done += 1
                 outcomes[outcome.date] = outcome
                 _report_progress(progress, outcome, done, len(dates))
-    return RunReport([outcomes.get(d.isoformat()) or DateOutcome(d.isoformat(), "cancelled") for d in dates],
-                     time.monotonic() - started,
-                     emails["sent"], emails["failed"])
+    return RunReport(
+        [outcomes.get(d.isoformat()) or DateOutcome(d.isoformat(), "cancelled") for d in dates],
+        time.monotonic() - started,
+        emails["sent"],
+        emails["failed"],
+    )
 
 
 def _from_random_chunk(dates, chunk_size):
@@ -212,8 +227,9 @@ def _run_chunks(chunks, workers, build):
         return
     finished = queue.SimpleQueue()
     feeding = helpers  # feeders that have not yet put their (None, None): "nothing more from my helper"
-    feeders = [threading.Thread(target=_feed_helper, args=(chunks, finished, build), daemon=True)
-               for _ in range(helpers)]
+    feeders = [
+        threading.Thread(target=_feed_helper, args=(chunks, finished, build), daemon=True) for _ in range(helpers)
+    ]
     for feeder in feeders:
         feeder.start()
     try:
@@ -274,13 +290,21 @@ def _feed_helper(chunks, finished, build):
                     pool = None
                     if chunks.abandoned:
                         break
-                    LOG.warning("a helper process died while building %s..%s (attempt %d of 2)",
-                                chunk[0], chunk[-1], attempt)
+                    LOG.warning(
+                        "a helper process died while building %s..%s (attempt %d of 2)", chunk[0], chunk[-1], attempt
+                    )
                 except Exception as exc:  # the build itself raised in the helper
                     result = _chunk_failed(chunk, f"{type(exc).__name__}: {exc}")
                     break
-            finished.put((chunk, result or _chunk_failed(
-                chunk, "the helper process building the date died twice (killed, or out of memory?)")))
+            finished.put(
+                (
+                    chunk,
+                    result
+                    or _chunk_failed(
+                        chunk, "the helper process building the date died twice (killed, or out of memory?)"
+                    ),
+                )
+            )
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -308,8 +332,9 @@ def _helper_started():
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
-def build_chunk(dates: Sequence[dt.date], force: bool = False, verify: bool = False,
-                log_level: str = "WARNING") -> list[DateOutcome]:
+def build_chunk(
+    dates: Sequence[dt.date], force: bool = False, verify: bool = False, log_level: str = "WARNING"
+) -> list[DateOutcome]:
     """Build IrisPipeline for the dates in one luigi.build call; one DateOutcome per date.
 
     Runs in a helper process or in the caller's. A forced date is built under its own staging root and
@@ -340,8 +365,9 @@ def build_chunk(dates: Sequence[dt.date], force: bool = False, verify: bool = Fa
             else:
                 break
         for date in todo:
-            outcomes[date] = _finish(root, date, tokens.get(date), events.get(date.isoformat(), []), crash,
-                                     still_elsewhere=date in pending)
+            outcomes[date] = _finish(
+                root, date, tokens.get(date), events.get(date.isoformat(), []), crash, still_elsewhere=date in pending
+            )
     _release_memory()
     return [outcomes.get(d) or DateOutcome(d.isoformat(), "skipped") for d in dates]
 
@@ -352,8 +378,13 @@ def _build(tasks, log_level):
     _EVENTS.by_date = {}
     try:
         if crash is None:
-            luigi.build(tasks, worker_scheduler_factory=_WorkersWithoutTaskMail(),
-                        local_scheduler=not central_scheduler(), workers=1, log_level=log_level)
+            luigi.build(
+                tasks,
+                worker_scheduler_factory=_WorkersWithoutTaskMail(),
+                local_scheduler=not central_scheduler(),
+                workers=1,
+                log_level=log_level,
+            )
     except Exception as exc:  # scheduler gone mid-build, or Luigi itself failed
         crash = exc
     finally:
@@ -363,8 +394,12 @@ def _build(tasks, log_level):
 
 def _built_elsewhere(root, date, events, crash):
     """True when the date is incomplete only because another worker of the central scheduler has it."""
-    return (central_scheduler() and crash is None and not partition.is_complete(root, date)
-            and not any(kind in ("failure", "missing") for kind, _, _ in events))
+    return (
+        central_scheduler()
+        and crash is None
+        and not partition.is_complete(root, date)
+        and not any(kind in ("failure", "missing") for kind, _, _ in events)
+    )
 
 
 class _WorkersWithoutTaskMail(luigi.interface._WorkerSchedulerFactory):  # noqa: SLF001 - build's hook
@@ -379,10 +414,19 @@ class _WorkersWithoutTaskMail(luigi.interface._WorkerSchedulerFactory):  # noqa:
     """
 
     def create_worker(self, scheduler, worker_processes, assistant=False):
-        patient = dict(keep_alive=True, wait_interval=PATIENT_WAIT_SECONDS, wait_jitter=0.0,
-                       max_keep_alive_idle_duration=dt.timedelta(seconds=PATIENT_IDLE_SECONDS))
-        return luigi.worker.Worker(scheduler=scheduler, worker_processes=worker_processes, assistant=assistant,
-                                   send_failure_email=False, **(patient if central_scheduler() else {}))
+        patient = dict(
+            keep_alive=True,
+            wait_interval=PATIENT_WAIT_SECONDS,
+            wait_jitter=0.0,
+            max_keep_alive_idle_duration=dt.timedelta(seconds=PATIENT_IDLE_SECONDS),
+        )
+        return luigi.worker.Worker(
+            scheduler=scheduler,
+            worker_processes=worker_processes,
+            assistant=assistant,
+            send_failure_email=False,
+            **(patient if central_scheduler() else {}),
+        )
 
 
 def _release_memory():
@@ -416,8 +460,11 @@ def _unreachable_scheduler():
             if time.monotonic() + SCHEDULER_RETRY_SECONDS < deadline:
                 time.sleep(SCHEDULER_RETRY_SECONDS)
                 continue
-            return luigi.rpc.RPCError(f"central scheduler {url} not reachable ({exc.strerror or exc}); start luigid "
-                                      "or remove [core] default_scheduler_host to use the local scheduler", exc)
+            return luigi.rpc.RPCError(
+                f"central scheduler {url} not reachable ({exc.strerror or exc}); start luigid "
+                "or remove [core] default_scheduler_host to use the local scheduler",
+                exc,
+            )
 
 
 def _finish(root, date, token, events, crash, still_elsewhere=False):
@@ -426,16 +473,26 @@ def _finish(root, date, token, events, crash, still_elsewhere=False):
     outcome = _outcome(built_in, date, events, crash)
     if still_elsewhere and outcome.status == "failure":
         outcome.reason, outcome.step = "scheduler", None
-        outcome.error = "another worker of the central scheduler was still building the date after [service] wait_for_others"
+        outcome.error = (
+            "another worker of the central scheduler was still building the date after [service] wait_for_others"
+        )
     try:
         if token:
             _settle_rebuild(root, date, token, outcome.status == "success")
         if outcome.status == "success":
             partition.clear_failure(root, date)
         else:
-            partition.record_failure(root, date, {
-                "date": outcome.date, "step": outcome.step, "reason": outcome.reason, "error": outcome.error,
-                "time": dt.datetime.now(dt.UTC).isoformat()})
+            partition.record_failure(
+                root,
+                date,
+                {
+                    "date": outcome.date,
+                    "step": outcome.step,
+                    "reason": outcome.reason,
+                    "error": outcome.error,
+                    "time": dt.datetime.now(dt.UTC).isoformat(),
+                },
+            )
     except OSError as exc:  # the same full or read-only disk that failed the run
         LOG.warning("%s: could not record the outcome under %s: %s", outcome.date, root, _storage_error(exc))
     return outcome
@@ -460,13 +517,19 @@ def _outcome(root, date, events, crash):
     outcome = DateOutcome(date.isoformat(), "success" if partition.is_complete(root, date) else "failure")
     found_done = [task for kind, task, _ in events if kind == "found_done"]
     events = [(kind, task, value) for kind, task, value in events if not any(task is t for t in found_done)]
-    outcome.tasks = [[task.task_family, seconds, not any(k == "failure" and t is task for k, t, _ in events)]
-                     for kind, task, seconds in events if kind == "time"]
+    outcome.tasks = [
+        [task.task_family, seconds, not any(k == "failure" and t is task for k, t, _ in events)]
+        for kind, task, seconds in events
+        if kind == "time"
+    ]
     if outcome.status == "success" and not outcome.tasks:  # another process did all of the date's work
         outcome.status = "skipped"
         return outcome
-    validated = [(kind, task, value) for kind, task, value in events
-                 if task.task_family == "Validate" and kind in ("success", "failure")]
+    validated = [
+        (kind, task, value)
+        for kind, task, value in events
+        if task.task_family == "Validate" and kind in ("success", "failure")
+    ]
     if validated:
         outcome.validation = _validation_report(root, date, validated[-1][0] == "success")
     if outcome.status == "success":

@@ -6,6 +6,7 @@ fields, so in the repeated autumn hour 01:50 (second pass) would compare as earl
 pass), and adding 6 hours to a local time on the spring-forward day adds 5 real hours; in UTC both are
 plain elapsed time. Dates and the cron expression stay in the schedule's zone, where operators think.
 """
+
 import datetime as dt
 
 from apscheduler.triggers.cron import CronTrigger

@@ -4,6 +4,7 @@ Failed dates are grouped by (reason, step): a year of rejected input is one grou
 and one command that reruns exactly its dates, not 365 paragraphs. Commands name dates as compact
 ranges (`--dates 2026-01-01..2026-01-31,2026-02-03`), which `parse_dates` reads back.
 """
+
 import datetime as dt
 from dataclasses import dataclass
 
@@ -83,8 +84,10 @@ def format_failures(groups, rerun):
     lines = []
     for group in groups:
         count = len(group.dates)
-        lines.append(f"{count} date{'s' if count > 1 else ''} FAILED ({group.reason}) in "
-                     f"{group.step or 'the run'}: {date_ranges(group.dates)}")
+        lines.append(
+            f"{count} date{'s' if count > 1 else ''} FAILED ({group.reason}) in "
+            f"{group.step or 'the run'}: {date_ranges(group.dates)}"
+        )
         lines.append(f"  first error ({group.dates[0]}):")
         lines.extend("    " + line for line in group.first_error.splitlines() or [""])
         if group.reason == "error":

@@ -5,6 +5,7 @@ returns once the job store, the lock and /metrics are up, and a daemon that dies
 start. `systemctl status irisflow` shows the last STATUS= line. With `WatchdogSec=` systemd restarts a
 daemon whose WATCHDOG=1 pings stop. Outside systemd (no NOTIFY_SOCKET) every call does nothing.
 """
+
 import datetime as dt
 import os
 

@@ -12,6 +12,7 @@ same listener, or written as static files by `python -m service report`.
 Only GET and HEAD are answered. Jinja2 escapes every value from the data; files are served as plain text
 or as downloads, never as HTML. Only `Overview` reads the disk.
 """
+
 import datetime as dt
 import logging
 import socket
@@ -32,10 +33,14 @@ LOG = logging.getLogger("irisflow.web")
 TREND_DAYS = 90
 MAX_DAYS = 20 * 366  # the longest range one page shows
 TEXT_TYPES = {".json": "application/json", ".csv": "text/csv", ".txt": "text/plain"}
-SECURITY_HEADERS = [("Content-Security-Policy", "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'"),
-                    ("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer")]
-TEMPLATES = Environment(loader=PackageLoader("service", "templates"), autoescape=True, trim_blocks=True,
-                        lstrip_blocks=True)
+SECURITY_HEADERS = [
+    ("Content-Security-Policy", "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+]
+TEMPLATES = Environment(
+    loader=PackageLoader("service", "templates"), autoescape=True, trim_blocks=True, lstrip_blocks=True
+)
 
 
 class NotFound(Exception):
@@ -120,26 +125,37 @@ class PartitionView:
         self.links = links or ServedLinks()
 
     def render(self, template, **context):
-        return TEMPLATES.get_template(template).render(links=self.links, states=STATES, steps=STEP_NAMES,
-                                                       **context)
+        return TEMPLATES.get_template(template).render(links=self.links, states=STATES, steps=STEP_NAMES, **context)
 
     def grid(self, start, end, paging=None):
         rows = self.overview.rows(partition.date_range(start, end))
-        return self.render("grid.html", start=start, end=end, rows=rows, counts=self.overview.counts(rows),
-                           paging=paging)
+        return self.render(
+            "grid.html", start=start, end=end, rows=rows, counts=self.overview.counts(rows), paging=paging
+        )
 
     def month(self, first):
         first, last = month_range(first)
         year_start = first.replace(month=1)
-        paging = {"title": f"{first:%B %Y}", "prev_month": month_range(first - dt.timedelta(days=1))[0],
-                  "next_month": last + dt.timedelta(days=1), "prev_year": _add_years(first, -1),
-                  "next_year": _add_years(first, 1), "month": first, "year": year_start}
+        paging = {
+            "title": f"{first:%B %Y}",
+            "prev_month": month_range(first - dt.timedelta(days=1))[0],
+            "next_month": last + dt.timedelta(days=1),
+            "prev_year": _add_years(first, -1),
+            "next_year": _add_years(first, 1),
+            "month": first,
+            "year": year_start,
+        }
         return self.grid(first, last, paging)
 
     def year(self, first):
         first = first.replace(month=1, day=1)
-        paging = {"title": f"{first:%Y}", "prev_year": _add_years(first, -1), "next_year": _add_years(first, 1),
-                  "month": first, "year": first}
+        paging = {
+            "title": f"{first:%Y}",
+            "prev_year": _add_years(first, -1),
+            "next_year": _add_years(first, 1),
+            "month": first,
+            "year": first,
+        }
         return self.grid(first, first.replace(month=12, day=31), paging)
 
     def date(self, day):
@@ -159,8 +175,9 @@ class PartitionView:
 
 
 def _add_years(day, years):
-    return day.replace(year=day.year + years, day=min(day.day, 28)) if dt.MINYEAR < day.year + years < dt.MAXYEAR \
-        else day
+    return (
+        day.replace(year=day.year + years, day=min(day.day, 28)) if dt.MINYEAR < day.year + years < dt.MAXYEAR else day
+    )
 
 
 def _date(text, what="date"):
@@ -188,8 +205,13 @@ def make_app(view, metrics_app):
         if path == "/metrics":
             return metrics_app(environ, start_response)
         if method not in ("GET", "HEAD"):
-            return _respond(start_response, "405 Method Not Allowed", b"read-only: GET and HEAD only\n",
-                            "text/plain; charset=utf-8", [("Allow", "GET, HEAD")])
+            return _respond(
+                start_response,
+                "405 Method Not Allowed",
+                b"read-only: GET and HEAD only\n",
+                "text/plain; charset=utf-8",
+                [("Allow", "GET, HEAD")],
+            )
         query = {key: values[-1] for key, values in urllib.parse.parse_qs(environ.get("QUERY_STRING", "")).items()}
         try:
             status, (body, content_type, headers) = "200 OK", _route(view, path, query)
@@ -199,10 +221,19 @@ def make_app(view, metrics_app):
             status, body, content_type, headers = "400 Bad Request", _message(view, "Bad request", str(exc)), None, []
         except Exception:  # a page that cannot be drawn must not take the listener (and /metrics) down
             LOG.exception("partition view: %s failed", path)
-            status, body, content_type = "500 Internal Server Error", _message(view, "Error", "see the daemon log"), None
+            status, body, content_type = (
+                "500 Internal Server Error",
+                _message(view, "Error", "see the daemon log"),
+                None,
+            )
             headers = []
-        return _respond(start_response, status, b"" if method == "HEAD" else body,
-                        content_type or "text/html; charset=utf-8", headers)
+        return _respond(
+            start_response,
+            status,
+            b"" if method == "HEAD" else body,
+            content_type or "text/html; charset=utf-8",
+            headers,
+        )
 
     return app
 
@@ -251,7 +282,11 @@ def _html(text):
 def _file(path):
     content_type = TEXT_TYPES.get(path.suffix)
     headers = [] if content_type else [("Content-Disposition", f'attachment; filename="{path.name}"')]
-    return path.read_bytes(), (f"{content_type}; charset=utf-8" if content_type else "application/octet-stream"), headers
+    return (
+        path.read_bytes(),
+        (f"{content_type}; charset=utf-8" if content_type else "application/octet-stream"),
+        headers,
+    )
 
 
 def _message(view, title, text):
@@ -259,8 +294,9 @@ def _message(view, title, text):
 
 
 def _respond(start_response, status, body, content_type, headers):
-    start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body))),
-                            *SECURITY_HEADERS, *headers])
+    start_response(
+        status, [("Content-Type", content_type), ("Content-Length", str(len(body))), *SECURITY_HEADERS, *headers]
+    )
     return [body]
 
 

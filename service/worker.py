@@ -8,6 +8,7 @@ assistant and a backfill never build the same task at once, whichever host they 
 The heavy libraries are imported once, at start, so no task pays for them; SIGTERM (systemd's stop)
 lets the task in progress finish and then exits 0.
 """
+
 import logging
 import signal
 import sys
@@ -33,6 +34,7 @@ class SchedulerUnreachable(RuntimeError):
 
 def _log_task_events():
     """One line per task this worker finishes, as the journal of a long-running service should have."""
+
     @luigi.Task.event_handler(luigi.Event.PROCESSING_TIME)
     def finished(task, seconds):
         LOG.info("%s finished in %.1f s", task, seconds)
@@ -54,8 +56,10 @@ def serve_worker(processes=1, verbose=False):
     from .runner import _unreachable_scheduler
 
     if not central_scheduler():
-        raise ConfigError("worker needs a central scheduler: set [core] default_scheduler_host "
-                          "(and default_scheduler_port) in luigi.cfg")
+        raise ConfigError(
+            "worker needs a central scheduler: set [core] default_scheduler_host "
+            "(and default_scheduler_port) in luigi.cfg"
+        )
     checked_settings()
     unreachable = _unreachable_scheduler()
     if unreachable is not None:
@@ -68,9 +72,14 @@ def serve_worker(processes=1, verbose=False):
     _log_task_events()
     url = scheduler_url()
     # keep_alive: an assistant stays until told to stop, however long luigid has nothing for it.
-    worker = luigi.worker.Worker(scheduler=luigi.rpc.RemoteScheduler(url), worker_processes=processes,
-                                 assistant=True, keep_alive=True, wait_interval=ASK_EVERY_SECONDS,
-                                 wait_jitter=ASK_JITTER_SECONDS)
+    worker = luigi.worker.Worker(
+        scheduler=luigi.rpc.RemoteScheduler(url),
+        worker_processes=processes,
+        assistant=True,
+        keep_alive=True,
+        wait_interval=ASK_EVERY_SECONDS,
+        wait_jitter=ASK_JITTER_SECONDS,
+    )
 
     def phase_out(signum, _frame):
         LOG.info("%s: no new tasks; stopping after the tasks in progress", signal.Signals(signum).name)

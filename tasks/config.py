@@ -3,6 +3,7 @@
 Luigi resolves every key from luigi.cfg in the working directory, /etc/luigi/luigi.cfg and the file
 named by LUIGI_CONFIG_PATH (later files override earlier ones), so an operator overrides any key there.
 """
+
 import functools
 
 import luigi
@@ -14,21 +15,23 @@ DEFAULT_MODELS = ("logistic_regression", "random_forest", "svc", "knn", "decisio
 
 class iris(luigi.Config):  # noqa: N801 - the class name is the luigi.cfg section name
     source = luigi.Parameter(
-        default="data/iris.csv",
-        description="The day's input CSV; '{date}' in the path is replaced by YYYY-MM-DD.")
-    output_root = luigi.Parameter(
-        default="output", description="Directory holding one YYYY-MM-DD partition per date.")
+        default="data/iris.csv", description="The day's input CSV; '{date}' in the path is replaced by YYYY-MM-DD."
+    )
+    output_root = luigi.Parameter(default="output", description="Directory holding one YYYY-MM-DD partition per date.")
     models = luigi.ListParameter(default=DEFAULT_MODELS, description="Model names to train per date.")
     features = luigi.ListParameter(default=FEATURES, description="Feature columns the models use.")
     hyperparameters: luigi.DictParameter[dict] = luigi.DictParameter(
-        default={}, description='Per-model keyword arguments, e.g. {"random_forest": {"n_estimators": 50}}.')
+        default={}, description='Per-model keyword arguments, e.g. {"random_forest": {"n_estimators": 50}}.'
+    )
     test_size = luigi.FloatParameter(default=0.3, description="Share of rows held out for evaluation.")
     seed = luigi.IntParameter(default=42, description="Seed of the split and of randomised models.")
     max_invalid_fraction = luigi.FloatParameter(
-        default=0.0, description="Share of invalid rows that are dropped instead of rejecting the file.")
+        default=0.0, description="Share of invalid rows that are dropped instead of rejecting the file."
+    )
     min_rows = luigi.IntParameter(default=30, description="Fewest valid rows a day's file may have.")
     max_source_bytes = luigi.IntParameter(
-        default=200 * 1024 * 1024, description="Larger input files are refused before they are read.")
+        default=200 * 1024 * 1024, description="Larger input files are refused before they are read."
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -41,21 +44,30 @@ def settings():
 
 class quality(luigi.Config):  # noqa: N801 - the class name is the luigi.cfg section name
     reference_days = luigi.IntParameter(
-        default=28, description="The reference is the validated data of the complete dates among this many before a date.")
+        default=28,
+        description="The reference is the validated data of the complete dates among this many before a date.",
+    )
     reference = luigi.OptionalParameter(
-        default=None, description="A pinned reference CSV (Iris columns) used instead of the recent dates.")
+        default=None, description="A pinned reference CSV (Iris columns) used instead of the recent dates."
+    )
     min_reference_dates = luigi.IntParameter(
-        default=7, description="Fewest complete recent dates for a verdict; fewer give drift_detected null.")
+        default=7, description="Fewest complete recent dates for a verdict; fewer give drift_detected null."
+    )
     min_reference_rows = luigi.IntParameter(default=100, description="Fewest reference rows for a verdict.")
     psi_moderate = luigi.FloatParameter(default=0.1, description="PSI from which a feature has moved moderately.")
     psi_significant = luigi.FloatParameter(default=0.25, description="PSI from which a feature has drifted.")
-    ks_pvalue = luigi.FloatParameter(
-        default=0.01, description="KS p-value below which a moderate PSI counts as drift.")
+    ks_pvalue = luigi.FloatParameter(default=0.01, description="KS p-value below which a moderate PSI counts as drift.")
     chi2_pvalue = luigi.FloatParameter(
-        default=0.01, description="Chi-square p-value below which the species shares have drifted.")
+        default=0.01, description="Chi-square p-value below which the species shares have drifted."
+    )
     fail_on_drift = luigi.BoolParameter(
-        default=False, description="Make drift a validation failure of the date (mailed like one).")
+        default=False, description="Make drift a validation failure of the date (mailed like one)."
+    )
 
     def thresholds(self):
-        return {"psi_moderate": self.psi_moderate, "psi_significant": self.psi_significant,
-                "ks_pvalue": self.ks_pvalue, "chi2_pvalue": self.chi2_pvalue}
+        return {
+            "psi_moderate": self.psi_moderate,
+            "psi_significant": self.psi_significant,
+            "ks_pvalue": self.ks_pvalue,
+            "chi2_pvalue": self.chi2_pvalue,
+        }

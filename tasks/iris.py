@@ -8,6 +8,7 @@ with the stock Luigi command:
 
     PYTHONPATH=. luigi --module tasks.iris IrisPipeline --date 2026-11-24 --local-scheduler
 """
+
 import contextlib
 import functools
 import gc
@@ -121,8 +122,9 @@ class DatePartitionTask(luigi.Task):
 
     date = luigi.DateParameter()
     rebuild = luigi.Parameter(
-        default="", description="Token of a forced rebuild, which builds under the staging root; empty: "
-                                "the date's own partition.")
+        default="",
+        description="Token of a forced rebuild, which builds under the staging root; empty: the date's own partition.",
+    )
 
     @property
     def root(self):
@@ -161,9 +163,12 @@ class DatePartitionTask(luigi.Task):
 
     def is_done(self):
         receipt = partition.read_receipt(self.folder, self.receipt)
-        return (receipt is not None and not partition.files_match(self.folder, receipt["outputs"])
-                and all(task.complete() for task in self.upstream())
-                and receipt["inputs"] == self.input_records())
+        return (
+            receipt is not None
+            and not partition.files_match(self.folder, receipt["outputs"])
+            and all(task.complete() for task in self.upstream())
+            and receipt["inputs"] == self.input_records()
+        )
 
     def complete(self):
         done = self.is_done()
@@ -186,8 +191,9 @@ class DatePartitionTask(luigi.Task):
         """Temporary paths shaped like output(); when the block succeeds they are renamed into place
         together and sealed by the task's receipt (with `extra`, which the block may still fill in)."""
         relative = self._relative()
-        with partition.publishing(self.folder, relative.values(), self.receipt, self.input_records() or {},
-                                  extra) as temporaries:
+        with partition.publishing(
+            self.folder, relative.values(), self.receipt, self.input_records() or {}, extra
+        ) as temporaries:
             paths = {key: str(temporaries[name]) for key, name in relative.items()}
             yield paths[None] if None in paths else paths
 
@@ -207,12 +213,19 @@ class Extract(DatePartitionTask):
         previous = self.previous_snapshot()
         extra = {}
         with self.publishing(extra) as snapshot:
-            snapshot_source(self.input().path, snapshot, data_dir=data_dir(),
-                            max_bytes=config.settings().max_source_bytes)
+            snapshot_source(
+                self.input().path, snapshot, data_dir=data_dir(), max_bytes=config.settings().max_source_bytes
+            )
             now = partition.file_record(snapshot)["sha256"]
             if previous and previous != now:
-                LOG.warning("%s: history changed: %s now differs from the snapshot this date was built from "
-                            "(sha256 %s, now %s)", self.date, self.input().path, previous[:12], now[:12])
+                LOG.warning(
+                    "%s: history changed: %s now differs from the snapshot this date was built from "
+                    "(sha256 %s, now %s)",
+                    self.date,
+                    self.input().path,
+                    previous[:12],
+                    now[:12],
+                )
                 extra["history_changed"] = {"source": self.input().path, "previous_sha256": previous}
 
     def previous_snapshot(self):
@@ -241,8 +254,9 @@ class Validate(DatePartitionTask):
         described = f"{source_path(self.date)} (snapshot {self.date.isoformat()}/{Path(self.input().path).name})"
         try:
             frame = read_source(self.input().path, settings.max_source_bytes, shown_as=described)
-            valid, report = validate_frame(frame, source=described, min_rows=settings.min_rows,
-                                           max_invalid_fraction=settings.max_invalid_fraction)
+            valid, report = validate_frame(
+                frame, source=described, min_rows=settings.min_rows, max_invalid_fraction=settings.max_invalid_fraction
+            )
         except InputRejected as exc:
             self.quarantine(exc.report or {"file": described, "passed": False, "error": str(exc)})
             raise
@@ -270,13 +284,14 @@ class Drift(DatePartitionTask):
         from .schema import InputRejected
 
         settings = quality()
-        report = assess_drift(read_csv(self.input()["data"]), self.reference(), settings,
-                              config.settings().features)
+        report = assess_drift(read_csv(self.input()["data"]), self.reference(), settings, config.settings().features)
         if report["drift_detected"] and settings.fail_on_drift:
             failed = partition.failed_dir(self.root, self.date) / "drift.json"
             partition.write_durably(failed, json.dumps(report, indent=2, sort_keys=True))
-            raise InputRejected(f"{source_path(self.date)}: data drift against {report['reference']['described']}: "
-                                f"{describe_drift(report)} ([quality] fail_on_drift = true)")
+            raise InputRejected(
+                f"{source_path(self.date)}: data drift against {report['reference']['described']}: "
+                f"{describe_drift(report)} ([quality] fail_on_drift = true)"
+            )
         with self.publishing() as out:
             write_json(out, report)
 
@@ -289,8 +304,10 @@ class Drift(DatePartitionTask):
         if settings.reference:
             return {"file": settings.reference}
         root = Path(config.settings().output_root)
-        return {"dates": [d.isoformat() for d in history_dates(root, self.date, settings.reference_days)],
-                "root": str(root)}
+        return {
+            "dates": [d.isoformat() for d in history_dates(root, self.date, settings.reference_days)],
+            "root": str(root),
+        }
 
 
 class Split(DatePartitionTask):
@@ -329,8 +346,13 @@ class TrainModel(DatePartitionTask):
 
     @property
     def settings(self):
-        return {"model": self.model, "features": list(self.features),
-                "hyperparameters": plain(self.hyperparameters), "test_size": self.test_size, "seed": self.seed}
+        return {
+            "model": self.model,
+            "features": list(self.features),
+            "hyperparameters": plain(self.hyperparameters),
+            "test_size": self.test_size,
+            "seed": self.seed,
+        }
 
     def output(self):
         import hashlib
@@ -344,8 +366,7 @@ class TrainModel(DatePartitionTask):
 
         from .steps import evaluate, train
 
-        estimator = train(read_csv(self.input()["train"]), self.model, self.features,
-                          self.hyperparameters, self.seed)
+        estimator = train(read_csv(self.input()["train"]), self.model, self.features, self.hyperparameters, self.seed)
         metrics = evaluate(estimator, read_csv(self.input()["test"]), self.features)
         with self.publishing() as out:
             joblib.dump(estimator, out["model"])
@@ -355,9 +376,13 @@ class TrainModel(DatePartitionTask):
 def pipeline_settings():
     """The `[iris]` settings that shape a date's results, as summary.json records them."""
     settings = config.settings()
-    return {"models": list(settings.models), "features": list(settings.features),
-            "hyperparameters": {name: plain(settings.hyperparameters.get(name, {})) for name in settings.models},
-            "test_size": settings.test_size, "seed": settings.seed}
+    return {
+        "models": list(settings.models),
+        "features": list(settings.features),
+        "hyperparameters": {name: plain(settings.hyperparameters.get(name, {})) for name in settings.models},
+        "test_size": settings.test_size,
+        "seed": settings.seed,
+    }
 
 
 class IrisPipeline(DatePartitionTask):
@@ -369,11 +394,20 @@ class IrisPipeline(DatePartitionTask):
 
     def requires(self):
         settings = pipeline_settings()
-        return {"drift": self.clone(Drift),
-                "models": {name: self.clone(TrainModel, model=name, features=settings["features"],
-                                            hyperparameters=settings["hyperparameters"][name],
-                                            test_size=settings["test_size"], seed=settings["seed"])
-                           for name in settings["models"]}}
+        return {
+            "drift": self.clone(Drift),
+            "models": {
+                name: self.clone(
+                    TrainModel,
+                    model=name,
+                    features=settings["features"],
+                    hyperparameters=settings["hyperparameters"][name],
+                    test_size=settings["test_size"],
+                    seed=settings["seed"],
+                )
+                for name in settings["models"]
+            },
+        }
 
     def output(self):
         return self.target(partition.SUMMARY)

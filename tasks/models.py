@@ -3,6 +3,7 @@
 Each entry names the scikit-learn class and the defaults irisflow uses; the class is imported only when
 a model is built, so checking configured names costs nothing.
 """
+
 import importlib
 
 REGISTRY = {

@@ -24,6 +24,7 @@ The rules:
   date has its old or its new complete partition at every instant; a rebuild that died is cleaned up (or,
   where the exchange had to be two renames, finished) by the next run.
 """
+
 import contextlib
 import ctypes
 import datetime as dt
@@ -208,10 +209,18 @@ def _valid_relative(name):
 
 
 def _valid_records(records):
-    return (isinstance(records, dict) and records and all(
-        _valid_relative(name) and isinstance(record, dict) and isinstance(record.get("size"), int)
-        and isinstance(record.get("sha256"), str) and _SHA256_RE.fullmatch(record["sha256"])
-        for name, record in records.items()))
+    return (
+        isinstance(records, dict)
+        and records
+        and all(
+            _valid_relative(name)
+            and isinstance(record, dict)
+            and isinstance(record.get("size"), int)
+            and isinstance(record.get("sha256"), str)
+            and _SHA256_RE.fullmatch(record["sha256"])
+            for name, record in records.items()
+        )
+    )
 
 
 def _read_json(path: StrPath) -> Any:
@@ -225,8 +234,9 @@ def _read_json(path: StrPath) -> Any:
 def read_receipt(part: StrPath, name: str) -> dict[str, Any] | None:
     """The task's receipt as written, or None when it is absent, unreadable or of the wrong shape."""
     receipt = _read_json(Path(part) / RECEIPTS / name)
-    if not (isinstance(receipt, dict) and _valid_records(receipt.get("outputs"))
-            and isinstance(receipt.get("inputs"), dict)):
+    if not (
+        isinstance(receipt, dict) and _valid_records(receipt.get("outputs")) and isinstance(receipt.get("inputs"), dict)
+    ):
         return None
     return receipt
 
@@ -251,8 +261,13 @@ def files_match(part: StrPath, records: Mapping[str, FileRecord], verify: bool =
 
 
 @contextlib.contextmanager
-def publishing(part: StrPath, relative_outputs: Iterable[str], name: str, inputs: Mapping[str, str],
-               extra: Mapping[str, Any] | None = None) -> Iterator[dict[str, Path]]:
+def publishing(
+    part: StrPath,
+    relative_outputs: Iterable[str],
+    name: str,
+    inputs: Mapping[str, str],
+    extra: Mapping[str, Any] | None = None,
+) -> Iterator[dict[str, Path]]:
     """Temporary paths for a task's outputs ({relative: Path}); when the block ends without error they are
     fsynced, renamed into place together and sealed by the task's receipt `name`, which records each
     output's size and sha256, the `inputs` ({relative: sha256}) and `extra`.
@@ -287,8 +302,9 @@ def publishing(part: StrPath, relative_outputs: Iterable[str], name: str, inputs
             _replace(temporary, part / relative)
         for folder in {(part / relative).parent for relative in temporaries}:
             _fsync_dir(folder)
-        write_durably(receipt, json.dumps({"outputs": records, "inputs": dict(inputs), **(extra or {})},
-                                          indent=1, sort_keys=True))
+        write_durably(
+            receipt, json.dumps({"outputs": records, "inputs": dict(inputs), **(extra or {})}, indent=1, sort_keys=True)
+        )
     finally:
         for temporary in temporaries.values():
             temporary.unlink(missing_ok=True)
@@ -313,11 +329,18 @@ def valid_summary(summary: Any, date: DateLike) -> bool:
     if not isinstance(summary, dict) or summary.get("date") != parse_date(date).isoformat():
         return False
     models = summary.get("models")
-    return bool(isinstance(models, dict) and models
-                and all(isinstance(m, dict) and _is_number(m.get("accuracy")) and _is_number(m.get("macro_f1"))
-                        for m in models.values())
-                and summary.get("best_model") in models and _is_number(summary.get("best_accuracy"))
-                and isinstance(summary.get("settings"), dict) and _valid_records(summary.get("manifest")))
+    return bool(
+        isinstance(models, dict)
+        and models
+        and all(
+            isinstance(m, dict) and _is_number(m.get("accuracy")) and _is_number(m.get("macro_f1"))
+            for m in models.values()
+        )
+        and summary.get("best_model") in models
+        and _is_number(summary.get("best_accuracy"))
+        and isinstance(summary.get("settings"), dict)
+        and _valid_records(summary.get("manifest"))
+    )
 
 
 def read_summary(root: StrPath, date: DateLike) -> dict[str, Any] | None:

@@ -10,6 +10,7 @@ samples' counts. The Drift task (tasks.iris) reads the data, calls `drift_report
 Only `read_drift` is used by code that must stay light (the metrics and the partition view); numpy,
 pandas and scipy are imported inside the functions that compute.
 """
+
 import json
 
 from . import partition
@@ -96,9 +97,14 @@ def species_drift(reference_labels, current_labels, classes, thresholds):
     current_shares = class_shares(current_labels, classes)
     statistic, pvalue = class_test(reference_labels, current_labels, classes)
     vanished = [name for name in classes if reference_shares[name] > 0 and current_shares[name] == 0]
-    return {"reference_shares": reference_shares, "shares": current_shares, "chi2_statistic": statistic,
-            "chi2_pvalue": pvalue, "missing_classes": vanished,
-            "drift": pvalue < thresholds["chi2_pvalue"] or bool(vanished)}
+    return {
+        "reference_shares": reference_shares,
+        "shares": current_shares,
+        "chi2_statistic": statistic,
+        "chi2_pvalue": pvalue,
+        "missing_classes": vanished,
+        "drift": pvalue < thresholds["chi2_pvalue"] or bool(vanished),
+    }
 
 
 def drift_report(reference, current, features, classes, thresholds):
@@ -106,20 +112,33 @@ def drift_report(reference, current, features, classes, thresholds):
 
     `drift_detected` is true when any feature or the species shares drifted.
     """
-    scores = {name: feature_drift(reference[name].to_numpy(), current[name].to_numpy(), thresholds)
-              for name in features}
+    scores = {
+        name: feature_drift(reference[name].to_numpy(), current[name].to_numpy(), thresholds) for name in features
+    }
     species = species_drift(reference["species"], current["species"], classes, thresholds)
     drifted = sorted(name for name, score in scores.items() if score["drift"])
     if species["drift"]:
         drifted.append("species")
-    return {"drift_detected": bool(drifted), "drifted": drifted, "rows": int(len(current)),
-            "features": scores, "species": species, "thresholds": dict(thresholds)}
+    return {
+        "drift_detected": bool(drifted),
+        "drifted": drifted,
+        "rows": int(len(current)),
+        "features": scores,
+        "species": species,
+        "thresholds": dict(thresholds),
+    }
 
 
 def no_verdict(reason, thresholds):
     """drift.json for a date with too little reference to judge: drift_detected is null, and why."""
-    return {"drift_detected": None, "drifted": [], "reason": reason, "features": {}, "species": None,
-            "thresholds": dict(thresholds)}
+    return {
+        "drift_detected": None,
+        "drifted": [],
+        "reason": reason,
+        "features": {},
+        "species": None,
+        "thresholds": dict(thresholds),
+    }
 
 
 def assess_drift(current, reference, settings, features):
@@ -139,16 +158,30 @@ def assess_drift(current, reference, settings, features):
     else:
         frame = _read_validated(reference["root"], reference["dates"])
         dates = reference["dates"]
-        used = {"kind": "recent", "dates": dates, "days": settings.reference_days,
-                "described": f"{len(dates)} complete dates of the previous {settings.reference_days}"}
+        used = {
+            "kind": "recent",
+            "dates": dates,
+            "days": settings.reference_days,
+            "described": f"{len(dates)} complete dates of the previous {settings.reference_days}",
+        }
         if len(dates) < settings.min_reference_dates:
-            return {**no_verdict(f"{len(dates)} complete dates in the previous {settings.reference_days} days, "
-                                 f"fewer than [quality] min_reference_dates = {settings.min_reference_dates}",
-                                 thresholds), "reference": {**used, "rows": len(frame)}}
+            return {
+                **no_verdict(
+                    f"{len(dates)} complete dates in the previous {settings.reference_days} days, "
+                    f"fewer than [quality] min_reference_dates = {settings.min_reference_dates}",
+                    thresholds,
+                ),
+                "reference": {**used, "rows": len(frame)},
+            }
     used["rows"] = len(frame)
     if len(frame) < settings.min_reference_rows:
-        return {**no_verdict(f"{len(frame)} reference rows, fewer than [quality] min_reference_rows = "
-                             f"{settings.min_reference_rows}", thresholds), "reference": used}
+        return {
+            **no_verdict(
+                f"{len(frame)} reference rows, fewer than [quality] min_reference_rows = {settings.min_reference_rows}",
+                thresholds,
+            ),
+            "reference": used,
+        }
     return {**drift_report(frame, current, features, SPECIES, thresholds), "reference": used}
 
 
@@ -176,8 +209,14 @@ def describe_drift(report):
     for name in report["drifted"]:
         if name == "species":
             missing = report["species"]["missing_classes"]
-            parts.append("species shares" + (f" (missing {', '.join(missing)})" if missing else
-                                             f" (chi-square p={report['species']['chi2_pvalue']:.2g})"))
+            parts.append(
+                "species shares"
+                + (
+                    f" (missing {', '.join(missing)})"
+                    if missing
+                    else f" (chi-square p={report['species']['chi2_pvalue']:.2g})"
+                )
+            )
         else:
             score = report["features"][name]
             parts.append(f"{name} (PSI {score['psi']:.2f}, KS p={score['ks_pvalue']:.2g})")

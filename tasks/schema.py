@@ -4,6 +4,7 @@
 with it as a whole; `validate_frame` checks every row lazily, so one report lists every failing check,
 column and a few offending lines at once.
 """
+
 import csv
 import os
 import stat
@@ -36,8 +37,9 @@ def snapshot_source(path, destination, *, data_dir, max_bytes):
     """
     real, allowed = os.path.realpath(path), os.path.realpath(data_dir)
     if os.path.commonpath([real, allowed]) != allowed:
-        raise InputRejected(f"{path}: resolves to {real}, outside the data directory {allowed}; "
-                            "refused (a symlink pointing elsewhere?)")
+        raise InputRejected(
+            f"{path}: resolves to {real}, outside the data directory {allowed}; refused (a symlink pointing elsewhere?)"
+        )
     if not stat.S_ISREG(os.stat(real).st_mode):
         raise InputRejected(f"{path}: not a regular file; refused")
     copied = 0
@@ -102,12 +104,15 @@ def _header(path, shown):
     if len(names) == 1:
         for delimiter in ";\t|":
             if delimiter in text:
-                raise InputRejected(f"{shown}: header uses {delimiter!r} as delimiter; irisflow reads "
-                                    "comma-separated files only")
+                raise InputRejected(
+                    f"{shown}: header uses {delimiter!r} as delimiter; irisflow reads comma-separated files only"
+                )
     repeated = sorted({name for name in names if name and names.count(name) > 1})
     if repeated:
-        raise InputRejected(f"{shown}: header names column(s) {', '.join(map(repr, repeated))} more than "
-                            "once; which one holds the data is ambiguous")
+        raise InputRejected(
+            f"{shown}: header names column(s) {', '.join(map(repr, repeated))} more than "
+            "once; which one holds the data is ambiguous"
+        )
     return names
 
 
@@ -135,8 +140,10 @@ def _refuse_truncated_end(path, shown, fields, last_line):
         return
     found = _field_count(tail.splitlines()[-1])
     if found < fields:
-        raise InputRejected(f"{shown}: line {last_line} is cut short ({found} of {fields} fields and no "
-                            "line end); was the file still being written?")
+        raise InputRejected(
+            f"{shown}: line {last_line} is cut short ({found} of {fields} fields and no "
+            "line end); was the file still being written?"
+        )
 
 
 def _first_line(exc):
@@ -157,8 +164,12 @@ def build_schema(min_rows, *, whole_file_checks=True):
     file_checks = []
     if whole_file_checks:
         # One check per species, so a rejection names the species that is missing.
-        species_checks.extend(pa.Check(lambda s, name=name: bool((s == name).any()), name=f"{name}_present",
-                                       error=f"at least one {name} row") for name in SPECIES)
+        species_checks.extend(
+            pa.Check(
+                lambda s, name=name: bool((s == name).any()), name=f"{name}_present", error=f"at least one {name} row"
+            )
+            for name in SPECIES
+        )
         file_checks.append(pa.Check(lambda df: len(df) >= min_rows, name=f"at_least_{min_rows}_rows"))
     columns["species"] = pa.Column(str, species_checks, nullable=False, coerce=True)
     return pa.DataFrameSchema(columns, checks=file_checks, strict="filter", ordered=False)
@@ -186,7 +197,7 @@ def _row_failures(frame):
     bad = np.zeros(len(frame), dtype=bool)
     merged, file_wide = {}, False
     for start in range(0, max(len(frame), 1), CHUNK_ROWS):
-        _, cases = _failures(schema, frame.iloc[start:start + CHUNK_ROWS])
+        _, cases = _failures(schema, frame.iloc[start : start + CHUNK_ROWS])
         if cases is None:
             continue
         rows = cases["index"].dropna().astype(int)
@@ -221,8 +232,14 @@ def _summarise(cases):
             if not _isnull(case["index"]):
                 example["line"] = int(case["index"]) + 2  # line 1 is the header
             examples.append(example)
-        grouped.append({"column": None if _isnull(column) else str(column), "check": str(check),
-                        "count": int(len(group)), "examples": examples})
+        grouped.append(
+            {
+                "column": None if _isnull(column) else str(column),
+                "check": str(check),
+                "count": int(len(group)),
+                "examples": examples,
+            }
+        )
     return grouped
 
 
@@ -248,8 +265,11 @@ def validate_frame(frame, *, source, min_rows, max_invalid_fraction=0.0):
         valid, cases = _failures(build_schema(min_rows), frame[~bad])
         failures = [] if cases is None else _summarise(cases)
     report = {
-        "file": str(source), "passed": valid is not None, "rows": rows,
-        "valid_rows": 0 if valid is None else len(valid), "dropped_rows": dropped if valid is not None else 0,
+        "file": str(source),
+        "passed": valid is not None,
+        "rows": rows,
+        "valid_rows": 0 if valid is None else len(valid),
+        "dropped_rows": dropped if valid is not None else 0,
         "max_invalid_fraction": max_invalid_fraction,
         "dropped": row_failures if valid is not None else [],
         "failures": failures,
@@ -272,13 +292,15 @@ def warm_up():
 def format_report(report):
     """A human-readable report: one line per failing check with its column, count and example lines."""
     status = "passed" if report["passed"] else "REJECTED"
-    lines = [f"{report['file']}: validation {status}: {report['valid_rows']} of {report['rows']} rows "
-             f"valid, {report['dropped_rows']} dropped"]
+    lines = [
+        f"{report['file']}: validation {status}: {report['valid_rows']} of {report['rows']} rows "
+        f"valid, {report['dropped_rows']} dropped"
+    ]
     for title, entries in (("failed", report["failures"]), ("dropped", report.get("dropped", []))):
         for entry in entries:
             column = f"column '{entry['column']}'" if entry["column"] else "file"
             shown = ", ".join(
-                (f"line {e['line']}: {e['value']!r}" if "line" in e else repr(e["value"]))
-                for e in entry["examples"])
+                (f"line {e['line']}: {e['value']!r}" if "line" in e else repr(e["value"])) for e in entry["examples"]
+            )
             lines.append(f"  {title}: {column} check '{entry['check']}' ({entry['count']} cases; {shown})")
     return "\n".join(lines)

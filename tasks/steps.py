@@ -3,6 +3,7 @@
 Luigi tasks only read their inputs, call one of these and write the result; unit tests and the
 benchmark's reference loop call the same functions, so they do exactly the pipeline's work.
 """
+
 from .config import SPECIES
 
 
@@ -10,8 +11,7 @@ def split(frame, test_size, seed):
     """Stratified, deterministic train/test split of the validated data: (train, test) DataFrames."""
     from sklearn.model_selection import train_test_split
 
-    train, test = train_test_split(frame, test_size=test_size, random_state=seed,
-                                   stratify=frame["species"])
+    train, test = train_test_split(frame, test_size=test_size, random_state=seed, stratify=frame["species"])
     return train.reset_index(drop=True), test.reset_index(drop=True)
 
 
@@ -41,7 +41,12 @@ def evaluate(estimator, frame, features):
 
 def summarize(date, metrics_by_model):
     """The date's summary: every model's metrics and the best model (highest accuracy, then macro F1)."""
-    best = max(metrics_by_model,
-               key=lambda name: (metrics_by_model[name]["accuracy"], metrics_by_model[name]["macro_f1"]))
-    return {"date": str(date), "models": metrics_by_model, "best_model": best,
-            "best_accuracy": metrics_by_model[best]["accuracy"]}
+    best = max(
+        metrics_by_model, key=lambda name: (metrics_by_model[name]["accuracy"], metrics_by_model[name]["macro_f1"])
+    )
+    return {
+        "date": str(date),
+        "models": metrics_by_model,
+        "best_model": best,
+        "best_accuracy": metrics_by_model[best]["accuracy"],
+    }
