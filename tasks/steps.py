@@ -21,7 +21,27 @@ def train(frame, model, features, hyperparameters, seed):
 
     estimator = build_model(model, hyperparameters, seed)
     estimator.fit(frame[list(features)], frame["species"])
+    _zero_tree_padding(estimator)
     return estimator
+
+
+def _zero_tree_padding(estimator):
+    """Zero the padding bytes of every fitted tree's nodes, so the pickle depends on the model alone.
+
+    scikit-learn keeps a tree's nodes in C structs whose padding is never written, and pickles them as raw
+    bytes: the same tree would otherwise be saved with whatever the allocator left there, and a rebuilt
+    model.joblib would differ from the first, byte for byte, while being the same model.
+    """
+    import numpy as np
+
+    for tree in [getattr(e, "tree_", None) for e in [estimator, *getattr(estimator, "estimators_", [])]]:
+        if tree is None:
+            continue
+        state = tree.__getstate__()
+        nodes = np.zeros(state["nodes"].shape, state["nodes"].dtype)
+        for name in nodes.dtype.names:
+            nodes[name] = state["nodes"][name]
+        tree.__setstate__({**state, "nodes": nodes})
 
 
 def evaluate(estimator, frame, features):
