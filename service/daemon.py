@@ -45,6 +45,7 @@ from tasks import partition
 
 from . import journal, metrics, notifications
 from .config import ConfigError, checked_settings, time_zone
+from .defaults import use_packaged_defaults
 from .runner import DateOutcome, RunReport, run_dates
 from .schedule import UTC, Schedule, build_trigger
 from .summary import backfill_command
@@ -115,7 +116,9 @@ def run_one_by_one(dates, stopping=None, log_level="WARNING"):
 
 
 def _run_in_child_process(dates, sender, stopping, log_level):
-    # A fresh interpreter: without this, what irisflow logs here (a mail it could not send) would go nowhere.
+    # A fresh interpreter: it reads the configuration as the daemon did (the packaged defaults included).
+    use_packaged_defaults()
+    # Without this, what irisflow logs here (a mail it could not send) would go nowhere.
     # Only irisflow's loggers: Luigi's has its own handler, and a root one would print its records twice.
     logging.getLogger("irisflow").addHandler(journal.stderr_handler(LOG_FORMAT))
     journal.luigi_to_journal(log_level)

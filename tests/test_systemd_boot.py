@@ -199,7 +199,7 @@ def test_backfill_units_end_with_their_exit_status_and_log_in_the_journal(machin
         assert (machine.prop(unit, "Result"), machine.prop(unit, "ExecMainStatus")) == (result, status)
     good, bad = (machine.journal(f"irisflow-backfill@{dates}") for dates in (BACKFILL, BAD_BACKFILL))
     assert "[2/2] 2026-01-02 success" in good, good
-    assert "2026-01-04: FAILED (validation)" in bad, bad
+    assert "FAILED (validation) in Validate: 2026-01-04" in bad, bad
     machine.run("systemctl", "reset-failed", f"irisflow-backfill@{BAD_BACKFILL}")
 
 
@@ -280,7 +280,8 @@ def test_rerunning_the_installer_updates_the_app_restarts_the_daemon_and_keeps_t
     edited = (machine.root / "etc/irisflow/luigi.cfg").read_text()
     old = machine.main_pid()
     machine.run("sh", INSTALL, timeout=600)
-    assert (machine.root / "opt/irisflow/app/service/__init__.py").read_text().endswith(marker)
+    installed, = (machine.root / "opt/irisflow/venv/lib").glob("python3*/site-packages/service/__init__.py")
+    assert installed.read_text().endswith(marker)
     assert machine.main_pid() != old and machine.prop("irisflow", "ActiveState") == "active"
     assert (machine.root / "etc/irisflow/luigi.cfg").read_text() == edited
     assert (machine.root / "etc/irisflow/luigi.cfg.dist").exists()
