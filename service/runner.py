@@ -500,7 +500,8 @@ def _finish(root, date, token, events, crash, still_elsewhere=False):
 
 def _settle_rebuild(root, date, token, succeeded):
     """Swap a complete forced rebuild in; a failed one leaves the old partition, and its rejected input's
-    records (if any) replace the date's failure records."""
+    records (if any) replace the date's failure records. The staging folder goes when its
+    `partition.forced_rebuild` ends."""
     if succeeded:
         partition.promote(root, date, token)
         return
@@ -510,7 +511,6 @@ def _settle_rebuild(root, date, token, succeeded):
         target = partition.failed_dir(root, date)
         target.parent.mkdir(parents=True, exist_ok=True)
         rejected.replace(target)
-    partition.discard_rebuild(root, date, token)
 
 
 def _outcome(root, date, events, crash):

@@ -448,7 +448,7 @@ def task_lock(root: StrPath, date: DateLike, name: str) -> Iterator[None]:
 @contextlib.contextmanager
 def forced_rebuild(root: StrPath, date: DateLike) -> Iterator[str]:
     """A fresh token for a forced rebuild of the date, locked for as long as the rebuild runs, so a run
-    that finds the staging folder unlocked knows its builder is gone."""
+    that finds the staging folder unlocked knows its builder is gone; the folder is removed at the end."""
     token = uuid.uuid4().hex[:12]
     where = staging_root(root, date, token)
     lock = where.with_name(where.name + ".lock")
@@ -489,11 +489,6 @@ def promote(root: StrPath, date: DateLike, token: str) -> None:
         _fsync_dir(root)
         _fsync_dir(staged)
     shutil.rmtree(staged, ignore_errors=True)
-
-
-def discard_rebuild(root: StrPath, date: DateLike, token: str) -> None:
-    """Remove a forced rebuild's staging folder (its rejected-input records are the caller's to keep)."""
-    shutil.rmtree(staging_root(root, date, token), ignore_errors=True)
 
 
 def recover_staging(root: StrPath) -> None:
