@@ -15,6 +15,7 @@ import sys
 
 import luigi
 import luigi.rpc
+import luigi.task_register
 import luigi.worker
 
 from . import notifications
@@ -42,6 +43,19 @@ def _log_task_events():
     @luigi.Task.event_handler(luigi.Event.FAILURE)
     def failed(task, exception):
         LOG.error("%s failed: %s", task, str(exception).partition("\n")[0])
+
+
+class _AssistantWorker(luigi.worker.Worker):
+    """Luigi's worker, starting each request for work with Luigi's instance cache empty.
+
+    Luigi keeps every task instance it made for the life of the process, and a task instance remembers
+    that it was found done (`tasks.iris.DatePartitionTask.complete`): a worker that runs for months must
+    neither grow with every date it saw nor trust what it found on disk days ago.
+    """
+
+    def _get_work(self):
+        luigi.task_register.Register.clear_instance_cache()
+        return super()._get_work()
 
 
 def serve_worker(processes=1, verbose=False):
@@ -72,7 +86,7 @@ def serve_worker(processes=1, verbose=False):
     _log_task_events()
     url = scheduler_url()
     # keep_alive: an assistant stays until told to stop, however long luigid has nothing for it.
-    worker = luigi.worker.Worker(
+    worker = _AssistantWorker(
         scheduler=luigi.rpc.RemoteScheduler(url),
         worker_processes=processes,
         assistant=True,

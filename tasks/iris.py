@@ -78,23 +78,18 @@ def _import_heavy_libraries():
     Luigi with `--workers N` forks a process per task, which then inherits all of it instead of paying
     for it again, while a run with nothing to do never loads any of it.
 
-    Besides the imports: the lazily loaded parts of pandera and narwhals (a validation of three rows),
-    one BLAS/OpenMP thread (unless the operator chose otherwise; on these tiny fits more threads only
-    contend, and a forked child would start its own), and the objects made so far frozen out of the
-    garbage collector's reach, so collections in the forked children do not copy their pages.
+    Besides the imports: one BLAS/OpenMP thread (unless the operator chose otherwise; on these tiny fits
+    more threads only contend, and a forked child would start its own), a rehearsal of a date's work on
+    made-up rows (`tasks.rehearsal`), and the objects made so far frozen out of the garbage collector's
+    reach, so collections in the forked children do not copy their pages.
     """
     one_thread_each()
-    import joblib  # noqa: F401
-    import pandas  # noqa: F401
-    import pandera.pandas  # noqa: F401
-    import sklearn.metrics  # noqa: F401
-    import sklearn.model_selection  # noqa: F401
+    from .rehearsal import rehearse
 
-    from .models import import_estimators
-    from .schema import warm_up
-
-    import_estimators()
-    warm_up()
+    try:
+        rehearse(config.settings(), quality().thresholds())
+    except Exception as exc:  # a setting the real tasks will fail on, each with its own clear error
+        LOG.debug("the rehearsal of a date's work failed: %s", exc, exc_info=True)
     gc.freeze()
 
 
@@ -121,6 +116,7 @@ class DatePartitionTask(luigi.Task):
     """
 
     date = luigi.DateParameter()
+    _seen_done = False
     rebuild = luigi.Parameter(
         default="",
         description="Token of a forced rebuild, which builds under the staging root; empty: the date's own partition.",
@@ -171,10 +167,20 @@ class DatePartitionTask(luigi.Task):
         )
 
     def complete(self):
-        done = self.is_done()
-        if not done:
+        """is_done(), remembered once true for the life of this instance.
+
+        Luigi asks again and again within a build (every downstream task's check asks its upstream, and
+        Luigi's worker asks before each run), and a done task stays done while a build lasts, as Luigi's
+        own `cache_task_completion` assumes. An instance lives for one build: Luigi returns the same
+        instance for the same parameters until its instance cache is cleared, which the runner does after
+        each build and the assistant worker before each request for work. `run()` still looks afresh.
+        """
+        if self._seen_done:
+            return True
+        self._seen_done = self.is_done()
+        if not self._seen_done:
             _import_heavy_libraries()
-        return done
+        return self._seen_done
 
     def run(self):
         with partition.task_lock(self.root, self.date, self.receipt):

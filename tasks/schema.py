@@ -279,16 +279,6 @@ def validate_frame(frame, *, source, min_rows, max_invalid_fraction=0.0):
     return valid[[*FEATURES, "species"]].reset_index(drop=True), report  # canonical column order
 
 
-def warm_up():
-    """Validate three made-up rows once, so that the parts of pandera and narwhals they load on first use
-    are loaded in this process: stock Luigi with `--workers N` forks a process per task, which then
-    inherits them instead of loading them again in every Validate (about 0.1 s each)."""
-    import pandas as pd
-
-    frame = pd.DataFrame([{**{name: 1.0 for name in FEATURES}, "species": name} for name in SPECIES])
-    validate_frame(frame, source="(warm-up)", min_rows=1)
-
-
 def format_report(report):
     """A human-readable report: one line per failing check with its column, count and example lines."""
     status = "passed" if report["passed"] else "REJECTED"

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import luigi
+import pytest
 
 from conftest import REPO
 from service.runner import run_dates
@@ -83,3 +84,45 @@ def test_the_stock_luigi_command_runs_the_pipeline(irisflow_config):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert partition.is_complete(irisflow_config.output_root, DAY)
+
+
+def test_a_task_found_done_stays_done_for_its_instance_and_a_fresh_instance_looks_again(irisflow_config):
+    run_dates([DAY])
+    extract = IrisPipeline(date=DAY).requires()["drift"].requires().requires()
+    assert extract.complete()
+    (irisflow_config.output_root / DAY.isoformat() / "input.csv").unlink()
+    assert extract.complete()  # remembered for the rest of the build, as Luigi's own completion cache does
+    luigi.task_register.Register.clear_instance_cache()  # the runner does this after each build
+    fresh = IrisPipeline(date=DAY).requires()["drift"].requires().requires()
+    assert fresh is not extract and not fresh.complete()
+
+
+def test_the_assistant_worker_asks_for_work_with_fresh_task_instances(irisflow_config):
+    from service.worker import _AssistantWorker
+
+    before = IrisPipeline(date=DAY)
+    with _AssistantWorker(scheduler=luigi.scheduler.Scheduler(), assistant=True) as worker:
+        assert IrisPipeline(date=DAY) is before
+        worker._get_work()
+        assert IrisPipeline(date=DAY) is not before
+
+
+def test_the_rehearsal_runs_every_configured_model_and_a_bad_setting_is_left_to_the_task(irisflow_config):
+    from tasks import config
+    from tasks.rehearsal import made_up_rows, rehearse
+
+    thresholds = config.quality().thresholds()
+    assert len(made_up_rows()) == 30
+    rehearse(config.settings(), thresholds)  # raises if any step or model fails on valid rows
+    irisflow_config.set("iris", models='["knn"]', hyperparameters='{"knn": {"n_neighbors": 1000}}')
+    config.settings.cache_clear()
+    with pytest.raises(ValueError, match="n_neighbors"):
+        rehearse(config.settings(), thresholds)
+    # A fresh process (the rehearsal runs once per process): its failure is no task's failure; TrainModel's is.
+    luigi_cli = os.path.join(os.path.dirname(sys.executable), "luigi")
+    result = subprocess.run([luigi_cli, "--module", "tasks.iris", "IrisPipeline", "--date", DAY.isoformat(),
+                             "--local-scheduler"], cwd=REPO, env=irisflow_config.env(),
+                            capture_output=True, text=True, timeout=300)
+    assert "n_neighbors" in result.stderr and "failed tasks" in result.stderr
+    done = {path.name for path in (irisflow_config.output_root / DAY.isoformat() / ".receipts").iterdir()}
+    assert {name.split("-")[0] for name in done} == {"Extract", "Validate", "Drift", "Split"}
