@@ -2,8 +2,8 @@
 
 8. the stock `luigi --module tasks.iris RangeDaily --of IrisPipeline … --workers 2` against
    `python -m service backfill --workers 2` (Luigi's own worker processes against the runner's pool);
-9. a backfill through a real luigid (the shipped luigid.cfg) against the same on the local scheduler,
-   with Luigi's RPC over requests' keep-alive session, and once more over urllib (requests hidden);
+9. a backfill through a real luigid (irisflow's, with the shipped luigid.cfg) against the same on the
+   local scheduler, and once each through Luigi's own luigid and without task history;
 10. two backfill processes with one worker each ("hosts") against one luigid over one range, against
    one such process alone;
 11. the runner's helper pool: `backfill --workers 2` against `backfill --workers 1`.
@@ -27,7 +27,9 @@ from .figures import Figure
 from .harness import REPO, BenchError, Workspace, alternate, median_ratio, median_seconds
 
 SCALE_OUT_START = dt.date(1900, 1, 1)
-HIDE_REQUESTS = "import sys; sys.modules['requests'] = None; sys.modules['requests_unixsocket'] = None\n"
+# luigid as luigid.service runs it, and Luigi's own (task history written one event at a time).
+IRISFLOW_LUIGID = (sys.executable, "-m", "service.luigid")
+STOCK_LUIGID = (os.path.join(os.path.dirname(sys.executable), "luigid"),)
 
 
 def _free_port():
@@ -45,9 +47,10 @@ def _accepts(port):
 
 
 class Luigid:
-    """A real luigid on loopback with the shipped deploy/etc/luigid.cfg (task history in its folder)."""
+    """irisflow's luigid (`service.luigid`, as luigid.service runs it) on loopback with the shipped
+    deploy/etc/luigid.cfg (task history in its folder)."""
 
-    def __init__(self, tmp, history=True):
+    def __init__(self, tmp, history=True, command=IRISFLOW_LUIGID):
         self.folder = Path(tempfile.mkdtemp(prefix="luigid-", dir=tmp))
         config = self.folder / "luigid.cfg"
         shipped = (REPO / "deploy" / "etc" / "luigid.cfg").read_text()
@@ -60,7 +63,7 @@ class Luigid:
         self.port = _free_port()
         self.server = subprocess.Popen(
             [
-                os.path.join(os.path.dirname(sys.executable), "luigid"),
+                *command,
                 "--address",
                 "127.0.0.1",
                 "--port",
@@ -95,8 +98,8 @@ class Luigid:
 
 
 @contextlib.contextmanager
-def luigid(tmp, history=True):
-    server = Luigid(tmp, history)
+def luigid(tmp, history=True, command=IRISFLOW_LUIGID):
+    server = Luigid(tmp, history, command)
     try:
         yield server
     finally:
@@ -170,7 +173,7 @@ def stock_luigi(plan, tmp, start):
 
 def through_luigid(plan, tmp, start):
     """Figure 9: one backfill through luigid against the same on the local scheduler (one worker each,
-    so the comparison is of the schedulers alone), and through luigid with urllib instead of requests."""
+    so the comparison is of the schedulers alone); the variants: Luigi's own luigid, no task history."""
 
     def local(i):
         workspace = Workspace(tmp, "local")
@@ -178,20 +181,17 @@ def through_luigid(plan, tmp, start):
         shutil.rmtree(workspace.path)
         return measured
 
-    def central(i, hide_requests=False, history=True):
-        with luigid(tmp, history) as server:
+    def central(i, history=True, command=IRISFLOW_LUIGID):
+        with luigid(tmp, history, command) as server:
             workspace = Workspace(tmp, "central", core=_central(server.port))
-            if hide_requests:
-                (workspace.path / "sitecustomize.py").write_text(HIDE_REQUESTS)
-            env = {"PYTHONPATH": f"{workspace.path}:{REPO}"} if hide_requests else {}
-            measured = _backfill(workspace, start + dt.timedelta(days=i * plan.dates), plan.dates, 1, **env)
+            measured = _backfill(workspace, start + dt.timedelta(days=i * plan.dates), plan.dates, 1)
             measured.scheduler_cpu = server.cpu_seconds()
             shutil.rmtree(workspace.path)
             return measured
 
     centrals, locals_ = alternate(plan.repeats, central, local)
-    # The variants once each, beside a run on the local scheduler: what requests and task history change.
-    urllib, local_u = central(plan.repeats, hide_requests=True), local(plan.repeats)
+    # The variants once each, beside a run on the local scheduler: what batching and task history cost.
+    stock, local_s = central(plan.repeats, command=STOCK_LUIGID), local(plan.repeats)
     unrecorded, local_h = central(plan.repeats + 1, history=False), local(plan.repeats + 1)
     ratio = median_ratio(centrals, locals_)
     return Figure(
@@ -204,8 +204,8 @@ def through_luigid(plan, tmp, start):
             f"luigid's own CPU time meanwhile: {statistics.median(c.scheduler_cpu for c in centrals):.1f} s "
             f"(task history on); without task history {unrecorded.seconds / local_h.seconds:.2f}x, luigid "
             f"{unrecorded.scheduler_cpu:.1f} s CPU",
-            f"Luigi's RPC over urllib (requests not installed) instead of requests' keep-alive session: "
-            f"{urllib.seconds / local_u.seconds:.2f}x the local scheduler",
+            f"through Luigi's own luigid (task history written an event at a time): "
+            f"{stock.seconds / local_s.seconds:.2f}x the local scheduler, luigid {stock.scheduler_cpu:.1f} s CPU",
         ),
     )
 

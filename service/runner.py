@@ -49,6 +49,7 @@ from tasks.schema import InputRejected
 from . import notifications
 from .config import central_scheduler, checked_settings, scheduler_url
 from .defaults import use_packaged_defaults
+from .scheduler_client import remote_scheduler
 
 # Errors of the disk rather than of the pipeline: the operator frees space or fixes permissions.
 STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
@@ -405,6 +406,7 @@ def _built_elsewhere(root, date, events, crash):
 class _WorkersWithoutTaskMail(luigi.interface._WorkerSchedulerFactory):  # noqa: SLF001 - build's hook
     """Luigi's workers without their mail per failed task: a run mails once for all its dates
     (`notifications.mail_run`). Only irisflow's builds: a stock `luigi` command mails as Luigi does.
+    Their RPCs to a central scheduler go over one kept-alive connection (`scheduler_client`).
 
     Through a central scheduler, a worker whose tasks wait for tasks another worker runs also stays and
     asks luigid again every PATIENT_WAIT_SECONDS, for up to PATIENT_IDLE_SECONDS idle, instead of
@@ -412,6 +414,9 @@ class _WorkersWithoutTaskMail(luigi.interface._WorkerSchedulerFactory):  # noqa:
     2-core machine: 30 s before, 21 s after, one host alone 19 s). A failed task keeps it idle too, so a
     date that fails through luigid is told PATIENT_IDLE_SECONDS later.
     """
+
+    def create_remote_scheduler(self, url):
+        return remote_scheduler(url)
 
     def create_worker(self, scheduler, worker_processes, assistant=False):
         patient = dict(

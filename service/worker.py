@@ -20,6 +20,7 @@ import luigi.worker
 
 from . import notifications
 from .config import ConfigError, central_scheduler, checked_settings, scheduler_url
+from .scheduler_client import remote_scheduler
 
 LOG = logging.getLogger("irisflow.worker")
 # How often an idle assistant asks luigid for work: Luigi's default (1 s plus up to 5 s of jitter) would
@@ -87,7 +88,7 @@ def serve_worker(processes=1, verbose=False):
     url = scheduler_url()
     # keep_alive: an assistant stays until told to stop, however long luigid has nothing for it.
     worker = _AssistantWorker(
-        scheduler=luigi.rpc.RemoteScheduler(url),
+        scheduler=remote_scheduler(url),
         worker_processes=processes,
         assistant=True,
         keep_alive=True,

@@ -101,6 +101,10 @@ def write_input(folder, date, bad=False):
     return path
 
 
+# luigid as irisflow ships it (service/luigid.py: Luigi's server with its task history written in batches).
+LUIGID = [sys.executable, "-m", "service.luigid"]
+
+
 def poll(what, probe, timeout=60.0, retry_on=()):
     """probe()'s first truthy result, asked every 0.2 s; fails naming `what` and the last result after
     `timeout` seconds. Exceptions in `retry_on` (say OSError while a server starts) count as not yet."""

@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from conftest import REPO, free_port
+from conftest import LUIGID, REPO, free_port, poll
 from tasks import partition
 
 DAY = "2026-11-24"
@@ -23,6 +23,13 @@ def api(port, method, **data):
         return json.loads(response.read())["response"]
 
 
+def history_page(port):
+    """luigid's history page (Luigi's visualiser). Reading it has luigid write the events it holds
+    (it writes them every second), so the database shows every run so far."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/history", timeout=10) as response:
+        return response.read().decode()
+
+
 @pytest.fixture
 def luigid(irisflow_config, tmp_path):
     """A real central scheduler with task history and Prometheus metrics; runs are pointed at it."""
@@ -32,8 +39,7 @@ def luigid(irisflow_config, tmp_path):
     irisflow_config.set("task_history", db_connection=f"sqlite:///{history}")
     logdir = tmp_path / "luigid-logs"
     logdir.mkdir()  # luigid crashes if its --logdir does not exist
-    server = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "luigid"), "--address", "127.0.0.1",
-                               "--port", str(port), "--logdir", str(logdir)],
+    server = subprocess.Popen([*LUIGID, "--address", "127.0.0.1", "--port", str(port), "--logdir", str(logdir)],
                               env=irisflow_config.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while True:
@@ -59,6 +65,7 @@ def test_a_date_runs_through_luigid_with_history_and_metrics(irisflow_config, lu
     assert families.count("TrainModel") == 5
     assert {"Extract", "Validate", "Split", "IrisPipeline"} <= set(families)
     assert all(task["params"]["date"] == DAY for task in done.values() if "date" in task["params"])
+    assert "IrisPipeline" in history_page(port)
     with sqlite3.connect(history) as db:
         names = [row[0] for row in db.execute("SELECT name FROM tasks")]
         events = db.execute("SELECT COUNT(*) FROM task_events WHERE event_name = 'DONE'").fetchone()[0]
@@ -79,8 +86,109 @@ def test_two_workers_asking_for_the_same_date_do_the_work_once(irisflow_config, 
     for worker in workers:
         worker.wait(timeout=300)
     assert partition.is_complete(irisflow_config.output_root, dt.date(2026, 11, 24))
+    history_page(port)
     with sqlite3.connect(history) as db:
         runs = db.execute("SELECT t.name, COUNT(*) FROM task_events e JOIN tasks t ON t.id = e.task_id "
                           "WHERE e.event_name = 'RUNNING' GROUP BY t.task_id").fetchall()
     assert runs and all(count == 1 for _, count in runs), runs
     assert sorted(name for name, _ in runs).count("TrainModel") == 5
+
+
+def test_task_history_is_written_in_one_transaction_per_flush_one_record_per_task(irisflow_config, tmp_path):
+    from luigi.scheduler import Task
+
+    from service.luigid import BatchedTaskHistory
+
+    database = tmp_path / "history.sqlite"
+    irisflow_config.set("task_history", db_connection=f"sqlite:///{database}")
+    history = BatchedTaskHistory()
+    tasks = [Task(f"Extract_{day}", "PENDING", [], family="Extract", params={"date": day}) for day in ("d1", "d2")]
+    for task in tasks:
+        history.task_scheduled(task)
+        history.task_started(task, "host-a")
+
+    def rows():
+        with sqlite3.connect(database) as db:
+            return db.execute("SELECT t.task_id, t.host, e.event_name FROM task_events e JOIN tasks t "
+                              "ON t.id = e.task_id ORDER BY e.id").fetchall()
+
+    assert rows() == []  # held until the next flush
+    history.flush()
+    assert rows() == [("Extract_d1", "host-a", "PENDING"), ("Extract_d1", "host-a", "RUNNING"),
+                      ("Extract_d2", "host-a", "PENDING"), ("Extract_d2", "host-a", "RUNNING")]
+    history.task_finished(tasks[0], True)
+    with history._session() as session:  # any read, as a history page's, writes what is held first
+        (record,) = [r for r in history.find_all_by_name("Extract", session) if r.task_id == "Extract_d1"][:1]
+        assert [event.event_name for event in record.events] == ["DONE", "RUNNING", "PENDING"]
+        assert record.parameters["date"].value == "d1"
+    with sqlite3.connect(database) as db:
+        assert db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0] == 2
+
+
+def _start_luigid(config, port):
+    server = subprocess.Popen([*LUIGID, "--address", "127.0.0.1", "--port", str(port)], env=config.env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    poll("luigid to answer", lambda: api(port, "task_list", status="DONE") is not None, retry_on=(OSError,))
+    return server
+
+
+def test_luigid_stopped_at_once_keeps_the_history_it_held(irisflow_config, tmp_path):
+    """SIGTERM within the second after a task's events: they are in the database once luigid has exited."""
+    port, database = free_port(), tmp_path / "history.sqlite"
+    irisflow_config.set("scheduler", record_task_history="true", state_path=str(tmp_path / "state.pickle"))
+    irisflow_config.set("task_history", db_connection=f"sqlite:///{database}")
+    server = _start_luigid(irisflow_config, port)
+    try:
+        api(port, "add_task", worker="w", task_id="Extract_1", status="PENDING", runnable=True, family="Extract")
+        assert api(port, "get_work", worker="w", host="host-a")["task_id"] == "Extract_1"
+        api(port, "add_task", worker="w", task_id="Extract_1", status="DONE", family="Extract")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert server.returncode == 0
+    with sqlite3.connect(database) as db:
+        events = [row[0] for row in db.execute("SELECT event_name FROM task_events ORDER BY id")]
+    assert events == ["PENDING", "RUNNING", "DONE"]
+
+
+def test_rpcs_share_one_connection_and_survive_a_luigid_restart_without_luigis_retry_wait(irisflow_config, tmp_path):
+    from service.scheduler_client import KeepAliveFetcher, remote_scheduler
+
+    irisflow_config.set("scheduler", state_path=str(tmp_path / "state.pickle"))
+    port = free_port()
+    server = _start_luigid(irisflow_config, port)
+    try:
+        scheduler = remote_scheduler(f"http://127.0.0.1:{port}")
+        assert isinstance(scheduler._fetcher, KeepAliveFetcher)
+        scheduler.add_task(worker="w", task_id="Extract_1", status="PENDING", runnable=True, family="Extract")
+        first = scheduler._fetcher._local.connection.sock
+        assert scheduler.get_work(worker="w", host="h")["task_id"] == "Extract_1"
+        assert scheduler._fetcher._local.connection.sock is first  # one kept-alive connection
+        server.terminate()
+        server.wait(timeout=30)
+        server = _start_luigid(irisflow_config, port)  # the state was saved: the task is still there
+        started = time.monotonic()
+        scheduler.add_task(worker="w", task_id="Extract_1", status="DONE", family="Extract")
+        assert time.monotonic() - started < 2, "waited for Luigi's rpc_retry_wait instead of reconnecting"
+        assert "Extract_1" in api(port, "task_list", status="DONE")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_an_http_error_from_the_scheduler_is_luigis_rpc_error(irisflow_config):
+    import luigi.rpc
+
+    from service.scheduler_client import remote_scheduler
+
+    port = free_port()
+    irisflow_config.set("core", rpc_retry_attempts="1")
+    server = _start_luigid(irisflow_config, port)
+    try:
+        scheduler = remote_scheduler(f"http://127.0.0.1:{port}/no-such-prefix")
+        with pytest.raises(luigi.rpc.RPCError) as raised:
+            scheduler.ping(worker="w")
+        assert "404" in str(raised.value.sub_exception)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

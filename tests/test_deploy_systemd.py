@@ -125,6 +125,7 @@ def test_units_follow_the_service_contract():
     assert "LUIGI_CONFIG_PATH=/etc/irisflow/luigi.cfg" in worker
     luigid = (REPO / "systemd" / "luigid.service").read_text()
     assert "--port 8082" in luigid and "StateDirectory=luigid" in luigid and "Restart=on-failure" in luigid
+    assert re.search("^ExecStart=/opt/irisflow/venv/bin/irisflow-luigid ", luigid, re.M)
 
 
 def test_installer_passes_shellcheck():

@@ -58,7 +58,7 @@ default_scheduler_port = {luigid_port}
 
 def luigid_port_drop_in(port):
     """luigid's port through a drop-in, as `systemctl edit luigid` makes one."""
-    return ("[Service]\nExecStart=\nExecStart=/opt/irisflow/venv/bin/luigid --address 127.0.0.1 "
+    return ("[Service]\nExecStart=\nExecStart=/opt/irisflow/venv/bin/irisflow-luigid --address 127.0.0.1 "
             f"--port {port} --state-path /var/lib/luigid/state.pickle\n")
 
 

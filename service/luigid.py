@@ -1,0 +1,116 @@
+"""`irisflow-luigid` (`python -m service.luigid`): Luigi's luigid, its task history written in batches.
+
+The server, the scheduler, the visualiser, the history pages and the configuration are Luigi's own
+(`luigi.server.run` with Luigi's `Scheduler`); the command line is luigid's, without `--background`
+(systemd runs it in the foreground). What differs is how task history reaches its database. Luigi's
+`DbTaskHistory` opens a session, looks the task up and commits once for every state a task passes
+through, three times per task; through SQLAlchemy's ORM that costs luigid more CPU than answering the
+RPC itself, and luigid answers every RPC in one thread, so the builds wait for it. `BatchedTaskHistory`
+keeps the events in memory and writes them in one transaction every FLUSH_SECONDS, before any history
+page is read, and when luigid stops, into the same tables, which Luigi's history pages read as before.
+"""
+
+import argparse
+import atexit
+import logging
+import sys
+
+import luigi.configuration
+import luigi.scheduler
+import luigi.server
+import tornado.ioloop
+from luigi import db_task_history
+from luigi.setup_logging import DaemonLogging
+
+FLUSH_SECONDS = 1.0
+LOG = logging.getLogger("luigi.server")
+
+
+class BatchedTaskHistory(db_task_history.DbTaskHistory):
+    """Luigi's database task history, with the events of a task's life written in batches.
+
+    Runs in luigid's one thread: events are queued by the scheduler's calls and written by `flush`,
+    which the server's event loop calls every FLUSH_SECONDS. A luigid killed with SIGKILL loses at most
+    that much history, and never the scheduler's state.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._pending: list = []
+
+    def _add_task_event(self, task, event):
+        self._pending.append((task, event))
+
+    def _session(self, session=None):
+        """Luigi's session, after writing what is queued: a history page reads every event so far."""
+        if session is None:
+            self.flush()
+        return super()._session(session)
+
+    def flush(self):
+        """Write every queued event in one transaction, creating each task's record on its first event."""
+        pending, self._pending = self._pending, []
+        if pending:
+            try:
+                self._write(pending)
+            except Exception:  # as Luigi's scheduler treats a failed history write: luigid goes on
+                LOG.warning("could not save %d task history events", len(pending), exc_info=True)
+
+    def _write(self, pending):
+        with super()._session() as session:
+            records = {}
+            for task, event in pending:
+                record = records.get(id(task))
+                if record is None:
+                    record = records[id(task)] = self._record(session, task)
+                if task.host:
+                    record.host = task.host
+                event.task = record  # the many-to-one side: no need to load the record's earlier events
+            session.flush()
+            for task, _ in pending:
+                task.record_id = records[id(task)].id
+
+    @staticmethod
+    def _record(session, task):
+        """The task's row (as `DbTaskHistory._find_or_create_task` finds or makes it)."""
+        if task.record_id is not None:
+            record = session.get(db_task_history.TaskRecord, task.record_id)
+            if record is not None:
+                return record
+        record = db_task_history.TaskRecord(task_id=task._task.id, name=task.task_family, host=task.host)
+        for name, value in task.parameters.items():
+            record.parameters[name] = db_task_history.TaskParameter(name=name, value=value)
+        session.add(record)
+        return record
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="irisflow-luigid", description="Luigi's central scheduler for irisflow")
+    parser.add_argument("--address", help="listening interface (default: all)")
+    parser.add_argument("--port", type=int, default=8082, help="listening port (default 8082)")
+    parser.add_argument("--unix-socket", help="listen on this Unix socket instead")
+    parser.add_argument("--state-path", help="pickled scheduler state ([scheduler] state_path)")
+    parser.add_argument("--logdir", help="log to luigi-server.log in this folder instead of standard error")
+    return parser
+
+
+def main(argv=None):
+    """Run luigid until SIGTERM or SIGINT (then its state is saved and the history written)."""
+    options = build_parser().parse_args(argv)
+    options.background = False  # DaemonLogging reads it
+    if options.state_path:
+        luigi.configuration.get_config().set("scheduler", "state_path", options.state_path)
+    DaemonLogging.setup(options)
+    history = BatchedTaskHistory() if luigi.scheduler.scheduler().record_task_history else None
+    scheduler = luigi.scheduler.Scheduler(task_history_impl=history)
+    if history is not None:
+        atexit.register(history.flush)
+        tornado.ioloop.PeriodicCallback(history.flush, FLUSH_SECONDS * 1000).start()
+    luigi.server.run(
+        api_port=options.port, address=options.address, unix_socket=options.unix_socket, scheduler=scheduler
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
