@@ -74,16 +74,35 @@ def plain(value):
 
 @functools.cache
 def _import_heavy_libraries():
-    """Get this process ready to do the tasks' work, once, in the process that finds a task to do: stock
-    Luigi with `--workers N` forks a process per task, which then inherits all of it instead of paying
-    for it again, while a run with nothing to do never loads any of it.
-
-    Besides the imports: one BLAS/OpenMP thread (unless the operator chose otherwise; on these tiny fits
-    more threads only contend, and a forked child would start its own), a rehearsal of a date's work on
-    made-up rows (`tasks.rehearsal`), and the objects made so far frozen out of the garbage collector's
-    reach, so collections in the forked children do not copy their pages.
+    """Get this process ready to do the tasks' work, once, in the process that finds a task to do, while
+    a run with nothing to do never loads any of it: the libraries, one BLAS/OpenMP thread (unless the
+    operator chose otherwise; on these tiny fits more threads only contend, and a forked child would
+    start its own), the objects made so far frozen out of the garbage collector's reach (its full
+    collections then skip the libraries), and, should this process fork task processes, their
+    preparation just before it does.
     """
     one_thread_each()
+    import joblib  # noqa: F401
+    import pandas  # noqa: F401
+    import pandera.pandas  # noqa: F401
+    import sklearn.metrics  # noqa: F401
+    import sklearn.model_selection  # noqa: F401
+
+    from .models import import_estimators
+
+    import_estimators()
+    gc.freeze()
+    os.register_at_fork(before=_prepare_task_processes)
+
+
+@functools.cache
+def _prepare_task_processes():
+    """Before this process first forks (stock Luigi with `--workers N` forks a process per task, as does
+    the assistant worker with `--workers N`), rehearse a date's work on made-up rows (`tasks.rehearsal`),
+    so every child inherits what the steps load and build on first use instead of paying for it again,
+    and freeze what that made too, so collections in the children do not copy its pages. A process that
+    runs its tasks itself (the runner) never pays for it.
+    """
     from .rehearsal import rehearse
 
     try:

@@ -118,10 +118,10 @@ def test_the_rehearsal_runs_every_configured_model_and_a_bad_setting_is_left_to_
     config.settings.cache_clear()
     with pytest.raises(ValueError, match="n_neighbors"):
         rehearse(config.settings(), thresholds)
-    # A fresh process (the rehearsal runs once per process): its failure is no task's failure; TrainModel's is.
+    # A process forking task processes rehearses before its first fork: its failure is no task's; TrainModel's is.
     luigi_cli = os.path.join(os.path.dirname(sys.executable), "luigi")
     result = subprocess.run([luigi_cli, "--module", "tasks.iris", "IrisPipeline", "--date", DAY.isoformat(),
-                             "--local-scheduler"], cwd=REPO, env=irisflow_config.env(),
+                             "--local-scheduler", "--workers", "2"], cwd=REPO, env=irisflow_config.env(),
                             capture_output=True, text=True, timeout=300)
     assert "n_neighbors" in result.stderr and "failed tasks" in result.stderr
     done = {path.name for path in (irisflow_config.output_root / DAY.isoformat() / ".receipts").iterdir()}
