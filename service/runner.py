@@ -9,9 +9,11 @@ Luigi's task events into one outcome per date, recording why a failed date faile
 What a date's files must be, and the locks that keep two builders of one task apart (whichever entry
 point or host they run on), are the partition contract's (`tasks.partition`); the runner only decides what
 to build and reports. A helper process that dies fails only its chunk, which is retried once in a fresh
-process; through a central scheduler, a date another worker is building is waited for, not failed.
+process; through a central scheduler, a date another worker is building is taken last and then waited
+for, not failed.
 """
 
+import contextlib
 import ctypes
 import datetime as dt
 import errno
@@ -138,8 +140,11 @@ def run_dates(
         _report_progress(progress, outcome, 0, len(dates))
     emails = {"sent": 0, "failed": 0}
     build = functools.partial(_build_counting_mails, force=force, verify=verify, log_level=log_level)
-    order = _from_random_chunk(todo, runtime.chunk_size) if central_scheduler() else todo
-    chunks = _Chunks(order, runtime.chunk_size, workers, stop)
+    if central_scheduler():
+        chunks = _Chunks(_from_random_chunk(todo, runtime.chunk_size), runtime.chunk_size, workers, stop)
+        chunks.busy = _dates_in_progress
+    else:
+        chunks = _Chunks(todo, runtime.chunk_size, workers, stop)
     with closing(_run_chunks(chunks, workers, build)) as built:  # closed at once if interrupted
         for chunk_outcomes, chunk_emails in built:
             emails = {key: emails[key] + chunk_emails[key] for key in emails}
@@ -163,6 +168,22 @@ def _from_random_chunk(dates, chunk_size):
     return dates[offset:] + dates[:offset]
 
 
+def _dates_in_progress():
+    """The dates whose IrisPipeline the central scheduler holds as PENDING or RUNNING: some worker (another
+    host, or a helper of this run) is building them now. Empty if it cannot be asked; the build says why."""
+    scheduler = remote_scheduler(scheduler_url(), attempts=1)
+    dates = set()
+    try:
+        for status in ("PENDING", "RUNNING"):
+            listed = scheduler.task_list(status=status, search=f"{IrisPipeline.get_task_family()}(")
+            for task in listed.values() if "num_tasks" not in listed else ():
+                with contextlib.suppress(KeyError, TypeError, ValueError):
+                    dates.add(dt.date.fromisoformat(task["params"]["date"]))
+    except luigi.rpc.RPCError as exc:
+        LOG.debug("could not ask the central scheduler which dates are in progress: %s", exc)
+    return dates
+
+
 def _recover_staging(root):
     try:
         partition.recover_staging(root)
@@ -180,11 +201,18 @@ class _Chunks:
 
     A chunk holds at most chunk_size dates, so Luigi's scheduler never holds many tasks, and chunks shrink
     as the dates run out (guided self-scheduling), so every process finishes at about the same moment.
+    With `busy` (through a central scheduler: the dates some worker is building now), a date another
+    host is building is put back at the end once, so hosts on one range take different dates instead of
+    sharing each date's tasks and waiting for each other's; by the time it comes round again it is
+    usually complete and skipped.
     """
+
+    busy: Callable[[], set[dt.date]] | None = None
 
     def __init__(self, dates, chunk_size, workers, stop=None):
         self._dates, self._size, self._workers = deque(dates), chunk_size, workers
         self._stop = stop or threading.Event()
+        self._put_back: set[dt.date] = set()
         self.abandoned = False  # the chunks in progress are given up too: no helper builds them again
         self._lock = threading.Lock()
 
@@ -197,11 +225,22 @@ class _Chunks:
 
     def take(self):
         """The next chunk, or [] when every date has been handed out or the run is stopping."""
+        busy = self.busy() if self.busy is not None and len(self) else set()
         with self._lock:
             if self._stop.is_set():
                 self._dates.clear()
             share = math.ceil(len(self._dates) / (2 * self._workers)) if self._workers > 1 else self._size
-            return [self._dates.popleft() for _ in range(min(self._size, max(1, share), len(self._dates)))]
+            chunk: list[dt.date] = []
+            for _ in range(len(self._dates)):
+                if len(chunk) == min(self._size, max(1, share)):
+                    break
+                date = self._dates.popleft()
+                if date in busy and date not in self._put_back:
+                    self._put_back.add(date)
+                    self._dates.append(date)
+                else:
+                    chunk.append(date)
+            return chunk
 
     def close(self):
         """Hand out nothing more (the run was interrupted)."""

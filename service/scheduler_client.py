@@ -77,9 +77,12 @@ class KeepAliveFetcher(luigi.rpc._FetcherInterface):  # noqa: SLF001 - Luigi's f
         self._local.connection = self._local.key = None
 
 
-def remote_scheduler(url):
-    """Luigi's RemoteScheduler for `url` with the kept-alive fetcher (Luigi's own for a Unix socket)."""
+def remote_scheduler(url, attempts=None):
+    """Luigi's RemoteScheduler for `url` with the kept-alive fetcher (Luigi's own for a Unix socket);
+    `attempts` overrides `[core] rpc_retry_attempts` (1: a question that is not worth waiting for)."""
     scheduler = luigi.rpc.RemoteScheduler(url)
+    if attempts is not None:
+        scheduler._rpc_retry_attempts = attempts  # noqa: SLF001 - set from config in __init__, read per call
     if urllib.parse.urlsplit(url).scheme in ("http", "https"):
         scheduler._fetcher = KeepAliveFetcher()  # noqa: SLF001 - the fetcher is the transport seam
     return scheduler
