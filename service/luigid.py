@@ -8,6 +8,7 @@ through, three times per task; through SQLAlchemy's ORM that costs luigid more C
 RPC itself, and luigid answers every RPC in one thread, so the builds wait for it. `BatchedTaskHistory`
 keeps the events in memory and writes them in one transaction every FLUSH_SECONDS, before any history
 page is read, and when luigid stops, into the same tables, which Luigi's history pages read as before.
+And unless `[core] logging_conf_file` configures logging, Tornado's access log of every RPC is left out.
 """
 
 import argparse
@@ -101,6 +102,10 @@ def main(argv=None):
     if options.state_path:
         luigi.configuration.get_config().set("scheduler", "state_path", options.state_path)
     DaemonLogging.setup(options)
+    if luigi.configuration.get_config().get("core", "logging_conf_file", None) is None:
+        # Tornado logs every request at INFO: some thirty lines per date built, in the journal. Requests
+        # answered with an error are still logged (as warnings and errors).
+        logging.getLogger("tornado.access").setLevel(logging.WARNING)
     history = BatchedTaskHistory() if luigi.scheduler.scheduler().record_task_history else None
     scheduler = luigi.scheduler.Scheduler(task_history_impl=history)
     if history is not None:

@@ -125,9 +125,9 @@ def test_task_history_is_written_in_one_transaction_per_flush_one_record_per_tas
         assert db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0] == 2
 
 
-def _start_luigid(config, port):
+def _start_luigid(config, port, log=subprocess.DEVNULL):
     server = subprocess.Popen([*LUIGID, "--address", "127.0.0.1", "--port", str(port)], env=config.env(),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=log)
     poll("luigid to answer", lambda: api(port, "task_list", status="DONE") is not None, retry_on=(OSError,))
     return server
 
@@ -137,7 +137,8 @@ def test_luigid_stopped_at_once_keeps_the_history_it_held(irisflow_config, tmp_p
     port, database = free_port(), tmp_path / "history.sqlite"
     irisflow_config.set("scheduler", record_task_history="true", state_path=str(tmp_path / "state.pickle"))
     irisflow_config.set("task_history", db_connection=f"sqlite:///{database}")
-    server = _start_luigid(irisflow_config, port)
+    with open(tmp_path / "luigid.log", "w") as log:
+        server = _start_luigid(irisflow_config, port, log)
     try:
         api(port, "add_task", worker="w", task_id="Extract_1", status="PENDING", runnable=True, family="Extract")
         assert api(port, "get_work", worker="w", host="host-a")["task_id"] == "Extract_1"
@@ -149,6 +150,9 @@ def test_luigid_stopped_at_once_keeps_the_history_it_held(irisflow_config, tmp_p
     with sqlite3.connect(database) as db:
         events = [row[0] for row in db.execute("SELECT event_name FROM task_events ORDER BY id")]
     assert events == ["PENDING", "RUNNING", "DONE"]
+    # Its log (the journal, under systemd) tells starting and stopping, not every RPC.
+    logged = (tmp_path / "luigid.log").read_text()
+    assert "Scheduler starting up" in logged and "shutting down" in logged and "/api/" not in logged
 
 
 def test_rpcs_share_one_connection_and_survive_a_luigid_restart_without_luigis_retry_wait(irisflow_config, tmp_path):
@@ -192,3 +196,18 @@ def test_an_http_error_from_the_scheduler_is_luigis_rpc_error(irisflow_config):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_the_dates_other_workers_are_building_are_read_from_luigid_and_none_when_it_is_down(irisflow_config, luigid):
+    from service.runner import _dates_in_progress
+    from tasks.iris import IrisPipeline
+
+    port, _ = luigid
+    day = dt.date(2026, 11, 24)
+    api(port, "add_task", worker="another-host", task_id=IrisPipeline(date=day).task_id, status="PENDING",
+        runnable=True, family="IrisPipeline", params={"date": day.isoformat(), "rebuild": ""})
+    assert _dates_in_progress() == {day}
+    irisflow_config.set("core", default_scheduler_port=free_port())  # nothing listens there
+    started = time.monotonic()
+    assert _dates_in_progress() == set()
+    assert time.monotonic() - started < 2, "waited for Luigi's RPC retries"
