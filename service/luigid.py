@@ -37,7 +37,7 @@ class BatchedTaskHistory(db_task_history.DbTaskHistory):
 
     def __init__(self):
         super().__init__()
-        self._pending: list = []
+        self._pending = []
 
     def _add_task_event(self, task, event):
         self._pending.append((task, event))

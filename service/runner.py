@@ -230,7 +230,7 @@ class _Chunks:
             if self._stop.is_set():
                 self._dates.clear()
             share = math.ceil(len(self._dates) / (2 * self._workers)) if self._workers > 1 else self._size
-            chunk: list[dt.date] = []
+            chunk = []
             for _ in range(len(self._dates)):
                 if len(chunk) == min(self._size, max(1, share)):
                     break

@@ -141,35 +141,40 @@ class DatePartitionTask(luigi.Task):
         description="Token of a forced rebuild, which builds under the staging root; empty: the date's own partition.",
     )
 
-    @property
+    # Paths, the receipt's name and the upstream tasks are worked out once per instance: they follow from
+    # the parameters and the configuration, both fixed for an instance's life (one build), and Luigi and
+    # the completeness checks ask for them over and over.
+    @functools.cached_property
     def root(self):
         root = Path(config.settings().output_root)
         return partition.staging_root(root, self.date, self.rebuild) if self.rebuild else root
 
-    @property
+    @functools.cached_property
     def folder(self):
         return partition.partition_dir(self.root, self.date)
 
     def target(self, *parts):
         return luigi.LocalTarget(str(self.folder.joinpath(*parts)))
 
-    def _relative(self):
+    @functools.cached_property
+    def relative_outputs(self):
         """{output key (None for a single target): path relative to the partition}."""
         outputs = self.output()
         pairs = outputs.items() if isinstance(outputs, dict) else [(None, outputs)]
         return {key: Path(target.path).relative_to(self.folder).as_posix() for key, target in pairs}
 
-    @property
+    @functools.cached_property
     def receipt(self):
-        return partition.receipt_name(self.task_family, self._relative().values())
+        return partition.receipt_name(self.task_family, self.relative_outputs.values())
 
-    def upstream(self):
+    @functools.cached_property
+    def upstream_tasks(self):
         return [task for task in flatten(self.requires()) if isinstance(task, DatePartitionTask)]
 
     def input_records(self):
         """{file: sha256} of every upstream output as its receipt recorded it; None if one is not done."""
         records = {}
-        for task in self.upstream():
+        for task in self.upstream_tasks:
             receipt = partition.read_receipt(task.folder, task.receipt)
             if receipt is None:
                 return None
@@ -181,7 +186,7 @@ class DatePartitionTask(luigi.Task):
         return (
             receipt is not None
             and not partition.files_match(self.folder, receipt["outputs"])
-            and all(task.complete() for task in self.upstream())
+            and all(task.complete() for task in self.upstream_tasks)
             and receipt["inputs"] == self.input_records()
         )
 
@@ -215,7 +220,7 @@ class DatePartitionTask(luigi.Task):
     def publishing(self, extra=None):
         """Temporary paths shaped like output(); when the block succeeds they are renamed into place
         together and sealed by the task's receipt (with `extra`, which the block may still fill in)."""
-        relative = self._relative()
+        relative = self.relative_outputs
         with partition.publishing(
             self.folder, relative.values(), self.receipt, self.input_records() or {}, extra
         ) as temporaries:
@@ -460,7 +465,7 @@ class IrisPipeline(DatePartitionTask):
     def manifest(self):
         """({file: {size, sha256}} of every receipt and every file they record, or None if a task has no
         receipt; any history change a receipt records)."""
-        records, changed, pending, seen = {}, None, list(self.upstream()), set()
+        records, changed, pending, seen = {}, None, list(self.upstream_tasks), set()
         while pending:
             task = pending.pop()
             if task.receipt in seen:
@@ -473,5 +478,5 @@ class IrisPipeline(DatePartitionTask):
             name = f"{partition.RECEIPTS}/{task.receipt}"
             records[name] = partition.file_record(self.folder / name)
             changed = changed or receipt.get("history_changed")
-            pending.extend(task.upstream())
+            pending.extend(task.upstream_tasks)
         return dict(sorted(records.items())), changed

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import luigi.configuration
+import luigi.task_register
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -67,6 +68,9 @@ def _reload_luigi_config(extra_paths):
         config.remove_section(section)
     parser.reload()
     task_settings.cache_clear()
+    # A process reads its configuration once: tasks made under another one (their paths, what they found
+    # done) must not be handed out again, as Luigi would from its instance cache.
+    luigi.task_register.Register.clear_instance_cache()
 
 
 @pytest.fixture
