@@ -4,6 +4,7 @@ import datetime as dt
 import email
 import email.policy
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -123,6 +124,14 @@ def poll(what, probe, timeout=60.0, retry_on=()):
         if time.monotonic() >= deadline:
             pytest.fail(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
         time.sleep(0.2)
+
+
+def tool(name):
+    """The path of a real tool, or a loud failure that says how to get it."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed: `make tools` installs it from Debian's packages")
+    return path
 
 
 def free_port():

@@ -19,7 +19,7 @@ import urllib.request
 import pytest
 from prometheus_client import start_http_server
 
-from conftest import REPO, free_port, poll
+from conftest import REPO, free_port, poll, tool
 from service import __version__
 
 PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
@@ -30,14 +30,6 @@ SYNTHETIC = {"up"}
 GRAFANA_VARIABLES = {"$__interval": "1h", "$__rate_interval": "2m", "$instance": ".*"}
 PROMQL_WORDS = {"and", "or", "unless", "bool", "by", "without", "on", "ignoring", "group_left",
                 "group_right", "offset", "inf", "nan"}
-
-
-def tool(name):
-    """The path of a real tool, or a loud failure that says how to get it."""
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} is not installed: `make tools` installs it from Debian's packages")
-    return path
 
 
 def promtool(*args, cwd=PROMETHEUS_DIR):

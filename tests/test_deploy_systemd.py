@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
-from test_deploy_prometheus import tool
+from conftest import REPO, tool
 
 INSTALL_SH = REPO / "deploy" / "install.sh"
 UNITS = ("irisflow.service", "luigid.service", "irisflow-backfill@.service", "irisflow-worker.service")

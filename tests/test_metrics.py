@@ -2,13 +2,14 @@
 import datetime as dt
 import json
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+import subprocess
+import urllib.request
 
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import free_port, write_input
+from conftest import free_port, poll, tool, write_input
 from service import metrics
 from service.cli import main
 from service.runner import run_dates
@@ -80,30 +81,32 @@ def test_run_writes_a_node_exporter_textfile_atomically(irisflow_config, tmp_pat
     assert families["irisflow_last_success_timestamp_seconds"].samples[0].value > 0
 
 
-class _Pushgateway(BaseHTTPRequestHandler):
-    requests = []
-
-    def do_PUT(self):  # noqa: N802 - http.server's handler name
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.requests.append((self.command, self.path, body.decode()))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-def test_run_pushes_its_metrics_to_a_pushgateway(irisflow_config):
-    server = HTTPServer(("127.0.0.1", 0), _Pushgateway)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+@pytest.fixture
+def pushgateway(tmp_path):
+    """Debian's prometheus-pushgateway on a free loopback port (`make tools` installs it): its URL."""
+    port = free_port()
+    server = subprocess.Popen([tool("prometheus-pushgateway"), f"--web.listen-address=127.0.0.1:{port}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
     try:
-        assert main(["run", "--date", str(DAY), "--pushgateway", f"http://127.0.0.1:{server.server_port}"]) == 0
+        poll("the Pushgateway to be ready", lambda: urllib.request.urlopen(f"{url}/-/ready", timeout=5).status == 200,
+             retry_on=(OSError,))
+        yield url
     finally:
-        server.shutdown()
-    (method, path, body), = _Pushgateway.requests
-    assert method == "PUT" and path == f"/metrics/job/irisflow_batch/instance/{socket.gethostname()}"
-    assert 'irisflow_pipeline_runs_total{outcome="success"}' in body
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_run_pushes_its_metrics_to_a_pushgateway(irisflow_config, pushgateway):
+    assert main(["run", "--date", str(DAY), "--pushgateway", pushgateway]) == 0
+    with urllib.request.urlopen(f"{pushgateway}/metrics", timeout=10) as response:
+        families = {f.name: f for f in text_string_to_metric_families(response.read().decode())}
+    group = {"job": "irisflow_batch", "instance": socket.gethostname()}
+    runs = [s for s in families["irisflow_pipeline_runs"].samples
+            if s.name == "irisflow_pipeline_runs_total" and s.labels.items() >= {**group, "outcome": "success"}.items()]
+    assert len(runs) == 1 and runs[0].value >= 1
+    pushed = [s for s in families["push_time_seconds"].samples if s.labels.items() >= group.items()]
+    assert len(pushed) == 1 and pushed[0].value > 0
 
 
 def test_unusable_metrics_destinations_are_refused_before_any_work(irisflow_config, tmp_path, capsys):
