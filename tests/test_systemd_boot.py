@@ -18,7 +18,7 @@ import pytest
 
 from conftest import IRIS_CSV, REPO, free_port, poll
 from container import Container
-from test_central_scheduler import api
+from test_central_scheduler import api, history_page
 from test_daemon_serve import runs, scrape
 
 pytestmark = [pytest.mark.slow, pytest.mark.systemd_boot]
@@ -164,6 +164,7 @@ def test_status_as_the_service_user(machine):
 
 
 def test_runs_went_through_luigid_into_its_task_history(machine):
+    assert "IrisPipeline" in history_page(machine.luigid_port)  # read through luigid: its history is written
     with sqlite3.connect(machine.root / "var/lib/luigid/task-history.db") as db:
         done = {row[0] for row in db.execute(
             "SELECT p.value FROM tasks t JOIN task_parameters p ON p.task_id = t.id JOIN task_events e "
@@ -240,12 +241,15 @@ def test_restart_during_a_run_lets_the_run_finish_and_the_date_completes(machine
     machine.wait_pass()
     since = f"--since=@{int(time.time())}"
     today = days_ago(0)
+    # Today's input 40 times over (6,000 rows), so that its rebuild lasts long enough to be caught mid-run.
+    header, *rows = IRIS_CSV.read_text().splitlines(keepends=True)
+    (machine.root / f"srv/iris/{today}.csv").write_text(header + "".join(rows * 40))
     machine.run("rm", "-rf", f"/var/lib/irisflow/output/{today}")
     machine.run("systemctl", "restart", "irisflow")
-    def running():
-        return any(task["params"].get("date") == today
-                   for task in api(machine.luigid_port, "task_list", status="RUNNING").values())
-    poll(f"a task of {today} running in luigid", running, 60, retry_on=(OSError,))
+    def building():  # the date's tasks are PENDING in luigid from the build's start, RUNNING in turn
+        return any(task["params"].get("date") == today for status in ("PENDING", "RUNNING")
+                   for task in api(machine.luigid_port, "task_list", status=status).values())
+    poll(f"the run of {today} in progress in luigid", building, 60, retry_on=(OSError,))
     old = machine.main_pid()
     machine.run("systemctl", "restart", "irisflow")  # SIGTERM mid-run: the date is finished, then exit 0
     assert machine.main_pid() != old and machine.prop("irisflow", "ActiveState") == "active"
