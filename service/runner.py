@@ -175,11 +175,11 @@ def _dates_in_progress():
     dates = set()
     try:
         for status in ("PENDING", "RUNNING"):
-            listed = scheduler.task_list(status=status, search=f"{IrisPipeline.get_task_family()}(")
+            listed = scheduler.task_list(status=status, search=f"{IrisPipeline.get_task_family()}(") or {}
             for task in listed.values() if "num_tasks" not in listed else ():
                 with contextlib.suppress(KeyError, TypeError, ValueError):
                     dates.add(dt.date.fromisoformat(task["params"]["date"]))
-    except luigi.rpc.RPCError as exc:
+    except (luigi.rpc.RPCError, ValueError) as exc:  # unreachable, or an answer that is not luigid's
         LOG.debug("could not ask the central scheduler which dates are in progress: %s", exc)
     return dates
 

@@ -1,10 +1,11 @@
-"""Luigi's RemoteScheduler over one persistent HTTP connection per process.
+"""Luigi's RemoteScheduler over one kept-alive HTTP connection per thread.
 
 Through luigid every task state is a synchronous RPC: a date's eleven tasks make about thirty, each of
-them on the path of the build. Luigi's own fetcher goes through a `requests` session, whose machinery
-costs more CPU per call than luigid takes to answer; `http.client` on a kept-alive connection does the
-same POST for a fraction of it. Luigi's retries (`[core] rpc_retry_attempts`, `rpc_retry_wait`) and its
-errors are unchanged: this only replaces the fetcher, Luigi's documented seam for it.
+them on the path of the build. Luigi's own fetcher goes through a `requests` session when requests is
+installed (its machinery costs more CPU per call than luigid takes to answer) and otherwise through
+urllib, a new connection per call; `http.client` on a kept-alive connection does the same POST for a
+fraction of either, and irisflow does not need requests at all. Luigi's retries (`[core]
+rpc_retry_attempts`, `rpc_retry_wait`) and its errors are unchanged: only the fetcher is replaced.
 """
 
 import base64
