@@ -110,11 +110,22 @@ def _central(port):
     return {"default_scheduler_host": "127.0.0.1", "default_scheduler_port": port}
 
 
-def _backfill(workspace, start, count, workers, **env):
-    end = start + dt.timedelta(days=count - 1)
-    return workspace.run(
-        "-m", "service", "backfill", "--start", str(start), "--end", str(end), "--workers", str(workers), **env
-    )
+def _first(start, plan, i):
+    """The first date of repeat i: each repeat builds dates of its own."""
+    return start + dt.timedelta(days=i * plan.dates)
+
+
+def _backfills(tmp, name, first, count, workers, hosts=1, server=None):
+    """`hosts` backfills of the `count` dates from `first`, started at once in a fresh workspace (through
+    `server`, a Luigid, whose CPU time is then recorded too); the workspace is removed afterwards."""
+    workspace = Workspace(tmp, name, core=_central(server.port) if server else None)
+    end = first + dt.timedelta(days=count - 1)
+    args = ["-m", "service", "backfill", "--start", str(first), "--end", str(end), "--workers", str(workers)]
+    measured = workspace.run_together([args] * hosts)
+    if server is not None:
+        measured.scheduler_cpu = server.cpu_seconds()
+    shutil.rmtree(workspace.path)
+    return measured
 
 
 def stock_luigi(plan, tmp, start):
@@ -122,7 +133,7 @@ def stock_luigi(plan, tmp, start):
 
     def stock(i):
         workspace = Workspace(tmp, "stock")
-        first = start + dt.timedelta(days=i * plan.dates)
+        first = _first(start, plan, i)
         stop = first + dt.timedelta(days=plan.dates)
         measured = workspace.run(
             os.path.join(os.path.dirname(sys.executable), "luigi"),
@@ -150,10 +161,7 @@ def stock_luigi(plan, tmp, start):
         return measured
 
     def runner(i):
-        workspace = Workspace(tmp, "runner")
-        measured = _backfill(workspace, start + dt.timedelta(days=i * plan.dates), plan.dates, plan.workers)
-        shutil.rmtree(workspace.path)
-        return measured
+        return _backfills(tmp, "runner", _first(start, plan, i), plan.dates, plan.workers)
 
     stocks, runners = alternate(plan.repeats, stock, runner)
     ratio = median_ratio(stocks, runners)
@@ -179,18 +187,11 @@ def through_luigid(plan, tmp, start):
     so the comparison is of the schedulers alone); the variants: Luigi's own luigid, no task history."""
 
     def local(i):
-        workspace = Workspace(tmp, "local")
-        measured = _backfill(workspace, start + dt.timedelta(days=i * plan.dates), plan.dates, 1)
-        shutil.rmtree(workspace.path)
-        return measured
+        return _backfills(tmp, "local", _first(start, plan, i), plan.dates, 1)
 
     def central(i, history=True, command=IRISFLOW_LUIGID):
         with luigid(tmp, history, command) as server:
-            workspace = Workspace(tmp, "central", core=_central(server.port))
-            measured = _backfill(workspace, start + dt.timedelta(days=i * plan.dates), plan.dates, 1)
-            measured.scheduler_cpu = server.cpu_seconds()
-            shutil.rmtree(workspace.path)
-            return measured
+            return _backfills(tmp, "central", _first(start, plan, i), plan.dates, 1, server=server)
 
     centrals, locals_ = alternate(plan.repeats, central, local)
     # The variants once each, beside a run on the local scheduler: what batching and task history cost.
@@ -219,22 +220,11 @@ def two_hosts(plan, tmp, start):
 
     def one(i):
         with luigid(tmp) as server:
-            workspace = Workspace(tmp, "one-host", core=_central(server.port))
-            measured = _backfill(workspace, start + dt.timedelta(days=i * plan.dates), plan.dates, 1)
-            measured.scheduler_cpu = server.cpu_seconds()
-            shutil.rmtree(workspace.path)
-            return measured
+            return _backfills(tmp, "one-host", _first(start, plan, i), plan.dates, 1, server=server)
 
     def two(i):
         with luigid(tmp) as server:
-            workspace = Workspace(tmp, "two-hosts", core=_central(server.port))
-            first = start + dt.timedelta(days=i * plan.dates)
-            end = first + dt.timedelta(days=plan.dates - 1)
-            args = ["-m", "service", "backfill", "--start", str(first), "--end", str(end), "--workers", "1"]
-            measured = workspace.run_together([args, args])
-            measured.scheduler_cpu = server.cpu_seconds()
-            shutil.rmtree(workspace.path)
-            return measured
+            return _backfills(tmp, "two-hosts", _first(start, plan, i), plan.dates, 1, hosts=2, server=server)
 
     twos, ones = alternate(plan.repeats, two, one)
     ratio = median_ratio(twos, ones)
@@ -256,10 +246,7 @@ def helper_pool(plan, tmp, start):
     """Figure 11: what the runner's own helper pool buys: --workers 2 against --workers 1."""
 
     def run(i, workers):
-        workspace = Workspace(tmp, f"pool-{workers}")
-        measured = _backfill(workspace, start + dt.timedelta(days=i * plan.dates), plan.dates, workers)
-        shutil.rmtree(workspace.path)
-        return measured
+        return _backfills(tmp, f"pool-{workers}", _first(start, plan, i), plan.dates, workers)
 
     pools, singles = alternate(plan.repeats, lambda i: run(i, plan.workers), lambda i: run(i, 1))
     ratio = median_ratio(pools, singles)

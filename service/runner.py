@@ -140,11 +140,9 @@ def run_dates(
         _report_progress(progress, outcome, 0, len(dates))
     emails = {"sent": 0, "failed": 0}
     build = functools.partial(_build_counting_mails, force=force, verify=verify, log_level=log_level)
-    if central_scheduler():
-        chunks = _Chunks(_from_random_chunk(todo, runtime.chunk_size), runtime.chunk_size, workers, stop)
-        chunks.busy = _dates_in_progress
-    else:
-        chunks = _Chunks(todo, runtime.chunk_size, workers, stop)
+    central = central_scheduler()
+    order = _from_random_chunk(todo, runtime.chunk_size) if central else todo
+    chunks = _Chunks(order, runtime.chunk_size, workers, stop, busy=_dates_in_progress if central else None)
     with closing(_run_chunks(chunks, workers, build)) as built:  # closed at once if interrupted
         for chunk_outcomes, chunk_emails in built:
             emails = {key: emails[key] + chunk_emails[key] for key in emails}
@@ -178,7 +176,7 @@ def _dates_in_progress():
             listed = scheduler.task_list(status=status, search=f"{IrisPipeline.get_task_family()}(") or {}
             for task in listed.values() if "num_tasks" not in listed else ():
                 with contextlib.suppress(KeyError, TypeError, ValueError):
-                    dates.add(dt.date.fromisoformat(task["params"]["date"]))
+                    dates.add(partition.parse_date(task["params"]["date"]))
     except (luigi.rpc.RPCError, ValueError) as exc:  # unreachable, or an answer that is not luigid's
         LOG.debug("could not ask the central scheduler which dates are in progress: %s", exc)
     return dates
@@ -207,11 +205,9 @@ class _Chunks:
     usually complete and skipped.
     """
 
-    busy: Callable[[], set[dt.date]] | None = None
-
-    def __init__(self, dates, chunk_size, workers, stop=None):
+    def __init__(self, dates, chunk_size, workers, stop=None, busy: Callable[[], set[dt.date]] | None = None):
         self._dates, self._size, self._workers = deque(dates), chunk_size, workers
-        self._stop = stop or threading.Event()
+        self._stop, self._busy = stop or threading.Event(), busy
         self._put_back: set[dt.date] = set()
         self.abandoned = False  # the chunks in progress are given up too: no helper builds them again
         self._lock = threading.Lock()
@@ -225,14 +221,14 @@ class _Chunks:
 
     def take(self):
         """The next chunk, or [] when every date has been handed out or the run is stopping."""
-        busy = self.busy() if self.busy is not None and len(self) else set()
+        busy = self._busy() if self._busy is not None and len(self) else set()
         with self._lock:
             if self._stop.is_set():
                 self._dates.clear()
             share = math.ceil(len(self._dates) / (2 * self._workers)) if self._workers > 1 else self._size
-            chunk = []
+            size, chunk = min(self._size, max(1, share)), []
             for _ in range(len(self._dates)):
-                if len(chunk) == min(self._size, max(1, share)):
+                if len(chunk) == size:
                     break
                 date = self._dates.popleft()
                 if date in busy and date not in self._put_back:

@@ -1,6 +1,6 @@
 """One rehearsal of a date's work on made-up rows, run once in a process before Luigi forks task processes.
 
-Stock Luigi with `--workers N` (and `python -m service worker --processes N`) forks a process per task.
+Stock Luigi with `--workers N` (and `python -m service worker --workers N`) forks a process per task.
 Whatever the task touches for the first time there is paid in every task: modules that pandas,
 scikit-learn, pandera and narwhals load on first use, and the caches and specialised bytecode Python
 builds as code runs. Rehearsing every step once in the parent, through the same functions the tasks

@@ -47,8 +47,7 @@ def test_closing_hands_out_nothing_more():
 
 def test_dates_another_worker_is_building_are_put_back_once_and_taken_at_the_end():
     """Through a central scheduler: dates some worker is building now go to the end of the queue, once."""
-    chunks = _Chunks(DATES[:10], 4, 1)
-    chunks.busy = lambda: set(DATES[2:6])  # another host holds these, all along
+    chunks = _Chunks(DATES[:10], 4, 1, busy=lambda: set(DATES[2:6]))  # another host holds these, all along
     taken = _all_chunks(chunks)
     assert taken == [[DATES[0], DATES[1], DATES[6], DATES[7]], [DATES[8], DATES[9], DATES[2], DATES[3]],
                      [DATES[4], DATES[5]]]

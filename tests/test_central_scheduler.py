@@ -30,6 +30,19 @@ def history_page(port):
         return response.read().decode()
 
 
+def _start_luigid(config, port, *options, log=subprocess.DEVNULL):
+    """irisflow's luigid on loopback with the test's configuration, once it answers."""
+    server = subprocess.Popen([*LUIGID, "--address", "127.0.0.1", "--port", str(port), *options], env=config.env(),
+                              stdout=subprocess.DEVNULL, stderr=log)
+
+    def answers():
+        assert server.poll() is None, "luigid exited"
+        return api(port, "task_list", status="DONE") is not None
+
+    poll("luigid to answer", answers, retry_on=(OSError,))
+    return server
+
+
 @pytest.fixture
 def luigid(irisflow_config, tmp_path):
     """A real central scheduler with task history and Prometheus metrics; runs are pointed at it."""
@@ -39,16 +52,7 @@ def luigid(irisflow_config, tmp_path):
     irisflow_config.set("task_history", db_connection=f"sqlite:///{history}")
     logdir = tmp_path / "luigid-logs"
     logdir.mkdir()  # luigid crashes if its --logdir does not exist
-    server = subprocess.Popen([*LUIGID, "--address", "127.0.0.1", "--port", str(port), "--logdir", str(logdir)],
-                              env=irisflow_config.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            api(port, "task_list", status="DONE")
-            break
-        except OSError:
-            assert server.poll() is None and time.monotonic() < deadline, "luigid did not start"
-            time.sleep(0.1)
+    server = _start_luigid(irisflow_config, port, "--logdir", str(logdir))
     irisflow_config.set("core", default_scheduler_host="127.0.0.1", default_scheduler_port=port)
     yield port, history
     server.terminate()
@@ -125,20 +129,13 @@ def test_task_history_is_written_in_one_transaction_per_flush_one_record_per_tas
         assert db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0] == 2
 
 
-def _start_luigid(config, port, log=subprocess.DEVNULL):
-    server = subprocess.Popen([*LUIGID, "--address", "127.0.0.1", "--port", str(port)], env=config.env(),
-                              stdout=subprocess.DEVNULL, stderr=log)
-    poll("luigid to answer", lambda: api(port, "task_list", status="DONE") is not None, retry_on=(OSError,))
-    return server
-
-
 def test_luigid_stopped_at_once_keeps_the_history_it_held(irisflow_config, tmp_path):
     """SIGTERM within the second after a task's events: they are in the database once luigid has exited."""
     port, database = free_port(), tmp_path / "history.sqlite"
     irisflow_config.set("scheduler", record_task_history="true", state_path=str(tmp_path / "state.pickle"))
     irisflow_config.set("task_history", db_connection=f"sqlite:///{database}")
     with open(tmp_path / "luigid.log", "w") as log:
-        server = _start_luigid(irisflow_config, port, log)
+        server = _start_luigid(irisflow_config, port, log=log)
     try:
         api(port, "add_task", worker="w", task_id="Extract_1", status="PENDING", runnable=True, family="Extract")
         assert api(port, "get_work", worker="w", host="host-a")["task_id"] == "Extract_1"
