@@ -126,3 +126,26 @@ def test_the_rehearsal_runs_every_configured_model_and_a_bad_setting_is_left_to_
     assert "n_neighbors" in result.stderr and "failed tasks" in result.stderr
     done = {path.name for path in (irisflow_config.output_root / DAY.isoformat() / ".receipts").iterdir()}
     assert {name.split("-")[0] for name in done} == {"Extract", "Validate", "Drift", "Split"}
+
+
+def test_the_rehearsal_runs_before_a_first_fork_only_and_the_child_inherits_what_it_loaded(irisflow_config):
+    """A process that runs its tasks itself never rehearses; one that forks task processes rehearses once,
+    just before its first fork, so the child finds the modules the steps load on first use already there."""
+    probe = """
+import os, sys
+from tasks.iris import _import_heavy_libraries
+_import_heavy_libraries()
+lazy = "narwhals._pandas_like.dataframe"  # loaded on a DataFrame's first validation, not on import
+print("before fork:", "tasks.rehearsal" in sys.modules, lazy in sys.modules)
+reader, writer = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.write(writer, str(lazy in sys.modules).encode())
+    os._exit(0)
+os.waitpid(pid, 0)
+print("child had it:", os.read(reader, 10).decode())
+"""
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=irisflow_config.env(),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["before fork: False False", "child had it: True"]
