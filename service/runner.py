@@ -41,7 +41,6 @@ import luigi
 import luigi.interface
 import luigi.rpc
 import luigi.task_register
-import luigi.worker
 from luigi.task import flatten
 
 from tasks import config as task_config, partition
@@ -51,7 +50,7 @@ from tasks.schema import InputRejected
 from . import notifications
 from .config import central_scheduler, checked_settings, scheduler_url
 from .defaults import use_packaged_defaults
-from .scheduler_client import remote_scheduler
+from .scheduler_client import ReportingWorker, remote_scheduler
 
 # Errors of the disk rather than of the pipeline: the operator frees space or fixes permissions.
 STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
@@ -441,7 +440,8 @@ def _built_elsewhere(root, date, events, crash):
 class _WorkersWithoutTaskMail(luigi.interface._WorkerSchedulerFactory):  # noqa: SLF001 - build's hook
     """Luigi's workers without their mail per failed task: a run mails once for all its dates
     (`notifications.mail_run`). Only irisflow's builds: a stock `luigi` command mails as Luigi does.
-    Their RPCs to a central scheduler go over one kept-alive connection (`scheduler_client`).
+    Their RPCs to a central scheduler go over one kept-alive connection, task states sent with the next
+    question (`scheduler_client`).
 
     Through a central scheduler, a worker whose tasks wait for tasks another worker runs also stays and
     asks luigid again every PATIENT_WAIT_SECONDS, for up to PATIENT_IDLE_SECONDS idle, instead of
@@ -460,7 +460,7 @@ class _WorkersWithoutTaskMail(luigi.interface._WorkerSchedulerFactory):  # noqa:
             wait_jitter=0.0,
             max_keep_alive_idle_duration=dt.timedelta(seconds=PATIENT_IDLE_SECONDS),
         )
-        return luigi.worker.Worker(
+        return ReportingWorker(
             scheduler=scheduler,
             worker_processes=worker_processes,
             assistant=assistant,

@@ -16,11 +16,10 @@ import sys
 import luigi
 import luigi.rpc
 import luigi.task_register
-import luigi.worker
 
 from . import notifications
 from .config import ConfigError, central_scheduler, checked_settings, scheduler_url
-from .scheduler_client import remote_scheduler
+from .scheduler_client import ReportingWorker, remote_scheduler
 
 LOG = logging.getLogger("irisflow.worker")
 # How often an idle assistant asks luigid for work: Luigi's default (1 s plus up to 5 s of jitter) would
@@ -46,7 +45,7 @@ def _log_task_events():
         LOG.error("%s failed: %s", task, str(exception).partition("\n")[0])
 
 
-class _AssistantWorker(luigi.worker.Worker):
+class _AssistantWorker(ReportingWorker):
     """Luigi's worker, starting each request for work with Luigi's instance cache empty.
 
     Luigi keeps every task instance it made for the life of the process, and a task instance remembers

@@ -6,6 +6,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -30,9 +31,9 @@ def history_page(port):
         return response.read().decode()
 
 
-def _start_luigid(config, port, *options, log=subprocess.DEVNULL):
-    """irisflow's luigid on loopback with the test's configuration, once it answers."""
-    server = subprocess.Popen([*LUIGID, "--address", "127.0.0.1", "--port", str(port), *options], env=config.env(),
+def _start_luigid(config, port, *options, log=subprocess.DEVNULL, command=LUIGID):
+    """irisflow's luigid (or `command`) on loopback with the test's configuration, once it answers."""
+    server = subprocess.Popen([*command, "--address", "127.0.0.1", "--port", str(port), *options], env=config.env(),
                               stdout=subprocess.DEVNULL, stderr=log)
 
     def answers():
@@ -161,8 +162,9 @@ def test_rpcs_share_one_connection_and_survive_a_luigid_restart_without_luigis_r
     try:
         scheduler = remote_scheduler(f"http://127.0.0.1:{port}")
         assert isinstance(scheduler._fetcher, KeepAliveFetcher)
-        scheduler.add_task(worker="w", task_id="Extract_1", status="PENDING", runnable=True, family="Extract")
+        scheduler.ping(worker="w")
         first = scheduler._fetcher._local.connection.sock
+        scheduler.add_task(worker="w", task_id="Extract_1", status="PENDING", runnable=True, family="Extract")
         assert scheduler.get_work(worker="w", host="h")["task_id"] == "Extract_1"
         assert scheduler._fetcher._local.connection.sock is first  # one kept-alive connection
         server.terminate()
@@ -170,8 +172,91 @@ def test_rpcs_share_one_connection_and_survive_a_luigid_restart_without_luigis_r
         server = _start_luigid(irisflow_config, port)  # the state was saved: the task is still there
         started = time.monotonic()
         scheduler.add_task(worker="w", task_id="Extract_1", status="DONE", family="Extract")
+        scheduler.ping(worker="w")
         assert time.monotonic() - started < 2, "waited for Luigi's rpc_retry_wait instead of reconnecting"
         assert "Extract_1" in api(port, "task_list", status="DONE")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _sent_requests(scheduler):
+    """Count the HTTP requests `scheduler` sends from now on (its fetcher's calls)."""
+    sent, fetch = [], scheduler._fetcher.fetch
+    scheduler._fetcher.fetch = lambda url, *args: sent.append(url.rsplit("/", 1)[1]) or fetch(url, *args)
+    return sent
+
+
+def test_reported_task_states_travel_with_the_next_question_in_one_request_and_in_order(irisflow_config):
+    from service.scheduler_client import remote_scheduler
+
+    port = free_port()
+    server = _start_luigid(irisflow_config, port)
+    try:
+        scheduler = remote_scheduler(f"http://127.0.0.1:{port}")
+        sent = _sent_requests(scheduler)
+        scheduler.add_worker(worker="w", info={"host": "h"})
+        for task_id, deps in (("Extract_1", []), ("Validate_1", ["Extract_1"])):
+            scheduler.add_task(worker="w", task_id=task_id, status="PENDING", runnable=True, deps=deps,
+                               family=task_id.split("_")[0])
+        assert sent == [] and api(port, "task_list", status="PENDING") == {}  # held so far
+        assert scheduler.get_work(worker="w", host="h")["task_id"] == "Extract_1"
+        scheduler.add_task(worker="w", task_id="Extract_1", status="DONE", family="Extract")
+        assert scheduler.get_work(worker="w", host="h")["task_id"] == "Validate_1"  # Extract_1 DONE came first
+        assert sent == ["batch_calls", "batch_calls"]
+        scheduler.ping(worker="w")
+        assert sent[-1] == "ping"  # nothing held: a plain request
+        assert list(api(port, "task_list", status="DONE")) == ["Extract_1"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_against_luigis_own_luigid_each_call_goes_alone_after_one_refused_batch(irisflow_config):
+    from service.scheduler_client import remote_scheduler
+
+    port = free_port()
+    stock_luigid = [os.path.join(os.path.dirname(sys.executable), "luigid")]
+    server = _start_luigid(irisflow_config, port, command=stock_luigid)
+    try:
+        scheduler = remote_scheduler(f"http://127.0.0.1:{port}")
+        sent = _sent_requests(scheduler)
+        started = time.monotonic()
+        scheduler.add_task(worker="w", task_id="Extract_1", status="PENDING", runnable=True, family="Extract")
+        assert scheduler.get_work(worker="w", host="h")["task_id"] == "Extract_1"
+        scheduler.add_task(worker="w", task_id="Extract_1", status="DONE", family="Extract")
+        assert time.monotonic() - started < 2, "waited for Luigi's rpc_retry_wait after the refused batch"
+        assert sent == ["batch_calls", "add_task", "get_work", "add_task"]  # refused once, then as Luigi sends
+        assert list(api(port, "task_list", status="DONE")) == ["Extract_1"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_a_worker_sends_the_states_it_still_holds_when_it_ends(irisflow_config):
+    from service.scheduler_client import ReportingWorker, remote_scheduler
+
+    port = free_port()
+    server = _start_luigid(irisflow_config, port)
+    try:
+        scheduler = remote_scheduler(f"http://127.0.0.1:{port}")
+        with ReportingWorker(scheduler=scheduler, worker_id="w"):
+            scheduler.add_task(worker="w", task_id="Extract_1", status="DONE", family="Extract")
+            assert api(port, "task_list", status="DONE") == {}
+        assert list(api(port, "task_list", status="DONE")) == ["Extract_1"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_a_batch_answers_only_scheduler_rpcs(irisflow_config):
+    port = free_port()
+    server = _start_luigid(irisflow_config, port)
+    try:
+        for method in ("batch_calls", "no_such_method"):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                api(port, "batch_calls", calls=[["ping", {"worker": "w"}], [method, {}]])
+            assert refused.value.code == 500
     finally:
         server.terminate()
         server.wait(timeout=30)
