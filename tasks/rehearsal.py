@@ -7,7 +7,7 @@ builds as code runs. Rehearsing every step once in the parent, through the same 
 call and on the configured models, leaves all of that in memory the children inherit.
 """
 
-import io
+import pickle
 import tempfile
 from pathlib import Path
 
@@ -32,7 +32,6 @@ def made_up_rows():
 def rehearse(settings, thresholds):
     """Run snapshot → read → validate → drift → split → train and evaluate every model → summary once,
     in a temporary folder; `settings` is the `[iris]` section, `thresholds` the `[quality]` ones."""
-    import joblib
     import pandas as pd
 
     from .quality import drift_report
@@ -52,5 +51,5 @@ def rehearse(settings, thresholds):
     for name in settings.models:
         estimator = train(training, name, settings.features, settings.hyperparameters.get(name, {}), settings.seed)
         metrics[name] = evaluate(estimator, test, settings.features)
-        joblib.dump(estimator, io.BytesIO())
+        pickle.dumps(estimator, protocol=pickle.HIGHEST_PROTOCOL)
     summarize("rehearsal", metrics)
