@@ -1,13 +1,14 @@
 """`irisflow-luigid` (`python -m service.luigid`): Luigi's luigid, its task history written in batches.
 
 The server, the scheduler, the visualiser, the history pages and the configuration are Luigi's own
-(`luigi.server.run` with Luigi's `Scheduler`); the command line is luigid's, without `--background`
+(`luigi.server.run`, Luigi's `Scheduler` with one more RPC); the command line is luigid's, without `--background`
 (systemd runs it in the foreground). What differs is how task history reaches its database. Luigi's
 `DbTaskHistory` opens a session, looks the task up and commits once for every state a task passes
 through, three times per task; through SQLAlchemy's ORM that costs luigid more CPU than answering the
 RPC itself, and luigid answers every RPC in one thread, so the builds wait for it. `BatchedTaskHistory`
-keeps the events in memory and writes them in one transaction every FLUSH_SECONDS, before any history
-page is read, and when luigid stops, into the same tables, which Luigi's history pages read as before.
+keeps the events in memory and writes them in one transaction of a few SQL statements every
+FLUSH_SECONDS, before any history page is read, and when luigid stops, into the same tables, which
+Luigi's history pages read as before.
 Two more differences make each RPC cheaper: one more RPC, `batch_calls`, answers several in one request
 (irisflow's workers send the task states they report with their next question), and the `[cors]`
 settings are read once instead of on every request. And unless `[core] logging_conf_file` configures
@@ -25,14 +26,15 @@ import luigi.scheduler
 import luigi.server
 import tornado.ioloop
 import tornado.web
-from luigi import db_task_history
+from luigi.db_task_history import DbTaskHistory, TaskEvent, TaskParameter, TaskRecord
 from luigi.setup_logging import DaemonLogging
+from sqlalchemy import bindparam
 
 FLUSH_SECONDS = 1.0
 LOG = logging.getLogger("luigi.server")
 
 
-class BatchedTaskHistory(db_task_history.DbTaskHistory):
+class BatchedTaskHistory(DbTaskHistory):
     """Luigi's database task history, with the events of a task's life written in batches.
 
     Runs in luigid's one thread: events are queued by the scheduler's calls and written by `flush`,
@@ -63,31 +65,37 @@ class BatchedTaskHistory(db_task_history.DbTaskHistory):
                 LOG.warning("could not save %d task history events", len(pending), exc_info=True)
 
     def _write(self, pending):
+        """The rows Luigi's ORM objects would make, through SQLAlchemy Core: a task's row on its first
+        event (its id read back), then its parameters, every event and the hosts of tasks recorded
+        before (set by their RUNNING event) in one statement each. A task keeps its new row's id only
+        once the transaction is committed."""
+        records, parameters, events = (table.__table__ for table in (TaskRecord, TaskParameter, TaskEvent))
+        new_ids, new_parameters, hosts = {}, [], {}
         with super()._session() as session:
-            records = {}
-            for task, event in pending:
-                record = records.get(id(task))
-                if record is None:
-                    record = records[id(task)] = self._record(session, task)
-                if task.host:
-                    record.host = task.host
-                event.task = record  # the many-to-one side: no need to load the record's earlier events
-            session.flush()
+            connection = session.connection()
             for task, _ in pending:
-                task.record_id = records[id(task)].id
-
-    @staticmethod
-    def _record(session, task):
-        """The task's row (as `DbTaskHistory._find_or_create_task` finds or makes it)."""
-        if task.record_id is not None:
-            record = session.get(db_task_history.TaskRecord, task.record_id)
-            if record is not None:
-                return record
-        record = db_task_history.TaskRecord(task_id=task._task.id, name=task.task_family, host=task.host)
-        for name, value in task.parameters.items():
-            record.parameters[name] = db_task_history.TaskParameter(name=name, value=value)
-        session.add(record)
-        return record
+                if task.record_id is None and task not in new_ids:
+                    row = {"task_id": task._task.id, "name": task.task_family, "host": task.host}
+                    new_ids[task] = record = connection.execute(records.insert(), row).inserted_primary_key[0]
+                    new_parameters += [{"task_id": record, "name": k, "value": v} for k, v in task.parameters.items()]
+                elif task.record_id is not None and task.host:
+                    hosts[task.record_id] = task.host
+            if new_parameters:
+                connection.execute(parameters.insert(), new_parameters)
+            connection.execute(
+                events.insert(),
+                [
+                    {"task_id": new_ids.get(task, task.record_id), "event_name": event.event_name, "ts": event.ts}
+                    for task, event in pending
+                ],
+            )
+            if hosts:
+                connection.execute(
+                    records.update().where(records.c.id == bindparam("record")).values(host=bindparam("new_host")),
+                    [{"record": record, "new_host": host} for record, host in hosts.items()],
+                )
+        for task, record in new_ids.items():
+            task.record_id = record
 
 
 class Scheduler(luigi.scheduler.Scheduler):

@@ -128,6 +128,13 @@ def test_task_history_is_written_in_one_transaction_per_flush_one_record_per_tas
         assert record.parameters["date"].value == "d1"
     with sqlite3.connect(database) as db:
         assert db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0] == 2
+    # A task recorded in an earlier flush gets the host of its RUNNING event in a later one.
+    late = Task("Extract_d3", "PENDING", [], family="Extract", params={"date": "d3"})
+    history.task_scheduled(late)
+    history.flush()
+    history.task_started(late, "host-b")
+    history.flush()
+    assert rows()[-2:] == [("Extract_d3", "host-b", "PENDING"), ("Extract_d3", "host-b", "RUNNING")]
 
 
 def test_luigid_stopped_at_once_keeps_the_history_it_held(irisflow_config, tmp_path):
