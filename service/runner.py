@@ -57,7 +57,7 @@ STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.E
 SCHEDULER_CONNECT_TIMEOUT = 5  # seconds a central scheduler may take to accept connections (a restart)
 SCHEDULER_RETRY_SECONDS = 0.25
 OTHERS_POLL_SECONDS = 0.5  # how often a date another worker is building is looked at again
-PATIENT_WAIT_SECONDS = 0.1  # ... and how often, within one build, luigid is asked for the next task
+PATIENT_WAIT_SECONDS = 0.05  # ... and how often, within one build, luigid is asked for the next task
 PATIENT_IDLE_SECONDS = 2  # how long one build waits with nothing to run before it returns
 LOG = logging.getLogger(__name__)
 
@@ -197,7 +197,8 @@ class _Chunks:
     """The dates still to build, handed out a chunk at a time to whichever process is free (thread-safe).
 
     A chunk holds at most chunk_size dates, so Luigi's scheduler never holds many tasks, and chunks shrink
-    as the dates run out (guided self-scheduling), so every process finishes at about the same moment.
+    as the dates run out (guided self-scheduling), so every process (and, through a central scheduler,
+    every host) finishes at about the same moment.
     With `busy` (through a central scheduler: the dates some worker is building now), a date another
     host is building is put back at the end once, so hosts on one range take different dates instead of
     sharing each date's tasks and waiting for each other's; by the time it comes round again it is
@@ -208,6 +209,9 @@ class _Chunks:
         self._dates, self._size, self._workers = deque(dates), chunk_size, workers
         self._stop, self._busy = stop or threading.Event(), busy
         self._put_back: set[dt.date] = set()
+        # Through a central scheduler other hosts may be on the same range: the chunks shrink toward its
+        # end as if there were one more process, so the hosts finish together too.
+        self._sharing = workers + (busy is not None)
         self.abandoned = False  # the chunks in progress are given up too: no helper builds them again
         self._lock = threading.Lock()
 
@@ -224,7 +228,7 @@ class _Chunks:
         with self._lock:
             if self._stop.is_set():
                 self._dates.clear()
-            share = math.ceil(len(self._dates) / (2 * self._workers)) if self._workers > 1 else self._size
+            share = math.ceil(len(self._dates) / (2 * self._sharing)) if self._sharing > 1 else self._size
             size, chunk = min(self._size, max(1, share)), []
             for _ in range(len(self._dates)):
                 if len(chunk) == size:

@@ -33,6 +33,12 @@ def test_with_several_processes_the_last_chunks_shrink_to_single_dates():
     assert len(sizes) < 40  # still mostly full chunks: each luigi.build call has a cost
 
 
+def test_through_a_central_scheduler_one_process_also_ends_on_single_dates():
+    """Other hosts may share the range: the last chunks shrink for them as for helper processes."""
+    sizes = [len(chunk) for chunk in _all_chunks(_Chunks(DATES[:60], 5, 1, busy=set))]
+    assert sizes[-4:] == [1, 1, 1, 1] and sizes == sorted(sizes, reverse=True) and sizes[0] == 5
+
+
 def test_a_helper_process_is_started_only_for_a_full_chunk_of_work():
     assert _Chunks(DATES[:39], 20, 2).count_full() == 1
     assert _Chunks(DATES[:40], 20, 2).count_full() == 2
@@ -48,6 +54,5 @@ def test_closing_hands_out_nothing_more():
 def test_dates_another_worker_is_building_are_put_back_once_and_taken_at_the_end():
     """Through a central scheduler: dates some worker is building now go to the end of the queue, once."""
     chunks = _Chunks(DATES[:10], 4, 1, busy=lambda: set(DATES[2:6]))  # another host holds these, all along
-    taken = _all_chunks(chunks)
-    assert taken == [[DATES[0], DATES[1], DATES[6], DATES[7]], [DATES[8], DATES[9], DATES[2], DATES[3]],
-                     [DATES[4], DATES[5]]]
+    taken = [[date.day for date in chunk] for chunk in _all_chunks(chunks)]
+    assert taken == [[1, 2, 7], [8, 9], [10, 3], [4], [5], [6]]
