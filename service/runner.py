@@ -223,16 +223,15 @@ class _Chunks:
         return len(self._dates) // self._size
 
     def take(self):
-        """The next chunk, or [] when every date has been handed out or the run is stopping."""
+        """The next chunk, or [] when every date has been handed out or the run is stopping. When every date
+        left is busy, they are put back once and handed out all the same: the build waits for them."""
         busy = self._busy() if self._busy is not None and len(self) else set()
         with self._lock:
             if self._stop.is_set():
                 self._dates.clear()
             share = math.ceil(len(self._dates) / (2 * self._sharing)) if self._sharing > 1 else self._size
             size, chunk = min(self._size, max(1, share)), []
-            for _ in range(len(self._dates)):
-                if len(chunk) == size:
-                    break
+            while self._dates and len(chunk) < size:  # ends: a date is put back at most once
                 date = self._dates.popleft()
                 if date in busy and date not in self._put_back:
                     self._put_back.add(date)

@@ -39,6 +39,13 @@ def test_through_a_central_scheduler_one_process_also_ends_on_single_dates():
     assert sizes[-4:] == [1, 1, 1, 1] and sizes == sorted(sizes, reverse=True) and sizes[0] == 5
 
 
+def test_when_every_date_left_is_busy_they_are_still_handed_out():
+    """A host killed mid-chunk leaves its dates PENDING in luigid until pruned: they must still be built
+    here (waited for), never dropped as if every date had been handed out."""
+    chunks = _Chunks(DATES[:4], 5, 1, busy=lambda: set(DATES[:4]))
+    assert [d for chunk in _all_chunks(chunks) for d in chunk] == DATES[:4]
+
+
 def test_a_helper_process_is_started_only_for_a_full_chunk_of_work():
     assert _Chunks(DATES[:39], 20, 2).count_full() == 1
     assert _Chunks(DATES[:40], 20, 2).count_full() == 2
