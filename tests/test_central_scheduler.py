@@ -1,4 +1,5 @@
 """Runs through a real `luigid` on loopback: tasks DONE in its API, task history, de-duplication."""
+import contextlib
 import datetime as dt
 import json
 import os
@@ -42,6 +43,18 @@ def _start_luigid(config, port, *options, log=subprocess.DEVNULL, command=LUIGID
 
     poll("luigid to answer", answers, retry_on=(OSError,))
     return server
+
+
+@contextlib.contextmanager
+def _luigid_on_a_free_port(config, command=LUIGID):
+    """irisflow's luigid (or `command`) on a free loopback port for the block, stopped after it."""
+    port = free_port()
+    server = _start_luigid(config, port, command=command)
+    try:
+        yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 @pytest.fixture
@@ -197,9 +210,7 @@ def _sent_requests(scheduler):
 def test_reported_task_states_travel_with_the_next_question_in_one_request_and_in_order(irisflow_config):
     from service.scheduler_client import remote_scheduler
 
-    port = free_port()
-    server = _start_luigid(irisflow_config, port)
-    try:
+    with _luigid_on_a_free_port(irisflow_config) as port:
         scheduler = remote_scheduler(f"http://127.0.0.1:{port}")
         sent = _sent_requests(scheduler)
         scheduler.add_worker(worker="w", info={"host": "h"})
@@ -214,18 +225,13 @@ def test_reported_task_states_travel_with_the_next_question_in_one_request_and_i
         scheduler.ping(worker="w")
         assert sent[-1] == "ping"  # nothing held: a plain request
         assert list(api(port, "task_list", status="DONE")) == ["Extract_1"]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_against_luigis_own_luigid_each_call_goes_alone_after_one_refused_batch(irisflow_config):
     from service.scheduler_client import remote_scheduler
 
-    port = free_port()
     stock_luigid = [os.path.join(os.path.dirname(sys.executable), "luigid")]
-    server = _start_luigid(irisflow_config, port, command=stock_luigid)
-    try:
+    with _luigid_on_a_free_port(irisflow_config, command=stock_luigid) as port:
         scheduler = remote_scheduler(f"http://127.0.0.1:{port}")
         sent = _sent_requests(scheduler)
         started = time.monotonic()
@@ -235,38 +241,25 @@ def test_against_luigis_own_luigid_each_call_goes_alone_after_one_refused_batch(
         assert time.monotonic() - started < 2, "waited for Luigi's rpc_retry_wait after the refused batch"
         assert sent == ["batch_calls", "add_task", "get_work", "add_task"]  # refused once, then as Luigi sends
         assert list(api(port, "task_list", status="DONE")) == ["Extract_1"]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_a_worker_sends_the_states_it_still_holds_when_it_ends(irisflow_config):
     from service.scheduler_client import ReportingWorker, remote_scheduler
 
-    port = free_port()
-    server = _start_luigid(irisflow_config, port)
-    try:
+    with _luigid_on_a_free_port(irisflow_config) as port:
         scheduler = remote_scheduler(f"http://127.0.0.1:{port}")
         with ReportingWorker(scheduler=scheduler, worker_id="w"):
             scheduler.add_task(worker="w", task_id="Extract_1", status="DONE", family="Extract")
             assert api(port, "task_list", status="DONE") == {}
         assert list(api(port, "task_list", status="DONE")) == ["Extract_1"]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_a_batch_answers_only_scheduler_rpcs(irisflow_config):
-    port = free_port()
-    server = _start_luigid(irisflow_config, port)
-    try:
+    with _luigid_on_a_free_port(irisflow_config) as port:
         for method in ("batch_calls", "no_such_method"):
             with pytest.raises(urllib.error.HTTPError) as refused:
                 api(port, "batch_calls", calls=[["ping", {"worker": "w"}], [method, {}]])
             assert refused.value.code == 500
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_an_http_error_from_the_scheduler_is_luigis_rpc_error(irisflow_config):
@@ -274,17 +267,12 @@ def test_an_http_error_from_the_scheduler_is_luigis_rpc_error(irisflow_config):
 
     from service.scheduler_client import remote_scheduler
 
-    port = free_port()
     irisflow_config.set("core", rpc_retry_attempts="1")
-    server = _start_luigid(irisflow_config, port)
-    try:
+    with _luigid_on_a_free_port(irisflow_config) as port:
         scheduler = remote_scheduler(f"http://127.0.0.1:{port}/no-such-prefix")
         with pytest.raises(luigi.rpc.RPCError) as raised:
             scheduler.ping(worker="w")
         assert "404" in str(raised.value.sub_exception)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_the_dates_other_workers_are_building_are_read_from_luigid_and_none_when_it_is_down(irisflow_config, luigid):
