@@ -206,7 +206,7 @@ class _Chunks:
     """
 
     def __init__(self, dates, chunk_size, workers, stop=None, busy: Callable[[], set[dt.date]] | None = None):
-        self._dates, self._size, self._workers = deque(dates), chunk_size, workers
+        self._dates, self._size = deque(dates), chunk_size
         self._stop, self._busy = stop or threading.Event(), busy
         self._put_back: set[dt.date] = set()
         # Through a central scheduler other hosts may be on the same range: the chunks shrink toward its
