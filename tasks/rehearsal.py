@@ -7,7 +7,6 @@ builds as code runs. Rehearsing every step once in the parent, through the same 
 call and on the configured models, leaves all of that in memory the children inherit.
 """
 
-import pickle
 import tempfile
 from pathlib import Path
 
@@ -30,10 +29,11 @@ def made_up_rows():
 
 
 def rehearse(settings, thresholds):
-    """Run snapshot → read → validate → drift → split → train and evaluate every model → summary once,
+    """Run snapshot → read → validate → drift → split → train, evaluate and save every model → summary once,
     in a temporary folder; `settings` is the `[iris]` section, `thresholds` the `[quality]` ones."""
     import pandas as pd
 
+    from .iris import write_model
     from .quality import drift_report
     from .schema import read_source, snapshot_source, validate_frame
     from .steps import evaluate, split, summarize, train
@@ -45,11 +45,12 @@ def rehearse(settings, thresholds):
         valid, _ = validate_frame(read_source(snapshot), source="(rehearsal)", min_rows=1)
         valid.to_csv(source, index=False)
         valid = pd.read_csv(source)
-    drift_report(valid, valid, list(settings.features), SPECIES, thresholds)
-    training, test = split(valid, settings.test_size, settings.seed)
-    metrics = {}
-    for name in settings.models:
-        estimator = train(training, name, settings.features, settings.hyperparameters.get(name, {}), settings.seed)
-        metrics[name] = evaluate(estimator, test, settings.features)
-        pickle.dumps(estimator, protocol=pickle.HIGHEST_PROTOCOL)
+        drift_report(valid, valid, list(settings.features), SPECIES, thresholds)
+        training, test = split(valid, settings.test_size, settings.seed)
+        metrics = {}
+        for name in settings.models:
+            hyperparameters = settings.hyperparameters.get(name, {})
+            estimator = train(training, name, settings.features, hyperparameters, settings.seed)
+            metrics[name] = evaluate(estimator, test, settings.features)
+            write_model(Path(folder, f"{name}.model"), estimator)
     summarize("rehearsal", metrics)
