@@ -262,6 +262,24 @@ def test_a_batch_answers_only_scheduler_rpcs(irisflow_config):
             assert refused.value.code == 500
 
 
+def test_cors_settings_read_once_still_answer_each_origin_as_configured(irisflow_config):
+    """irisflow-luigid's RPC handler reads [cors] once, not per request: allowed origins still get their
+    header, on answers and on preflights, and others do not."""
+    irisflow_config.set("cors", enabled="true", allowed_origins='["http://dashboard.example"]')
+    with _luigid_on_a_free_port(irisflow_config) as port:
+        def allowed(origin, method="GET"):
+            query = urllib.parse.urlencode({"data": json.dumps({"worker": "w"})})
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/api/ping?{query}", method=method,
+                                             headers={"Origin": origin})
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.headers.get("Access-Control-Allow-Origin")
+
+        for _ in range(2):  # the second request is answered from the settings read for the first
+            assert allowed("http://dashboard.example") == "http://dashboard.example"
+            assert allowed("http://elsewhere.example") is None
+        assert allowed("http://dashboard.example", "OPTIONS") == "http://dashboard.example"
+
+
 def test_an_http_error_from_the_scheduler_is_luigis_rpc_error(irisflow_config):
     import luigi.rpc
 
