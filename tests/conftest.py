@@ -110,9 +110,9 @@ def write_input(folder, date, bad=False):
 LUIGID = [sys.executable, "-m", "service.luigid"]
 
 
-def poll(what, probe, timeout=60.0, retry_on=()):
-    """probe()'s first truthy result, asked every 0.2 s; fails naming `what` and the last result after
-    `timeout` seconds. Exceptions in `retry_on` (say OSError while a server starts) count as not yet."""
+def poll(what, probe, timeout=60.0, retry_on=(), interval=0.2):
+    """probe()'s first truthy result, asked every `interval` seconds; fails naming `what` and the last result
+    after `timeout` seconds. Exceptions in `retry_on` (say OSError while a server starts) count as not yet."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -123,7 +123,7 @@ def poll(what, probe, timeout=60.0, retry_on=()):
             last = error
         if time.monotonic() >= deadline:
             pytest.fail(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
-        time.sleep(0.2)
+        time.sleep(interval)
 
 
 def tool(name):
