@@ -13,7 +13,6 @@ import struct
 import subprocess
 import sys
 import termios
-import time
 
 import pytest
 
@@ -222,9 +221,14 @@ def test_a_second_sigterm_abandons_dates_in_progress_cleanly(irisflow_config, cl
     days = partition.date_range(dt.date(2026, 1, 1), dt.date(2026, 1, 30))
     process = _start_slow_backfill(irisflow_config, days)
     process.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
+    # The second SIGTERM as soon as the first is acknowledged, while the dates then in progress still run
+    # (a fixed pause could outlast them).
+    before = ""
+    while "no new dates start" not in before and (line := process.stderr.readline()):
+        before += line
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=60)
+    err = before + err
     assert process.returncode == 143, err
     assert "abandoned the dates in progress" in err and "Traceback" not in err
     poll("no process of the backfill left", lambda: not _group(process.pid), timeout=10)
