@@ -32,6 +32,7 @@ class BenchError(RuntimeError):
 class Measured:
     seconds: float
     cpu_seconds: float  # user + system time of the process and its descendants
+    system_seconds: float  # the system (kernel) part of it: forks, exits, page faults, file system calls
     page_faults: int  # minor page faults of the process and its descendants (copy-on-write after fork, ...)
     peak_rss: int  # bytes, summed over the process and every descendant alive at the same moment
     peak_pss: int  # the same in proportional set size: pages shared between them counted once
@@ -73,7 +74,7 @@ class Workspace:
     def run_together(self, commands, python=True, **env):
         """Start every command at once and measure until the last ends: wall time, CPU, the peak memory
         of the first one's process tree; BenchError if one fails."""
-        started, (cpu_before, faults_before) = time.perf_counter(), _children_usage()
+        started, before = time.perf_counter(), _children_usage()
         processes = [
             subprocess.Popen(
                 [sys.executable, *args] if python else list(args),
@@ -87,21 +88,21 @@ class Workspace:
         ]
         with TreeMemory(processes[0].pid) as memory:
             outputs = [process.communicate() for process in processes]
-        cpu, faults = _children_usage()
-        seconds, cpu, faults = time.perf_counter() - started, cpu - cpu_before, faults - faults_before
+        seconds = time.perf_counter() - started
+        cpu, system, faults = (after - earlier for after, earlier in zip(_children_usage(), before, strict=True))
         for args, process, (_, stderr) in zip(commands, processes, outputs, strict=True):
             if process.returncode != 0:
                 raise BenchError(f"{' '.join(map(str, args))} exited {process.returncode}:\n{stderr[-3000:]}")
         return Measured(
-            seconds, cpu, faults, memory.peak_rss, memory.peak_pss, *map("".join, zip(*outputs, strict=True))
+            seconds, cpu, system, faults, memory.peak_rss, memory.peak_pss, *map("".join, zip(*outputs, strict=True))
         )
 
 
 def _children_usage():
-    """(CPU seconds, minor page faults) of every child process this process has waited for (each
-    includes its own children)."""
+    """(CPU seconds, system CPU seconds, minor page faults) of every child process this process has waited
+    for (each includes its own children)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime, usage.ru_minflt
+    return usage.ru_utime + usage.ru_stime, usage.ru_stime, usage.ru_minflt
 
 
 class TreeMemory:

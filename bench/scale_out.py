@@ -174,7 +174,8 @@ def stock_luigi(plan, tmp, start):
         ratio <= 1.5,
         (
             f"CPU time {median_ratio(stocks, runners, 'cpu_seconds'):.2f}x the runner's (a process forked "
-            f"per task, against {plan.workers} long-lived processes); page faults "
+            f"per task, against {plan.workers} long-lived processes), its system (kernel) time "
+            f"{median_ratio(stocks, runners, 'system_seconds'):.2f}x (forks, exits, page faults); page faults "
             f"{statistics.median(m.page_faults for m in stocks) / plan.dates:,.0f} a date against "
             f"{statistics.median(m.page_faults for m in runners) / plan.dates:,.0f} (each fork's pages are "
             f"copied as the parent and the task write to them)",
