@@ -124,7 +124,8 @@ def run_dates(
     `verify` also compares every file with its recorded sha256, so same-size damage is found and rebuilt.
     `progress(outcome, done, total)` is called as each date finishes. Once `stop` (a threading.Event) is
     set no further chunk is handed out: chunks in progress finish, and dates never started come back
-    "cancelled". Raises ConfigError before any work when the configuration is bad.
+    "cancelled" (in a run not stopped, such a date is a failure). Raises ConfigError before any work when
+    the configuration is bad.
     """
     settings, runtime = checked_settings()
     started = time.monotonic()
@@ -149,12 +150,21 @@ def run_dates(
                 done += 1
                 outcomes[outcome.date] = outcome
                 _report_progress(progress, outcome, done, len(dates))
+    stopped = stop is not None and stop.is_set()
     return RunReport(
-        [outcomes.get(d.isoformat()) or DateOutcome(d.isoformat(), "cancelled") for d in dates],
+        [outcomes.get(d.isoformat()) or _never_built(d, stopped) for d in dates],
         time.monotonic() - started,
         emails["sent"],
         emails["failed"],
     )
+
+
+def _never_built(date, stopped):
+    """The outcome of a date no build reported on: cancelled when the run was stopped; otherwise a
+    failure, so that a date lost on the way (a bug) is reported and retried, never passed over in silence."""
+    if stopped:
+        return DateOutcome(date.isoformat(), "cancelled")
+    return DateOutcome(date.isoformat(), "failure", reason="error", error="the run ended without building the date")
 
 
 def _from_random_chunk(dates, chunk_size):

@@ -1,10 +1,11 @@
 """How the runner hands dates out: every date once, in order, in chunks no larger than chunk_size that
 shrink toward the end when several processes share the work (so they finish together)."""
 import datetime as dt
+import threading
 
 import pytest
 
-from service.runner import _Chunks
+from service.runner import _Chunks, run_dates
 
 DATES = [dt.date(2001, 1, 1) + dt.timedelta(days=n) for n in range(365)]
 
@@ -63,3 +64,15 @@ def test_dates_another_worker_is_building_are_put_back_once_and_taken_at_the_end
     chunks = _Chunks(DATES[:10], 4, 1, busy=lambda: set(DATES[2:6]))  # another host holds these, all along
     taken = [[date.day for date in chunk] for chunk in _all_chunks(chunks)]
     assert taken == [[1, 2, 7], [8, 9], [10, 3], [4], [5], [6]]
+
+
+def test_a_date_no_build_reported_on_is_a_failure_unless_the_run_was_stopped(irisflow_config, monkeypatch):
+    """The net under take(): should dates ever be lost on the way (chunks running out while dates remain,
+    as a bug once made them), the run reports them failed, never leaves them out; only a stopped run
+    leaves dates cancelled."""
+    monkeypatch.setattr(_Chunks, "take", lambda self: [])
+    lost = run_dates(DATES[:3]).outcomes
+    assert [(o.status, o.error) for o in lost] == [("failure", "the run ended without building the date")] * 3
+    stop = threading.Event()
+    stop.set()
+    assert [o.status for o in run_dates(DATES[:3], stop=stop).outcomes] == ["cancelled"] * 3
