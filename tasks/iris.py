@@ -49,8 +49,8 @@ def write_json(path, obj):
 
 def write_model(path, estimator):
     """The fitted estimator as a plain pickle, which joblib's loader reads as well. joblib's own dump walks
-    the model through Python's pure-Python pickler to set numpy arrays aside; on a forest of fifty trees
-    that is ten times the C pickler's time, for arrays this small."""
+    the model through Python's pure-Python pickler to set numpy arrays aside, which for arrays this small
+    costs far more than it saves over the C pickler."""
     with open(path, "wb") as handle:
         pickle.dump(estimator, handle, protocol=pickle.HIGHEST_PROTOCOL)
 
