@@ -53,8 +53,8 @@ class service(luigi.Config):  # noqa: N801 - the class name is the luigi.cfg sec
     )
     chunk_size = luigi.IntParameter(
         default=5,
-        description="Most dates handed to one luigi.build call (measured best: Luigi's scheduler "
-        "costs grow with the square of its tasks, each call has a fixed cost).",
+        description="Most dates handed to one luigi.build call (Luigi's scheduler costs grow with the "
+        "square of the tasks it holds, while each call has a fixed cost).",
     )
 
 

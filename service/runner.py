@@ -170,7 +170,8 @@ def _never_built(date, stopped):
 def _from_random_chunk(dates, chunk_size):
     """The dates from a random chunk boundary to the end, then from the start: hosts backfilling one range
     through a central scheduler then start at different places, instead of all asking luigid for the same
-    tasks and waiting for each other's (measured: two hosts 0.82x one host's time in the same order)."""
+    tasks and waiting for each other's (a date's tasks form a chain, so two hosts on one date mostly take
+    turns)."""
     offset = random.randrange(0, len(dates), chunk_size) if dates else 0
     return dates[offset:] + dates[:offset]
 
@@ -458,9 +459,9 @@ class _WorkersWithoutTaskMail(luigi.interface._WorkerSchedulerFactory):  # noqa:
 
     Through a central scheduler, a worker whose tasks wait for tasks another worker runs also stays and
     asks luigid again every PATIENT_WAIT_SECONDS, for up to PATIENT_IDLE_SECONDS idle, instead of
-    returning at once and the build being made again (two hosts on one range of 40 dates, on a loaded
-    2-core machine: 30 s before, 21 s after, one host alone 19 s). A failed task keeps it idle too, so a
-    date that fails through luigid is told PATIENT_IDLE_SECONDS later.
+    returning at once (Luigi's `keep_alive = False`) and the whole build being made again, its completeness
+    checks and RPCs paid twice, after the date's next task was free to run. A failed task keeps it idle
+    too, so a date that fails through luigid is told PATIENT_IDLE_SECONDS later.
     """
 
     def create_remote_scheduler(self, url):
