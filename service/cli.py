@@ -276,7 +276,7 @@ def _backfill_dates(args):
 
 def _not_chosen(decision):
     """The outcome of a date the plan left alone: complete (or stale, kept) dates count as already complete."""
-    from .runner import DateOutcome
+    from .outcomes import DateOutcome
 
     status = "skipped" if decision.reason in ("complete", "stale") else "unselected"
     return DateOutcome(decision.date.isoformat(), status)
@@ -318,8 +318,9 @@ def _run_backfill(args, chosen):
     import threading
     import time
 
+    from .outcomes import DateOutcome, RunReport
     from .progress import Progress
-    from .runner import DateOutcome, RunReport, run_dates
+    from .runner import run_dates
 
     started = time.monotonic()
     progress = Progress(len(chosen))

@@ -46,7 +46,8 @@ from tasks import partition
 from . import journal, metrics, notifications
 from .config import ConfigError, checked_settings, time_zone
 from .defaults import use_packaged_defaults
-from .runner import DateOutcome, RunReport, run_dates
+from .outcomes import DateOutcome, RunReport
+from .runner import run_dates
 from .schedule import UTC, Schedule, build_trigger
 from .summary import backfill_command
 from .systemd_notify import Notifier

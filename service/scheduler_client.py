@@ -14,6 +14,9 @@ more CPU per call than luigid takes to answer) and otherwise through urllib, a n
 `http.client` on a kept-alive connection does the same POST for a fraction of either, and irisflow does
 not need requests at all. Luigi's retries (`[core] rpc_retry_attempts`, `rpc_retry_wait`) and its errors
 are unchanged.
+
+`unreachable_scheduler` asks, before a build or an assistant worker starts, whether the configured luigid
+accepts connections at all, so a dead luigid is one clear error rather than Luigi's retries per task.
 """
 
 import base64
@@ -21,13 +24,19 @@ import http.client
 import json
 import logging
 import os
+import socket
 import threading
+import time
 import urllib.parse
 
 import luigi.rpc
 import luigi.worker
 
+from .config import scheduler_url
+
 LOG = logging.getLogger(__name__)
+CONNECT_TIMEOUT_SECONDS = 5  # how long a central scheduler may take to accept connections (a restart)
+CONNECT_RETRY_SECONDS = 0.25
 
 # A kept-alive connection luigid closed meanwhile (idle timeout, restart) fails on first use with one
 # of these; the request is then sent once more on a new connection before Luigi's retries take over.
@@ -188,3 +197,29 @@ def remote_scheduler(url, attempts=None):
     if batching:
         scheduler._fetcher = KeepAliveFetcher()  # noqa: SLF001 - the fetcher is the transport seam
     return scheduler
+
+
+def unreachable_scheduler():
+    """An RPCError when the configured central scheduler does not accept connections, else None.
+
+    Asked before the build, so a dead luigid costs one clear error per date instead of Luigi's
+    retries and a traceback for every task.
+    """
+    url = scheduler_url()
+    address = urllib.parse.urlsplit(url)
+    if address.scheme not in ("http", "https"):
+        return None
+    deadline = time.monotonic() + CONNECT_TIMEOUT_SECONDS
+    while True:  # asked again for a few seconds: luigid being restarted fails no date
+        try:
+            socket.create_connection((address.hostname, address.port or 80), timeout=CONNECT_TIMEOUT_SECONDS).close()
+            return None
+        except OSError as exc:
+            if time.monotonic() + CONNECT_RETRY_SECONDS < deadline:
+                time.sleep(CONNECT_RETRY_SECONDS)
+                continue
+            return luigi.rpc.RPCError(
+                f"central scheduler {url} not reachable ({exc.strerror or exc}); start luigid "
+                "or remove [core] default_scheduler_host to use the local scheduler",
+                exc,
+            )

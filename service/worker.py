@@ -19,7 +19,7 @@ import luigi.task_register
 
 from . import notifications
 from .config import ConfigError, central_scheduler, checked_settings, scheduler_url
-from .scheduler_client import ReportingWorker, remote_scheduler
+from .scheduler_client import ReportingWorker, remote_scheduler, unreachable_scheduler
 
 LOG = logging.getLogger("irisflow.worker")
 # How often an idle assistant asks luigid for work: Luigi's default (1 s plus up to 5 s of jitter) would
@@ -67,15 +67,13 @@ def serve_worker(processes=1, verbose=False):
     """
     from tasks.iris import _import_heavy_libraries
 
-    from .runner import _unreachable_scheduler
-
     if not central_scheduler():
         raise ConfigError(
             "worker needs a central scheduler: set [core] default_scheduler_host "
             "(and default_scheduler_port) in luigi.cfg"
         )
     checked_settings()
-    unreachable = _unreachable_scheduler()
+    unreachable = unreachable_scheduler()
     if unreachable is not None:
         raise SchedulerUnreachable(str(unreachable))
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT)

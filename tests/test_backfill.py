@@ -19,7 +19,7 @@ import pytest
 from conftest import REPO, poll, write_input
 from service import summary
 from service.progress import Progress
-from service.runner import DateOutcome
+from service.outcomes import DateOutcome
 from tasks import partition
 
 D = [dt.date(2026, 3, 1) + dt.timedelta(days=n) for n in range(7)]

@@ -294,15 +294,15 @@ def test_an_http_error_from_the_scheduler_is_luigis_rpc_error(irisflow_config):
 
 
 def test_the_dates_other_workers_are_building_are_read_from_luigid_and_none_when_it_is_down(irisflow_config, luigid):
-    from service.runner import _dates_in_progress
+    from service.sharing import dates_in_progress
     from tasks.iris import IrisPipeline
 
     port, _ = luigid
     day = dt.date(2026, 11, 24)
     api(port, "add_task", worker="another-host", task_id=IrisPipeline(date=day).task_id, status="PENDING",
         runnable=True, family="IrisPipeline", params={"date": day.isoformat(), "rebuild": ""})
-    assert _dates_in_progress() == {day}
+    assert dates_in_progress() == {day}
     irisflow_config.set("core", default_scheduler_port=free_port())  # nothing listens there
     started = time.monotonic()
-    assert _dates_in_progress() == set()
+    assert dates_in_progress() == set()
     assert time.monotonic() - started < 2, "waited for Luigi's RPC retries"
