@@ -65,7 +65,7 @@ def serve_worker(processes=1, verbose=False):
     `--workers`), which inherits the libraries imported here. Raises ConfigError without a central
     scheduler, SchedulerUnreachable when luigid cannot be reached.
     """
-    from tasks.iris import _import_heavy_libraries
+    from tasks.iris import import_heavy_libraries
 
     if not central_scheduler():
         raise ConfigError(
@@ -79,7 +79,7 @@ def serve_worker(processes=1, verbose=False):
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT)
     if not verbose:
         logging.getLogger("luigi-interface").setLevel(logging.WARNING)
-    _import_heavy_libraries()
+    import_heavy_libraries()
     notifications.install()
     _log_task_events()
     url = scheduler_url()

@@ -82,7 +82,7 @@ def plain(value):
 
 
 @functools.cache
-def _import_heavy_libraries():
+def import_heavy_libraries():
     """Get this process ready to do the tasks' work, once, in the process that finds a task to do, while
     a run with nothing to do never loads any of it: the libraries, one BLAS/OpenMP thread (unless the
     operator chose otherwise; on these tiny fits more threads only contend, and a forked child would
@@ -211,7 +211,7 @@ class DatePartitionTask(luigi.Task):
             return True
         self._seen_done = self.is_done()
         if not self._seen_done:
-            _import_heavy_libraries()
+            import_heavy_libraries()
         return self._seen_done
 
     def run(self):

@@ -133,8 +133,8 @@ def test_the_rehearsal_runs_before_a_first_fork_only_and_the_child_inherits_what
     just before its first fork, so the child finds the modules the steps load on first use already there."""
     probe = """
 import os, sys
-from tasks.iris import _import_heavy_libraries
-_import_heavy_libraries()
+from tasks.iris import import_heavy_libraries
+import_heavy_libraries()
 lazy = "narwhals._pandas_like.dataframe"  # loaded on a DataFrame's first validation, not on import
 print("before fork:", "tasks.rehearsal" in sys.modules, lazy in sys.modules)
 reader, writer = os.pipe()
