@@ -17,7 +17,8 @@ from pathlib import Path
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from service.config import checked_settings, time_zone
-from service.daemon import Daemon, make_scheduler
+from service.daemon import Daemon
+from service.daemon.serve import make_scheduler
 
 PAGE_KB = 1024
 

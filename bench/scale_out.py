@@ -28,7 +28,7 @@ from .harness import REPO, BenchError, Workspace, alternate, median_ratio, media
 
 SCALE_OUT_START = dt.date(1900, 1, 1)
 # luigid as luigid.service runs it, and Luigi's own (task history written one event at a time).
-IRISFLOW_LUIGID = (sys.executable, "-m", "service.luigid")
+IRISFLOW_LUIGID = (sys.executable, "-m", "service.central.luigid")
 STOCK_LUIGID = (os.path.join(os.path.dirname(sys.executable), "luigid"),)
 
 
@@ -47,7 +47,7 @@ def _accepts(port):
 
 
 class Luigid:
-    """irisflow's luigid (`service.luigid`, as luigid.service runs it) on loopback with the shipped
+    """irisflow's luigid (`service.central.luigid`, as luigid.service runs it) on loopback with the shipped
     deploy/etc/luigid.cfg (task history in its folder)."""
 
     def __init__(self, tmp, history=True, command=IRISFLOW_LUIGID):

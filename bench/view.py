@@ -52,7 +52,7 @@ def copy_partitions(root, count):
 
 def grid_seconds(copies):
     """Seconds to render the grid over every date, each year's page and one date page; heavy imports."""
-    from service.web import configured_view
+    from service.view import configured_view
 
     first, last = copy_partitions(iris().output_root, copies)
     view = configured_view()

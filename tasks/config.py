@@ -5,6 +5,7 @@ named by LUIGI_CONFIG_PATH (later files override earlier ones), so an operator o
 """
 
 import functools
+import os
 
 import luigi
 
@@ -71,3 +72,36 @@ class quality(luigi.Config):  # noqa: N801 - the class name is the luigi.cfg sec
             "ks_pvalue": self.ks_pvalue,
             "chi2_pvalue": self.chi2_pvalue,
         }
+
+
+def source_path(date):
+    """The day's input file: `[iris] source` with '{date}' replaced by YYYY-MM-DD."""
+    return settings().source.replace("{date}", date.isoformat())
+
+
+def data_dir():
+    """The directory every day's input must stay inside: `[iris] source` up to its first '{date}'."""
+    return os.path.dirname(settings().source.split("{date}", 1)[0]) or "."
+
+
+def plain(value):
+    """A Luigi parameter value (frozen dicts, tuples) as plain JSON data."""
+    if isinstance(value, (str, bytes)):
+        return value
+    if hasattr(value, "items"):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    return value
+
+
+def pipeline_settings():
+    """The `[iris]` settings that shape a date's results, as summary.json records them."""
+    current = settings()
+    return {
+        "models": list(current.models),
+        "features": list(current.features),
+        "hyperparameters": {name: plain(current.hyperparameters.get(name, {})) for name in current.models},
+        "test_size": current.test_size,
+        "seed": current.seed,
+    }

@@ -11,7 +11,8 @@ runner, `status` and a no-op backfill decide what to do without loading pandas o
                                         and the manifest (size and sha256 of every other file)
     {root}/failed/{YYYY-MM-DD}/         failure.json, and for rejected input validation.json plus the
                                         quarantined input, so a corrected source is read again
-    {root}/.locks/{YYYY-MM-DD}/         flock files: one per task, one for the partition as a whole
+    {root}/.locks/{YYYY-MM-DD}/         flock files: one per task, one for the partition as a whole, and
+                                        build.lock, held by a build of the date from start to end
     {root}/.staging/{date}-{token}/     a forced rebuild in progress (and its .lock)
 
 The rules:
@@ -47,6 +48,8 @@ FAILURE = "failure.json"
 RECEIPTS = ".receipts"
 STAGING = ".staging"
 LOCKS = ".locks"
+PARTITION_LOCK = "partition.lock"  # shared by every task of the date; exclusive for a forced rebuild's swap
+BUILD_LOCK = "build.lock"  # shared by a build for all of its dates
 TEMPORARY = ".tmp-"  # infix of a file being written: {name}.tmp-{random}
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
@@ -440,8 +443,36 @@ def task_lock(root: StrPath, date: DateLike, name: str) -> Iterator[None]:
     another host sharing the root): the same task never runs twice at once, and a forced rebuild's swap
     (which takes the partition lock exclusively) never happens under a running task."""
     folder = Path(root) / LOCKS / parse_date(date).isoformat()
-    with _flock(folder / "partition.lock", fcntl.LOCK_SH), _flock(folder / f"{name}.lock", fcntl.LOCK_EX):
+    with _flock(folder / PARTITION_LOCK, fcntl.LOCK_SH), _flock(folder / f"{name}.lock", fcntl.LOCK_EX):
         yield
+
+
+@contextlib.contextmanager
+def building(root: StrPath, dates: Iterable[DateLike]) -> Iterator[None]:
+    """Held (shared) by a build for each of its dates from start to end, so the date reads as running
+    between its tasks too, and during a forced rebuild, whose tasks lock their staging root instead."""
+    with contextlib.ExitStack() as held:
+        for date in dates:
+            folder = Path(root) / LOCKS / parse_date(date).isoformat()
+            held.enter_context(_flock(folder / BUILD_LOCK, fcntl.LOCK_SH))
+        yield
+
+
+def in_progress(root: StrPath, date: DateLike) -> bool:
+    """True when some process holds the date's build or partition lock now: a build or a task is at work
+    on it. Asked without waiting (and without creating anything); a lock found free is released at once."""
+    folder = Path(root) / LOCKS / parse_date(date).isoformat()
+    for name in (BUILD_LOCK, PARTITION_LOCK):
+        try:
+            handle = open(folder / name, "rb")
+        except OSError:
+            continue
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+    return False
 
 
 # -- forced rebuilds -------------------------------------------------------------------------------------
@@ -478,7 +509,7 @@ def promote(root: StrPath, date: DateLike, token: str) -> None:
     staged = staging_root(root, date, token)
     new, old = partition_dir(staged, date), partition_dir(root, date)
     folder = Path(root) / LOCKS / parse_date(date).isoformat()
-    with _flock(folder / "partition.lock", fcntl.LOCK_EX):
+    with _flock(folder / PARTITION_LOCK, fcntl.LOCK_EX):
         if not old.exists():
             os.replace(new, old)
         elif not _exchange(new, old):  # e.g. NFS: two renames; the next run finishes a swap cut between them

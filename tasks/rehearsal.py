@@ -33,7 +33,7 @@ def rehearse(settings, thresholds):
     in a temporary folder; `settings` is the `[iris]` section, `thresholds` the `[quality]` ones."""
     import pandas as pd
 
-    from .iris import write_model
+    from .files import write_model
     from .quality import drift_report
     from .schema import read_source, snapshot_source, validate_frame
     from .steps import evaluate, split, summarize, train

@@ -1,21 +1,27 @@
 """Shared fixtures: a per-test luigi.cfg overlay, a way to run the CLI as a real subprocess, a real SMTP
 server, and the daemon's injected clock and paused schedulers."""
+import contextlib
 import datetime as dt
 import email
 import email.policy
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import luigi.configuration
 import luigi.task_register
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
+from prometheus_client.parser import text_string_to_metric_families
 
 from tasks.config import settings as task_settings
 
@@ -107,7 +113,7 @@ def write_input(folder, date, bad=False):
 
 
 # luigid as irisflow ships it (service/luigid.py: Luigi's server with its task history written in batches).
-LUIGID = [sys.executable, "-m", "service.luigid"]
+LUIGID = [sys.executable, "-m", "service.central.luigid"]
 
 
 def poll(what, probe, timeout=60.0, retry_on=(), interval=0.2):
@@ -203,7 +209,7 @@ def schedulers(irisflow_config):
     started = []
 
     from service.config import time_zone
-    from service.daemon import make_scheduler
+    from service.daemon.serve import make_scheduler
 
     def make():
         zone = time_zone(irisflow_config.sections["service"].get("timezone", "UTC"))
@@ -237,3 +243,134 @@ def task_runs(*samples):
                 family = dict(labels)["task_family"]
                 runs[family] = runs.get(family, 0) + int(value)
     return runs
+
+
+# -- shared by several test modules: the daemon, luigid, and what every run must leave --
+SERVE = [sys.executable, "-m", "service", "serve"]
+
+
+@pytest.fixture
+def start_daemon(irisflow_config, tmp_path):
+    """Start `python -m service serve` with the test's config, its log in {tmp_path}/{name}.err; any daemon
+    still running at the end is killed."""
+    started = []
+
+    def start(name="daemon"):
+        with open(tmp_path / f"{name}.err", "w") as err:  # stdout is no terminal, as under systemd
+            started.append(subprocess.Popen(SERVE, cwd=REPO, env=irisflow_config.env(),
+                                            stdout=subprocess.DEVNULL, stderr=err))
+        return started[-1]
+
+    yield start
+    for daemon in started:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+
+
+def stop(daemon):
+    """SIGTERM, then the daemon's exit status."""
+    daemon.send_signal(signal.SIGTERM)
+    return daemon.wait(timeout=60)
+
+
+def scrape(port):
+    """{(name, sorted labels): value} of every sample the daemon serves, or None while it is not up."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def scrape_until(port, what, condition, timeout=60.0):
+    """The first scrape whose samples satisfy `condition`."""
+    def probe():
+        samples = scrape(port)
+        return samples if samples and condition(samples) else None
+    return poll(what, probe, timeout)
+
+
+def api(port, method, **data):
+    query = urllib.parse.urlencode({"data": json.dumps(data)})
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/{method}?{query}", timeout=10) as response:
+        return json.loads(response.read())["response"]
+
+
+def history_page(port):
+    """luigid's history page (Luigi's visualiser). Reading it has luigid write the events it holds
+    (it writes them every second), so the database shows every run so far."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/history", timeout=10) as response:
+        return response.read().decode()
+
+
+def start_luigid(config, port, *options, log=subprocess.DEVNULL, command=LUIGID):
+    """irisflow's luigid (or `command`) on loopback with the test's configuration, once it answers."""
+    server = subprocess.Popen([*command, "--address", "127.0.0.1", "--port", str(port), *options], env=config.env(),
+                              stdout=subprocess.DEVNULL, stderr=log)
+
+    def answers():
+        assert server.poll() is None, "luigid exited"
+        return api(port, "task_list", status="DONE") is not None
+
+    poll("luigid to answer", answers, retry_on=(OSError,))
+    return server
+
+
+@contextlib.contextmanager
+def luigid_on_a_free_port(config, command=LUIGID):
+    """irisflow's luigid (or `command`) on a free loopback port for the block, stopped after it."""
+    port = free_port()
+    server = start_luigid(config, port, command=command)
+    try:
+        yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.fixture
+def luigid(irisflow_config, tmp_path):
+    """A real central scheduler with task history and Prometheus metrics; runs are pointed at it."""
+    port, history = free_port(), tmp_path / "history.sqlite"
+    irisflow_config.set("scheduler", record_task_history="true", metrics_collector="prometheus",
+                        state_path=str(tmp_path / "luigid-state.pickle"))
+    irisflow_config.set("task_history", db_connection=f"sqlite:///{history}")
+    logdir = tmp_path / "luigid-logs"
+    logdir.mkdir()  # luigid crashes if its --logdir does not exist
+    server = start_luigid(irisflow_config, port, "--logdir", str(logdir))
+    irisflow_config.set("core", default_scheduler_host="127.0.0.1", default_scheduler_port=port)
+    yield port, history
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def no_partial_files(root):
+    """No temporary left and every file whole: a half-written JSON or model fails to load here."""
+    assert not [p for p in root.rglob("*.tmp-*")], "a temporary file was left behind"
+    for path in root.rglob("*"):
+        if path.suffix == ".json":
+            json.loads(path.read_text())
+        elif path.suffix == ".joblib":
+            import joblib
+
+            joblib.load(path)
+
+
+def scraped_runs(samples, outcome):
+    """irisflow_pipeline_runs_total{outcome} in a `scrape`."""
+    return samples.get(("irisflow_pipeline_runs_total", (("outcome", outcome),)))
+
+
+def registry_sample(name, **labels):
+    """A sample of this process's metrics registry (0 when absent)."""
+    from service.reporting import metrics
+
+    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def registry_runs(outcome):
+    """irisflow_pipeline_runs_total{outcome} counted in this process."""
+    return registry_sample("irisflow_pipeline_runs_total", outcome=outcome)

@@ -17,9 +17,9 @@ import termios
 import pytest
 
 from conftest import REPO, poll, write_input
-from service import summary
-from service.progress import Progress
-from service.outcomes import DateOutcome
+from service.reporting import summary
+from service.reporting.progress import Progress
+from service.runner import DateOutcome
 from tasks import partition
 
 D = [dt.date(2026, 3, 1) + dt.timedelta(days=n) for n in range(7)]
@@ -81,7 +81,10 @@ def test_dry_run_tells_each_date_what_and_why_and_writes_nothing(history, cli):
 def test_only_stale_rebuilds_exactly_the_stale_dates_and_status_names_them(history, cli):
     status = cli("status", "--start", str(D[0]), "--end", str(D[6]))
     assert status.stdout.splitlines()[0].startswith(f"{D[0]}  stale      built with other settings: models: knn")
-    assert status.stdout.splitlines()[-1] == "dates: 2 missing, 1 failed, 1 incomplete, 1 damaged, 1 stale, 1 complete"
+    assert status.stdout.splitlines()[-2:] == [
+        "dates: 2 missing, 1 failed, 1 incomplete, 1 damaged, 1 stale, 1 complete",
+        f"output root: {history}",
+    ]
     untouched = {p: t for p, t in _tree(history).items() if str(D[0]) not in p.parts}
     result = cli("backfill", "--start", str(D[0]), "--end", str(D[6]), "--only", "stale")
     assert result.returncode == 0, result.stderr
@@ -146,8 +149,8 @@ def test_commands_name_dates_as_ranges_that_read_back_and_take_only_what_the_dat
     assert summary.backfill_command(days, ["missing", "failed"]) == \
         f"python -m service backfill --dates {D[0]}..{D[2]},{D[5]}"
     assert summary.backfill_command([D[0]], ["stale"], workers=2) == \
-        f"python -m service backfill --dates {D[0]} --only missing,failed,incomplete,damaged,stale --workers 2"
-    assert summary.backfill_command([D[0]], ["forced"]).endswith("--only missing,failed,incomplete,damaged,forced --force")
+        f"python -m service backfill --dates {D[0]} --only missing,failed,waiting,incomplete,damaged,stale --workers 2"
+    assert summary.backfill_command([D[0]], ["forced"]).endswith("--only missing,failed,waiting,incomplete,damaged,forced --force")
 
 
 def test_plain_progress_adds_an_eta_line_every_interval():

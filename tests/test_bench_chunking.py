@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from service.runner import run_dates
-from service.sharing import Chunks
+from service.runner.sharing import Chunks
 
 DATES = [dt.date(2001, 1, 1) + dt.timedelta(days=n) for n in range(365)]
 

@@ -11,8 +11,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, free_port, poll, write_input
-from test_daemon_serve import scrape
+from conftest import REPO, free_port, poll, scrape, write_input
 
 SPECIES_CHECK = "isin(('setosa', 'versicolor', 'virginica'))"
 

@@ -1,5 +1,4 @@
 """Runs through a real `luigid` on loopback: tasks DONE in its API, task history, de-duplication."""
-import contextlib
 import datetime as dt
 import json
 import os
@@ -13,64 +12,10 @@ import urllib.request
 
 import pytest
 
-from conftest import LUIGID, REPO, free_port, poll
+from conftest import REPO, api, free_port, history_page, luigid_on_a_free_port, start_luigid
 from tasks import partition
 
 DAY = "2026-11-24"
-
-
-def api(port, method, **data):
-    query = urllib.parse.urlencode({"data": json.dumps(data)})
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/{method}?{query}", timeout=10) as response:
-        return json.loads(response.read())["response"]
-
-
-def history_page(port):
-    """luigid's history page (Luigi's visualiser). Reading it has luigid write the events it holds
-    (it writes them every second), so the database shows every run so far."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/history", timeout=10) as response:
-        return response.read().decode()
-
-
-def _start_luigid(config, port, *options, log=subprocess.DEVNULL, command=LUIGID):
-    """irisflow's luigid (or `command`) on loopback with the test's configuration, once it answers."""
-    server = subprocess.Popen([*command, "--address", "127.0.0.1", "--port", str(port), *options], env=config.env(),
-                              stdout=subprocess.DEVNULL, stderr=log)
-
-    def answers():
-        assert server.poll() is None, "luigid exited"
-        return api(port, "task_list", status="DONE") is not None
-
-    poll("luigid to answer", answers, retry_on=(OSError,))
-    return server
-
-
-@contextlib.contextmanager
-def _luigid_on_a_free_port(config, command=LUIGID):
-    """irisflow's luigid (or `command`) on a free loopback port for the block, stopped after it."""
-    port = free_port()
-    server = _start_luigid(config, port, command=command)
-    try:
-        yield port
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
-@pytest.fixture
-def luigid(irisflow_config, tmp_path):
-    """A real central scheduler with task history and Prometheus metrics; runs are pointed at it."""
-    port, history = free_port(), tmp_path / "history.sqlite"
-    irisflow_config.set("scheduler", record_task_history="true", metrics_collector="prometheus",
-                        state_path=str(tmp_path / "luigid-state.pickle"))
-    irisflow_config.set("task_history", db_connection=f"sqlite:///{history}")
-    logdir = tmp_path / "luigid-logs"
-    logdir.mkdir()  # luigid crashes if its --logdir does not exist
-    server = _start_luigid(irisflow_config, port, "--logdir", str(logdir))
-    irisflow_config.set("core", default_scheduler_host="127.0.0.1", default_scheduler_port=port)
-    yield port, history
-    server.terminate()
-    server.wait(timeout=30)
 
 
 @pytest.mark.slow
@@ -115,7 +60,7 @@ def test_two_workers_asking_for_the_same_date_do_the_work_once(irisflow_config, 
 def test_task_history_is_written_in_one_transaction_per_flush_one_record_per_task(irisflow_config, tmp_path):
     from luigi.scheduler import Task
 
-    from service.luigid import BatchedTaskHistory
+    from service.central.luigid import BatchedTaskHistory
 
     database = tmp_path / "history.sqlite"
     irisflow_config.set("task_history", db_connection=f"sqlite:///{database}")
@@ -156,7 +101,7 @@ def test_luigid_stopped_at_once_keeps_the_history_it_held(irisflow_config, tmp_p
     irisflow_config.set("scheduler", record_task_history="true", state_path=str(tmp_path / "state.pickle"))
     irisflow_config.set("task_history", db_connection=f"sqlite:///{database}")
     with open(tmp_path / "luigid.log", "w") as log:
-        server = _start_luigid(irisflow_config, port, log=log)
+        server = start_luigid(irisflow_config, port, log=log)
     try:
         api(port, "add_task", worker="w", task_id="Extract_1", status="PENDING", runnable=True, family="Extract")
         assert api(port, "get_work", worker="w", host="host-a")["task_id"] == "Extract_1"
@@ -174,11 +119,11 @@ def test_luigid_stopped_at_once_keeps_the_history_it_held(irisflow_config, tmp_p
 
 
 def test_rpcs_share_one_connection_and_survive_a_luigid_restart_without_luigis_retry_wait(irisflow_config, tmp_path):
-    from service.scheduler_client import KeepAliveFetcher, remote_scheduler
+    from service.central.client import KeepAliveFetcher, remote_scheduler
 
     irisflow_config.set("scheduler", state_path=str(tmp_path / "state.pickle"))
     port = free_port()
-    server = _start_luigid(irisflow_config, port)
+    server = start_luigid(irisflow_config, port)
     try:
         scheduler = remote_scheduler(f"http://127.0.0.1:{port}")
         assert isinstance(scheduler._fetcher, KeepAliveFetcher)
@@ -189,7 +134,7 @@ def test_rpcs_share_one_connection_and_survive_a_luigid_restart_without_luigis_r
         assert scheduler._fetcher._local.connection.sock is first  # one kept-alive connection
         server.terminate()
         server.wait(timeout=30)
-        server = _start_luigid(irisflow_config, port)  # the state was saved: the task is still there
+        server = start_luigid(irisflow_config, port)  # the state was saved: the task is still there
         started = time.monotonic()
         scheduler.add_task(worker="w", task_id="Extract_1", status="DONE", family="Extract")
         scheduler.ping(worker="w")
@@ -208,9 +153,9 @@ def _sent_requests(scheduler):
 
 
 def test_reported_task_states_travel_with_the_next_question_in_one_request_and_in_order(irisflow_config):
-    from service.scheduler_client import remote_scheduler
+    from service.central.client import remote_scheduler
 
-    with _luigid_on_a_free_port(irisflow_config) as port:
+    with luigid_on_a_free_port(irisflow_config) as port:
         scheduler = remote_scheduler(f"http://127.0.0.1:{port}")
         sent = _sent_requests(scheduler)
         scheduler.add_worker(worker="w", info={"host": "h"})
@@ -228,10 +173,10 @@ def test_reported_task_states_travel_with_the_next_question_in_one_request_and_i
 
 
 def test_against_luigis_own_luigid_each_call_goes_alone_after_one_refused_batch(irisflow_config):
-    from service.scheduler_client import remote_scheduler
+    from service.central.client import remote_scheduler
 
     stock_luigid = [os.path.join(os.path.dirname(sys.executable), "luigid")]
-    with _luigid_on_a_free_port(irisflow_config, command=stock_luigid) as port:
+    with luigid_on_a_free_port(irisflow_config, command=stock_luigid) as port:
         scheduler = remote_scheduler(f"http://127.0.0.1:{port}")
         sent = _sent_requests(scheduler)
         started = time.monotonic()
@@ -244,9 +189,9 @@ def test_against_luigis_own_luigid_each_call_goes_alone_after_one_refused_batch(
 
 
 def test_a_worker_sends_the_states_it_still_holds_when_it_ends(irisflow_config):
-    from service.scheduler_client import ReportingWorker, remote_scheduler
+    from service.central.client import ReportingWorker, remote_scheduler
 
-    with _luigid_on_a_free_port(irisflow_config) as port:
+    with luigid_on_a_free_port(irisflow_config) as port:
         scheduler = remote_scheduler(f"http://127.0.0.1:{port}")
         with ReportingWorker(scheduler=scheduler, worker_id="w"):
             scheduler.add_task(worker="w", task_id="Extract_1", status="DONE", family="Extract")
@@ -255,7 +200,7 @@ def test_a_worker_sends_the_states_it_still_holds_when_it_ends(irisflow_config):
 
 
 def test_a_batch_answers_only_scheduler_rpcs(irisflow_config):
-    with _luigid_on_a_free_port(irisflow_config) as port:
+    with luigid_on_a_free_port(irisflow_config) as port:
         for method in ("batch_calls", "no_such_method"):
             with pytest.raises(urllib.error.HTTPError) as refused:
                 api(port, "batch_calls", calls=[["ping", {"worker": "w"}], [method, {}]])
@@ -266,7 +211,7 @@ def test_cors_settings_read_once_still_answer_each_origin_as_configured(irisflow
     """irisflow-luigid's RPC handler reads [cors] once, not per request: allowed origins still get their
     header, on answers and on preflights, and others do not."""
     irisflow_config.set("cors", enabled="true", allowed_origins='["http://dashboard.example"]')
-    with _luigid_on_a_free_port(irisflow_config) as port:
+    with luigid_on_a_free_port(irisflow_config) as port:
         def allowed(origin, method="GET"):
             query = urllib.parse.urlencode({"data": json.dumps({"worker": "w"})})
             request = urllib.request.Request(f"http://127.0.0.1:{port}/api/ping?{query}", method=method,
@@ -283,10 +228,10 @@ def test_cors_settings_read_once_still_answer_each_origin_as_configured(irisflow
 def test_an_http_error_from_the_scheduler_is_luigis_rpc_error(irisflow_config):
     import luigi.rpc
 
-    from service.scheduler_client import remote_scheduler
+    from service.central.client import remote_scheduler
 
     irisflow_config.set("core", rpc_retry_attempts="1")
-    with _luigid_on_a_free_port(irisflow_config) as port:
+    with luigid_on_a_free_port(irisflow_config) as port:
         scheduler = remote_scheduler(f"http://127.0.0.1:{port}/no-such-prefix")
         with pytest.raises(luigi.rpc.RPCError) as raised:
             scheduler.ping(worker="w")
@@ -294,7 +239,7 @@ def test_an_http_error_from_the_scheduler_is_luigis_rpc_error(irisflow_config):
 
 
 def test_the_dates_other_workers_are_building_are_read_from_luigid_and_none_when_it_is_down(irisflow_config, luigid):
-    from service.sharing import dates_in_progress
+    from service.runner.sharing import dates_in_progress
     from tasks.iris import IrisPipeline
 
     port, _ = luigid

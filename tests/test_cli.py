@@ -157,4 +157,6 @@ def test_status_shows_a_failure_record_without_an_error_text(irisflow_config, cl
     record.write_text(json.dumps({"date": DAY, "step": "Split", "reason": "error", "error": None}))
     result = cli("status")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == [f"{DAY}  failed     error in Split", "dates: 1 failed"]
+    assert result.stdout.splitlines() == [
+        f"{DAY}  failed     error in Split", "dates: 1 failed", f"output root: {irisflow_config.output_root}"
+    ]

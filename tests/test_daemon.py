@@ -10,22 +10,13 @@ import socket
 
 import pytest
 
-from conftest import Clock, at, write_input
-from service import metrics
+from conftest import Clock, at, registry_runs, registry_sample, write_input
 from service.cli import main
 from service.daemon import DAILY_JOB, Daemon
 from tasks import partition
 
 UTC = dt.timezone.utc
 DAY = dt.date(2026, 11, 24)
-
-
-def sample(name, **labels):
-    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-def runs(outcome):
-    return sample("irisflow_pipeline_runs_total", outcome=outcome)
 
 
 @pytest.fixture
@@ -108,18 +99,18 @@ def test_after_an_outage_the_missing_dates_run_once_oldest_first(irisflow_config
     daemon.now.now = at(DAY + dt.timedelta(days=3), 3)  # down for three days
     missed = [DAY + dt.timedelta(days=n) for n in (1, 2, 3)]
     assert daemon.due(daemon.now()) == missed
-    succeeded = runs("success")
+    succeeded = registry_runs("success")
     daemon.tick()
-    assert runs("success") - succeeded == 3
+    assert registry_runs("success") - succeeded == 3
     finished = [(irisflow_config.output_root / str(day) / "summary.json").stat().st_mtime_ns for day in missed]
     assert finished == sorted(finished)  # oldest first
     assert {day: path.stat().st_mtime_ns for day, path in summaries.items()
             if day <= DAY and day > DAY - dt.timedelta(days=3)} == \
         {day: ns for day, ns in before.items() if day > DAY - dt.timedelta(days=3)}  # nothing ran twice
-    assert sample("irisflow_catchup_missing_dates") == 0
+    assert registry_sample("irisflow_catchup_missing_dates") == 0
 
     daemon.tick()
-    assert runs("success") - succeeded == 3
+    assert registry_runs("success") - succeeded == 3
     # At 01:00 the day's 02:00 run has not come yet, so the window still ends the day before.
     daemon.now.now = at(DAY + dt.timedelta(days=4), 1)
     assert daemon.due(daemon.now()) == []
@@ -129,16 +120,16 @@ def test_data_arriving_late_is_picked_up_by_a_retry_without_any_failure(irisflow
                                                                         mailbox):
     irisflow_config.set("service", catchup_days=1)
     daemon = Daemon(daemon.scheduler, now=Clock(at(DAY, 2)), in_process=True)
-    failed, succeeded = runs("failure"), runs("success")
+    failed, succeeded = registry_runs("failure"), registry_runs("success")
     daemon.tick()
     retry = daemon.scheduler.get_job(f"retry-{DAY}")
     assert retry.next_run_time == at(DAY, 2, 15)
-    assert runs("failure") == failed and sample("irisflow_catchup_missing_dates") == 1
+    assert registry_runs("failure") == failed and registry_sample("irisflow_catchup_missing_dates") == 1
 
     write_input(incoming, DAY)
     daemon.now.now = at(DAY, 2, 15)
     daemon.retry(str(DAY))
-    assert runs("success") - succeeded == 1 and runs("failure") == failed
+    assert registry_runs("success") - succeeded == 1 and registry_runs("failure") == failed
     assert daemon.scheduler.get_job(f"retry-{DAY}") is None
     assert mailbox.messages == []
 
@@ -146,16 +137,16 @@ def test_data_arriving_late_is_picked_up_by_a_retry_without_any_failure(irisflow
 def test_the_data_deadline_turns_missing_input_into_one_failure_mail(irisflow_config, daemon, incoming, mailbox):
     irisflow_config.set("service", catchup_days=1, data_deadline="1 hour", retry_interval="45 minutes")
     daemon = Daemon(daemon.scheduler, now=Clock(at(DAY, 2)), in_process=True)
-    failed = runs("failure")
+    failed = registry_runs("failure")
     daemon.tick()
     daemon.now.now = at(DAY, 2, 45)
     daemon.retry(str(DAY))
     assert daemon.scheduler.get_job(f"retry-{DAY}").next_run_time == at(DAY, 3)  # not past the deadline
-    assert runs("failure") == failed and mailbox.messages == []
+    assert registry_runs("failure") == failed and mailbox.messages == []
 
     daemon.now.now = at(DAY, 3)
     daemon.retry(str(DAY))
-    assert runs("failure") - failed == 1
+    assert registry_runs("failure") - failed == 1
     assert daemon.scheduler.get_job(f"retry-{DAY}") is None
     message, = mailbox.messages
     assert message["Subject"] == f"irisflow: 1 date FAILED ({DAY})"
@@ -165,7 +156,7 @@ def test_the_data_deadline_turns_missing_input_into_one_failure_mail(irisflow_co
 
     restarted = Daemon(daemon.scheduler, now=Clock(at(DAY, 9)), in_process=True)
     restarted.tick()  # the settled date is not run (or mailed) again while its input is still absent
-    assert runs("failure") - failed == 1 and len(mailbox.messages) == 1
+    assert registry_runs("failure") - failed == 1 and len(mailbox.messages) == 1
 
     write_input(incoming, DAY)
     restarted.tick()
@@ -178,10 +169,10 @@ def test_a_rejected_date_is_mailed_once_and_rerun_only_when_its_input_changes(ir
     irisflow_config.set("service", catchup_days=1)
     daemon = Daemon(daemon.scheduler, now=Clock(at(DAY, 3)), in_process=True)
     write_input(incoming, DAY, bad=True)
-    failed = runs("failure")
+    failed = registry_runs("failure")
     daemon.tick()
     daemon.tick()
-    assert runs("failure") - failed == 1
+    assert registry_runs("failure") - failed == 1
     message, = mailbox.wait_for(1)
     assert message["Subject"] == f"irisflow: 1 date FAILED ({DAY})" and "check 'isin(" in mailbox.text(message)
 
@@ -221,9 +212,9 @@ def test_the_daemon_leaves_stale_dates_alone(irisflow_config, daemon, incoming, 
     summary = irisflow_config.output_root / str(DAY) / "summary.json"
     built = summary.stat().st_mtime_ns
     irisflow_config.set("iris", models='["knn", "decision_tree"]')  # every date is now stale
-    succeeded = runs("success")
+    succeeded = registry_runs("success")
     Daemon(daemon.scheduler, now=Clock(at(DAY, 9)), in_process=True).tick()
-    assert runs("success") == succeeded and summary.stat().st_mtime_ns == built
+    assert registry_runs("success") == succeeded and summary.stat().st_mtime_ns == built
     assert "stale" in cli("status", "--start", str(DAY), "--end", str(DAY)).stdout
 
 
@@ -231,9 +222,9 @@ def test_an_error_outside_any_task_is_mailed_and_the_next_pass_tries_again(irisf
     irisflow_config.set("service", catchup_days=1)
     daemon = Daemon(daemon.scheduler, now=Clock(at(DAY, 3)), in_process=True)
     irisflow_config.set("iris", models='["no_such_model"]')  # luigi.cfg broken after start-up
-    failed = runs("failure")
+    failed = registry_runs("failure")
     daemon.tick()
-    assert runs("failure") - failed == 1
+    assert registry_runs("failure") - failed == 1
     message, = mailbox.messages
     assert message["Subject"] == f"irisflow: 1 date FAILED ({DAY})"
     assert "(error) in the run" in mailbox.text(message) and "no_such_model" in mailbox.text(message)

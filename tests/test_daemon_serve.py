@@ -1,66 +1,15 @@
 """`python -m service serve` end to end: a real subprocess daemon, real /metrics scrapes, real SMTP on loopback."""
 import datetime as dt
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import REPO, free_port, poll, write_input
+from conftest import REPO, free_port, poll, scrape_until, scraped_runs, stop, write_input
 
 SPECIES_CHECK = "isin(('setosa', 'versicolor', 'virginica'))"
 SERVE = [sys.executable, "-m", "service", "serve"]
-
-
-@pytest.fixture
-def start_daemon(irisflow_config, tmp_path):
-    """Start `python -m service serve` with the test's config, its log in {tmp_path}/{name}.err; any daemon
-    still running at the end is killed."""
-    started = []
-
-    def start(name="daemon"):
-        with open(tmp_path / f"{name}.err", "w") as err:  # stdout is no terminal, as under systemd
-            started.append(subprocess.Popen(SERVE, cwd=REPO, env=irisflow_config.env(),
-                                            stdout=subprocess.DEVNULL, stderr=err))
-        return started[-1]
-
-    yield start
-    for daemon in started:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
-
-
-def stop(daemon):
-    """SIGTERM, then the daemon's exit status."""
-    daemon.send_signal(signal.SIGTERM)
-    return daemon.wait(timeout=60)
-
-
-def scrape(port):
-    """{(name, sorted labels): value} of every sample the daemon serves, or None while it is not up."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            text = response.read().decode()
-    except OSError:
-        return None
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
-
-
-def scrape_until(port, what, condition, timeout=60.0):
-    """The first scrape whose samples satisfy `condition`."""
-    def probe():
-        samples = scrape(port)
-        return samples if samples and condition(samples) else None
-    return poll(what, probe, timeout)
-
-
-def runs(samples, outcome):
-    return samples.get(("irisflow_pipeline_runs_total", (("outcome", outcome),)))
 
 
 @pytest.mark.slow
@@ -83,8 +32,8 @@ def test_the_daemon_runs_on_schedule_reports_metrics_mails_one_failure_and_stops
     assert f"1 date FAILED (validation) in Validate: {today}" in mailbox.text(message)
     assert f"check '{SPECIES_CHECK}'" in mailbox.text(message)
 
-    first = scrape_until(port, "a scrape counting both dates", lambda m: runs(m, "failure"))
-    assert runs(first, "success") == 1 and runs(first, "failure") == 1
+    first = scrape_until(port, "a scrape counting both dates", lambda m: scraped_runs(m, "failure"))
+    assert scraped_runs(first, "success") == 1 and scraped_runs(first, "failure") == 1
     assert first[("irisflow_last_success_timestamp_seconds", ())] > time.time() - 120
     assert first[("irisflow_validation_failures_total", (("check", SPECIES_CHECK),))] == 1
     assert first[("irisflow_catchup_missing_dates", ())] == 1
@@ -94,7 +43,7 @@ def test_the_daemon_runs_on_schedule_reports_metrics_mails_one_failure_and_stops
     # Three more scheduled runs: the rejected date is not run (or mailed) again, the daemon lives on.
     later = scrape_until(port, "three more scheduled runs",
                          lambda m: m[("irisflow_next_run_timestamp_seconds", ())] >= next_run + 6, timeout=30)
-    assert runs(later, "failure") == 1
+    assert scraped_runs(later, "failure") == 1
     assert len(mailbox.messages) == 1 and daemon.poll() is None
 
     second = subprocess.run(SERVE, cwd=REPO, env=irisflow_config.env(), capture_output=True, text=True, timeout=60)
@@ -122,6 +71,6 @@ def test_sigterm_mid_run_stops_after_the_stop_timeout_and_a_restart_finishes_the
 
     second = start_daemon("second")
     metrics = scrape_until(port, "the restarted daemon to complete the window",
-                           lambda m: m[("irisflow_catchup_missing_dates", ())] == 0 and runs(m, "success"))
-    assert runs(metrics, "success") == 12 - len(complete) and runs(metrics, "failure") == 0
+                           lambda m: m[("irisflow_catchup_missing_dates", ())] == 0 and scraped_runs(m, "success"))
+    assert scraped_runs(metrics, "success") == 12 - len(complete) and scraped_runs(metrics, "failure") == 0
     assert stop(second) == 0

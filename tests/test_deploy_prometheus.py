@@ -132,7 +132,7 @@ def exported_names(exposition):
 @pytest.fixture(scope="module")
 def scraped_names():
     """A real HTTP scrape of the service's registry, served as the daemon serves it."""
-    from service.metrics import REGISTRY
+    from service.reporting.metrics import REGISTRY
 
     server, thread = start_http_server(0, addr="127.0.0.1", registry=REGISTRY)
     try:

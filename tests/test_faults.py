@@ -8,9 +8,8 @@ import time
 
 import pytest
 
-from conftest import REPO, free_port, metric_samples, task_runs
+from conftest import REPO, free_port, metric_samples, no_partial_files, task_runs
 from tasks import partition
-from test_central_scheduler import luigid  # noqa: F401 - luigid is a fixture used below
 
 DAY = "2026-11-24"
 
@@ -20,18 +19,6 @@ def _fails_cleanly(result, reason):
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"{DAY}: FAILED ({reason})" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
-
-
-def _no_partial_files(root):
-    """No temporary left and every file whole: a half-written JSON or model fails to load here."""
-    assert not [p for p in root.rglob("*.tmp-*")], "a temporary file was left behind"
-    for path in root.rglob("*"):
-        if path.suffix == ".json":
-            json.loads(path.read_text())
-        elif path.suffix == ".joblib":
-            import joblib
-
-            joblib.load(path)
 
 
 @pytest.fixture
@@ -68,7 +55,7 @@ def test_a_full_disk_fails_the_task_cleanly_and_the_next_run_after_freeing_space
     full = cli("run", "--date", DAY)
     _fails_cleanly(full, "storage")
     assert "no space left on device" in full.stderr and "model.joblib" in full.stderr
-    _no_partial_files(disk)
+    no_partial_files(disk)
     assert not (disk / DAY / "summary.json").exists()
     status = cli("status", "--start", DAY, "--end", DAY)
     assert status.stdout.split()[:4] == [DAY, "failed", "storage", "in"], status.stdout
@@ -108,7 +95,7 @@ def test_a_directory_made_read_only_mid_history_fails_that_task_and_recovers(iri
         model.parent.chmod(0o755)
     _fails_cleanly(result, "storage")
     assert f"permission denied: {model}" in result.stderr
-    _no_partial_files(irisflow_config.output_root)
+    no_partial_files(irisflow_config.output_root)
     assert json.loads((irisflow_config.output_root / "failed" / DAY / "failure.json").read_text())["step"] == \
         "TrainModel"
 
@@ -150,7 +137,7 @@ def test_two_runs_of_the_same_date_at_once_do_its_work_once(irisflow_config):
     # Each waits for a task the other holds and then finds it done: together they do each task once.
     assert task_runs(*(metric_samples(path.read_text()) for path in prom.values())) == {
         "Extract": 1, "Validate": 1, "Drift": 1, "Split": 1, "TrainModel": 1, "IrisPipeline": 1}
-    _no_partial_files(irisflow_config.output_root)
+    no_partial_files(irisflow_config.output_root)
     assert partition.is_complete(irisflow_config.output_root, partition.parse_date(DAY))
 
 

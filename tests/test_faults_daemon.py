@@ -10,10 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import IRIS_CSV, Mailbox, free_port, metric_samples, poll, task_runs
-from test_central_scheduler import luigid  # noqa: F401 - a fixture used below
-from test_daemon_serve import scrape_until, start_daemon, stop  # noqa: F401 - start_daemon is a fixture
-from test_faults import _no_partial_files
+from conftest import IRIS_CSV, Mailbox, free_port, metric_samples, no_partial_files, poll, scrape_until, stop, task_runs
 
 SLOW_FOREST = {"models": '["random_forest", "knn"]', "hyperparameters": '{"random_forest": {"n_estimators": 3000}}'}
 
@@ -80,7 +77,7 @@ def test_a_daemon_killed_mid_run_and_restarted_completes_the_date_once(irisflow_
     assert (part / "summary.json").stat().st_mtime_ns == written
     assert second.poll() is None and stop(second) == 0
     assert len(list(part.glob("models/random_forest-*"))) == 1
-    _no_partial_files(irisflow_config.output_root)
+    no_partial_files(irisflow_config.output_root)
     assert not (irisflow_config.output_root / "failed").exists()
     assert "another irisflow daemon" not in (tmp_path / "second.err").read_text()
 
@@ -107,7 +104,7 @@ def test_a_backfill_of_the_date_the_daemon_is_running_waits_and_does_no_work_twi
     assert task_runs(metrics, metric_samples(textfile.read_text())) == {
         "Extract": 1, "Validate": 1, "Drift": 1, "Split": 1, "TrainModel": 2, "IrisPipeline": 1}
     assert len(list(part.glob("models/random_forest-*/model.joblib"))) == 1
-    _no_partial_files(irisflow_config.output_root)
+    no_partial_files(irisflow_config.output_root)
 
 
 @pytest.mark.slow

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import IRIS_CSV, REPO, Mailbox, free_port
-from test_daemon_serve import start_daemon, stop  # noqa: F401 - start_daemon is a fixture
+from conftest import IRIS_CSV, Mailbox, REPO, free_port, stop
 
 DAY = "2026-11-24"
 SECRET = "hunter2-Zq8%wL"

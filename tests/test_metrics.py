@@ -10,7 +10,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import free_port, poll, tool, write_input
-from service import metrics
+from service.reporting import metrics
 from service.cli import main
 from service.runner import run_dates
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from conftest import REPO, free_port, write_input
-from service import notifications
+from service.reporting import mail
 from service.runner import run_dates
 
 DAY = dt.date(2026, 11, 24)
@@ -14,7 +14,7 @@ DAY = dt.date(2026, 11, 24)
 
 def test_a_daemon_failure_is_mailed_with_luigis_settings(irisflow_config, mailbox):
     irisflow_config.set("email", prefix="[irisflow]")
-    assert notifications.send_failure("irisflow: 2026-11-24 FAILED in IrisData", "input not found") == \
+    assert mail.send_failure("irisflow: 2026-11-24 FAILED in IrisData", "input not found") == \
         {"sent": 1, "failed": 0}
     message, = mailbox.wait_for(1)
     assert message["Subject"] == "[irisflow] irisflow: 2026-11-24 FAILED in IrisData"
@@ -30,14 +30,14 @@ def test_an_unreachable_mail_server_is_logged_and_counted_never_raised(irisflow_
     luigi_log.setLevel(logging.CRITICAL)  # as a quiet CLI run leaves it: the failure must still be seen
     try:
         with caplog.at_level(logging.ERROR, logger="irisflow.mail"):
-            assert notifications.send_failure("irisflow: test", "body") == {"sent": 0, "failed": 1}
+            assert mail.send_failure("irisflow: test", "body") == {"sent": 0, "failed": 1}
     finally:
         luigi_log.setLevel(level)
     assert any("Not able to connect to smtp server" in r.getMessage() for r in caplog.records)
 
 
 def test_without_a_receiver_nothing_is_sent_or_counted(irisflow_config):
-    assert notifications.send_failure("irisflow: test", "body") == {"sent": 0, "failed": 0}
+    assert mail.send_failure("irisflow: test", "body") == {"sent": 0, "failed": 0}
 
 
 def test_runner_builds_send_no_mail_per_task_but_a_stock_luigi_command_does(irisflow_config, mailbox, tmp_path):

@@ -10,12 +10,12 @@ import sys
 
 import pytest
 
-from conftest import REPO, Clock, at, IrisflowConfig
+from conftest import REPO, Clock, at
 from service.daemon import Daemon
 from service.runner import run_dates
-from service.plan import decide
+from service.state import configured
 from tasks import partition
-from tasks.iris import pipeline_settings
+
 
 DAY = partition.parse_date("2026-11-24")
 MODELS = '["knn", "decision_tree"]'
@@ -101,9 +101,9 @@ def test_every_damaged_file_is_detected_and_repaired(irisflow_config, golden, vi
     DAMAGE[damage](path)
     verify = damage in NEEDS_VERIFY
 
-    assert decide(root, DAY, pipeline_settings(), verify=verify).reason != "complete"
+    assert configured().of(DAY, verify=verify).state != "complete"
     if verify and victim != "summary.json":  # same-size damage passes the cheap check a no-op run relies on
-        assert decide(root, DAY, pipeline_settings()).reason == "complete"
+        assert configured().of(DAY).state == "complete"
     report = run_dates([DAY], verify=verify)
     assert [o.status for o in report.outcomes] == ["success"], report.outcomes
     assert partition.is_complete(root, DAY, verify=True)

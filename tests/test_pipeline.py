@@ -98,7 +98,7 @@ def test_a_task_found_done_stays_done_for_its_instance_and_a_fresh_instance_look
 
 
 def test_the_assistant_worker_asks_for_work_with_fresh_task_instances(irisflow_config):
-    from service.worker import _AssistantWorker
+    from service.central.worker import _AssistantWorker
 
     before = IrisPipeline(date=DAY)
     with _AssistantWorker(scheduler=luigi.scheduler.Scheduler(), assistant=True) as worker:
@@ -133,7 +133,7 @@ def test_the_rehearsal_runs_before_a_first_fork_only_and_the_child_inherits_what
     just before its first fork, so the child finds the modules the steps load on first use already there."""
     probe = """
 import os, sys
-from tasks.iris import import_heavy_libraries
+from tasks.warmup import import_heavy_libraries
 import_heavy_libraries()
 lazy = "narwhals._pandas_like.dataframe"  # loaded on a DataFrame's first validation, not on import
 print("before fork:", "tasks.rehearsal" in sys.modules, lazy in sys.modules)

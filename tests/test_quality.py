@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from conftest import IRIS_CSV
-from service import metrics
+from service.reporting import metrics
 from service.runner import run_dates
 from tasks import quality
 

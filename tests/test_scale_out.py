@@ -6,7 +6,7 @@ runs talk to luigid over real TCP and luigid's task history names the host that 
 share the output root through the file system (the kernel here has no NFS; a shared POSIX file system is
 what production hosts would mount). Addresses and port exist only inside the namespaces this file makes.
 
-luigid uses a small worker_disconnect_delay and retry_delay, and prunes every PRUNE_SECONDS (service.luigid).
+luigid uses a small worker_disconnect_delay and retry_delay, and prunes every PRUNE_SECONDS (service.central.luigid).
 """
 import datetime as dt
 import os
@@ -22,7 +22,7 @@ import luigi
 import pytest
 
 from conftest import LUIGID, REPO, poll
-from service.luigid import PRUNE_SECONDS
+from service.central.luigid import PRUNE_SECONDS
 from tasks import partition
 
 pytestmark = pytest.mark.slow

@@ -10,8 +10,7 @@ import pytest
 
 from service.daemon import Daemon
 from service.schedule import Schedule, build_trigger
-from conftest import Clock
-from test_daemon import runs
+from conftest import Clock, registry_runs
 
 UTC = dt.timezone.utc
 BERLIN, NEW_YORK = zoneinfo.ZoneInfo("Europe/Berlin"), zoneinfo.ZoneInfo("America/New_York")
@@ -75,10 +74,10 @@ def test_the_daemon_fails_late_input_at_the_real_deadline_in_the_repeated_hour(i
     date = dt.date(2026, 10, 25)
     second_0200 = dt.datetime(2026, 10, 25, 2, 0, fold=1, tzinfo=BERLIN)  # 01:00 UTC: 50 min past the deadline
     daemon = Daemon(schedulers(), now=Clock(second_0200), in_process=True)
-    failed = runs("failure")
+    failed = registry_runs("failure")
     daemon.tick()
     assert daemon.scheduler.get_job(f"retry-{date}") is None  # no retry: the deadline has passed
-    assert runs("failure") - failed == 1
+    assert registry_runs("failure") - failed == 1
 
     first_0200 = dt.datetime(2026, 10, 25, 2, 0, tzinfo=BERLIN)  # 00:00 UTC: 10 minutes before the deadline
     again = Daemon(schedulers(), now=Clock(first_0200), in_process=True)

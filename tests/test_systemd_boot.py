@@ -16,10 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import IRIS_CSV, REPO, free_port, poll
+from conftest import IRIS_CSV, REPO, free_port, history_page, poll, scrape, scraped_runs
 from container import Container
-from test_central_scheduler import history_page
-from test_daemon_serve import runs, scrape
 
 pytestmark = [pytest.mark.slow, pytest.mark.systemd_boot]
 
@@ -158,7 +156,7 @@ def test_enable_now_brings_both_units_up_ready_and_the_start_up_pass_catches_up(
                         rf"next run {days_ago(-1)} 00:00 UTC; 1 of 3 dates missing \({days_ago(1)}\)", status), status
     assert f'Status: "{status}"' in machine.out("systemctl", "status", "--no-pager", "irisflow", check=False)
     samples = scrape(machine.metrics_port)
-    assert (runs(samples, "success"), runs(samples, "failure")) == (2, 1)
+    assert (scraped_runs(samples, "success"), scraped_runs(samples, "failure")) == (2, 1)
 
 
 def test_status_as_the_service_user(machine):

@@ -13,10 +13,9 @@ import time
 
 import pytest
 
-from conftest import REPO, free_port, write_input
+from conftest import REPO, SERVE, free_port, scrape, write_input
 from service import journal
-from service.systemd_notify import watchdog_interval
-from test_daemon_serve import SERVE, scrape
+from service.daemon.systemd_notify import watchdog_interval
 
 
 class NotifySocket:

@@ -9,9 +9,9 @@ import pytest
 from prometheus_client import make_wsgi_app
 
 from conftest import REPO, write_input
-from service import metrics
+from service.reporting import metrics
 from service.runner import run_dates
-from service.web import configured_view, make_app
+from service.view import configured_view, make_app
 
 GOOD, DRIFTED, BAD = dt.date(2026, 2, 1), dt.date(2026, 2, 2), dt.date(2026, 2, 3)
 HOSTILE = "<script>alert(1)</script>"
@@ -62,7 +62,7 @@ def test_the_grid_colours_each_date_and_step_and_counts_them(tree):
 def test_a_configuration_change_makes_complete_dates_stale(tree):
     tree.set("iris", models='["knn"]')
     page = get("/?start=2026-02-01&end=2026-02-03")[2]
-    assert ">2 stale<" in page and "trained decision_tree, knn; [iris] models is now knn" in page
+    assert ">2 stale<" in page and "built with other settings: models: decision_tree, knn -&gt; knn" in page
 
 
 def test_the_date_page_shows_the_failed_check_its_sample_row_and_the_rerun_command_escaped(tree):

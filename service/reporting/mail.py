@@ -2,7 +2,7 @@
 
 One mail per run, not one per date: the runner turns Luigi's per-task failure mail off for its builds,
 and a `run`, a `backfill` or a daemon pass calls `mail_run` once at its end. That mail names every date
-that failed, grouped by reason and step (`service.summary`), and, once, every date that failed and was
+that failed, grouped by reason and step (`service.reporting.summary`), and, once, every date that failed and was
 mailed before and is complete now ("recovered"). Which dates were mailed as failed is kept in
 `{output_root}/failed/mailed.json`, beside the failure records, so the CLI and the daemon agree. Every
 mail goes through `luigi.notifications.send_error_email` and so obeys the same configuration and rules

@@ -32,7 +32,7 @@ import urllib.parse
 import luigi.rpc
 import luigi.worker
 
-from .config import scheduler_url
+from ..config import scheduler_url
 
 LOG = logging.getLogger(__name__)
 CONNECT_TIMEOUT_SECONDS = 5  # how long a central scheduler may take to accept connections (a restart)

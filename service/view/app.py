@@ -1,36 +1,28 @@
-"""The partition view: read-only pages over the output tree, served by the daemon beside /metrics on the
-same listener, or written as static files by `python -m service report`.
+"""The daemon's listener: the partition view's pages and /metrics on one WSGI app, in a bounded server.
 
     /                      dates x steps, coloured by state, with counts; ?month=YYYY-MM, ?year=YYYY or
-                           ?start=D&end=D choose the dates (default: the newest date's month)
+                           ?start=D&end=D choose the dates (default: the month of today's date)
     /dates/YYYY-MM-DD      one date: validation report with sample rows, models, drift, failure, files
     /trends?start=D&end=D  accuracy per model, rows rejected and drift over a range (default 90 days)
     /charts/NAME.svg       the trend charts (matplotlib, drawn here)
     /files/[failed/]D/PATH a file of the date's partition or failure record, as it is on disk
     /metrics               Prometheus (prometheus_client's WSGI app)
 
-Only GET and HEAD are answered. Jinja2 escapes every value from the data; files are served as plain text
-or as downloads, never as HTML. Only `Overview` reads the disk.
+Only GET and HEAD are answered. Files are served as plain text or as downloads, never as HTML.
 """
 
-import datetime as dt
 import logging
 import socket
 import threading
 import urllib.parse
-from pathlib import Path
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-
-from jinja2 import Environment, PackageLoader
 
 from tasks import partition
 
 from .charts import CHARTS
-from .overview import STATES, STEP_NAMES, Overview, month_range
 
 LOG = logging.getLogger("irisflow.web")
-TREND_DAYS = 90
 MAX_DAYS = 20 * 366  # the longest range one page shows
 TEXT_TYPES = {".json": "application/json", ".csv": "text/csv", ".txt": "text/plain"}
 SECURITY_HEADERS = [
@@ -38,9 +30,6 @@ SECURITY_HEADERS = [
     ("X-Content-Type-Options", "nosniff"),
     ("Referrer-Policy", "no-referrer"),
 ]
-TEMPLATES = Environment(
-    loader=PackageLoader("service", "templates"), autoescape=True, trim_blocks=True, lstrip_blocks=True
-)
 
 
 class NotFound(Exception):
@@ -49,135 +38,6 @@ class NotFound(Exception):
 
 class BadRequest(ValueError):
     pass
-
-
-class ServedLinks:
-    """Where the served pages point: the daemon's paths."""
-
-    paging = True
-
-    @staticmethod
-    def home():
-        return "/"
-
-    @staticmethod
-    def month(first):
-        return f"/?month={first:%Y-%m}"
-
-    @staticmethod
-    def year(first):
-        return f"/?year={first:%Y}"
-
-    @staticmethod
-    def date(day):
-        return f"/dates/{day}"
-
-    @staticmethod
-    def file(kind, day, relative):
-        return f"/files/{'failed/' if kind == 'failed' else ''}{day}/{urllib.parse.quote(relative)}"
-
-    @staticmethod
-    def trends(start=None, end=None):
-        return "/trends" + (f"?start={start}&end={end}" if start else "")
-
-    @staticmethod
-    def chart(name, start, end):
-        return f"/charts/{name}.svg?start={start}&end={end}"
-
-    metrics = "/metrics"
-
-
-class StaticLinks:
-    """Where the pages of `report` point: files side by side in one folder, the data where it lies."""
-
-    paging = False
-    metrics = None
-
-    def __init__(self, overview):
-        self.overview = overview
-
-    @staticmethod
-    def home():
-        return "index.html"
-
-    @staticmethod
-    def date(day):
-        return f"{day}.html"
-
-    def file(self, kind, day, relative):
-        folder = (partition.partition_dir if kind == "partition" else partition.failed_dir)(self.overview.root, day)
-        return (folder / relative).resolve().as_uri()
-
-    @staticmethod
-    def trends(start=None, end=None):
-        return "trends.html"
-
-    @staticmethod
-    def chart(name, start, end):
-        return f"charts/{name}.svg"
-
-
-class PartitionView:
-    """The pages of one output tree; `thresholds` are `[quality]`'s (the drift chart's bands)."""
-
-    def __init__(self, overview, thresholds, links=None):
-        self.overview, self.thresholds = overview, thresholds
-        self.links = links or ServedLinks()
-
-    def render(self, template, **context):
-        return TEMPLATES.get_template(template).render(links=self.links, states=STATES, steps=STEP_NAMES, **context)
-
-    def grid(self, start, end, paging=None):
-        rows = self.overview.rows(partition.date_range(start, end))
-        return self.render(
-            "grid.html", start=start, end=end, rows=rows, counts=self.overview.counts(rows), paging=paging
-        )
-
-    def month(self, first):
-        first, last = month_range(first)
-        year_start = first.replace(month=1)
-        paging = {
-            "title": f"{first:%B %Y}",
-            "prev_month": month_range(first - dt.timedelta(days=1))[0],
-            "next_month": last + dt.timedelta(days=1),
-            "prev_year": _add_years(first, -1),
-            "next_year": _add_years(first, 1),
-            "month": first,
-            "year": year_start,
-        }
-        return self.grid(first, last, paging)
-
-    def year(self, first):
-        first = first.replace(month=1, day=1)
-        paging = {
-            "title": f"{first:%Y}",
-            "prev_year": _add_years(first, -1),
-            "next_year": _add_years(first, 1),
-            "month": first,
-            "year": first,
-        }
-        return self.grid(first, first.replace(month=12, day=31), paging)
-
-    def date(self, day):
-        return self.render("date.html", day=day, detail=self.overview.detail(day))
-
-    def trends(self, start, end):
-        return self.render("trends.html", start=start, end=end, charts=CHARTS)
-
-    def chart(self, name, start, end):
-        from .charts import trend_chart
-
-        return trend_chart(name, self.overview.trends(partition.date_range(start, end)), self.thresholds)
-
-    def default_trend_range(self):
-        end = self.overview.newest_date() or dt.date.today()
-        return end - dt.timedelta(days=TREND_DAYS - 1), end
-
-
-def _add_years(day, years):
-    return (
-        day.replace(year=day.year + years, day=min(day.day, 28)) if dt.MINYEAR < day.year + years < dt.MAXYEAR else day
-    )
 
 
 def _date(text, what="date"):
@@ -248,7 +108,7 @@ def _route(view, path, query):
             return _html(view.year(_date(query["year"] + "-01-01", "year")))
         if query.get("start") or query.get("end"):
             return _html(view.grid(*_range(query, None)))
-        return _html(view.month(view.overview.newest_date() or dt.date.today()))
+        return _html(view.month(view.default_month()))
     if parts[0] == "dates" and len(parts) == 2:
         return _html(view.date(_existing_date(parts[1])))
     if path == "/trends":
@@ -316,29 +176,3 @@ def start_server(address, port, app):
     server = make_server(address, port, app, server_class=server_class, handler_class=_QuietHandler)
     threading.Thread(target=server.serve_forever, name="irisflow-http", daemon=True).start()
     return server
-
-
-def configured_view(links=None):
-    """The view of the configured output tree (`[iris]`, `[quality]`)."""
-    from tasks.config import iris, quality
-    from tasks.iris import source_path
-
-    settings = iris()
-    overview = Overview(settings.output_root, settings.models, source_path)
-    return PartitionView(overview, quality().thresholds(), links(overview) if links else None)
-
-
-def write_report(start, end, out):
-    """The pages of the configured output tree for start..end as static files in `out`; returns the
-    number of files written."""
-    view = configured_view(StaticLinks)
-    out = Path(out)
-    (out / "charts").mkdir(parents=True, exist_ok=True)
-    dates = partition.date_range(start, end)
-    pages = {"index.html": view.grid(start, end), "trends.html": view.trends(start, end)}
-    pages.update((f"{day}.html", view.date(day)) for day in dates)
-    for name, text in pages.items():
-        (out / name).write_text(text)
-    for name in CHARTS:
-        (out / "charts" / f"{name}.svg").write_bytes(view.chart(name, start, end))
-    return len(pages) + 3

@@ -2,8 +2,8 @@
 
 The CLI's `run` and `backfill` and the daemon's passes all call `run_dates`. It skips complete dates
 without touching Luigi, hands the rest to `luigi.build` in chunks (Luigi's local scheduler slows down with
-the square of the tasks it holds), which `service.sharing` spreads over this process, helper processes
-and other hosts, and turns Luigi's task events into one outcome per date (`service.outcomes`), recording
+the square of the tasks it holds), which `service.runner.sharing` spreads over this process, helper processes
+and other hosts, and turns Luigi's task events into one outcome per date (`service.runner.outcomes`), recording
 why a failed date failed under `{output_root}/failed/{date}/failure.json` (removed again once the date
 succeeds).
 
@@ -31,10 +31,11 @@ import luigi.task_register
 from tasks import config as task_config, partition
 from tasks.iris import IrisPipeline
 
-from . import notifications
-from .config import central_scheduler, checked_settings
+from ..central.client import ReportingWorker, remote_scheduler, unreachable_scheduler
+from ..config import central_scheduler, checked_settings
+from ..reporting import mail
+from ..state import Reason
 from .outcomes import DateOutcome, RunReport, never_built, outcome_of, recording, storage_error
-from .scheduler_client import ReportingWorker, remote_scheduler, unreachable_scheduler
 from .sharing import Chunks, dates_in_progress, from_random_chunk, run_chunks
 
 OTHERS_POLL_SECONDS = 0.5  # how often a date another worker is building is looked at again
@@ -107,10 +108,10 @@ def _report_progress(progress, outcome, done, total):
 
 def _build_counting_mails(dates, force, verify, log_level):
     """build_chunk and the failure mails Luigi sent meanwhile, so counts made in a worker process travel back."""
-    notifications.install()
-    before = notifications.tally()
+    mail.install()
+    before = mail.tally()
     outcomes = build_chunk(dates, force, verify, log_level)
-    return outcomes, notifications.since(before)
+    return outcomes, mail.since(before)
 
 
 def build_chunk(
@@ -132,6 +133,7 @@ def build_chunk(
             partition.remove_damaged(root, date)
     outcomes = {}
     with ExitStack() as rebuilds:
+        rebuilds.enter_context(partition.building(root, todo))
         tokens = {d: rebuilds.enter_context(partition.forced_rebuild(root, d)) for d in todo} if force else {}
         deadline = time.monotonic() + runtime.wait_for_others.total_seconds()
         events: dict[str, list] = {}
@@ -183,7 +185,7 @@ def _built_elsewhere(root, date, events, crash):
 
 class _WorkersWithoutTaskMail(luigi.interface._WorkerSchedulerFactory):  # noqa: SLF001 - build's hook
     """Luigi's workers without their mail per failed task: a run mails once for all its dates
-    (`notifications.mail_run`). Only irisflow's builds: a stock `luigi` command mails as Luigi does.
+    (`service.reporting.mail.mail_run`). Only irisflow's builds: a stock `luigi` command mails as Luigi does.
     Their RPCs to a central scheduler go over one kept-alive connection, task states sent with the next
     question (`scheduler_client`).
 
@@ -230,7 +232,7 @@ def _finish(root, date, token, events, crash, still_elsewhere=False):
     built_in = partition.staging_root(root, date, token) if token else root
     outcome = outcome_of(built_in, date, events, crash)
     if still_elsewhere and outcome.status == "failure":
-        outcome.reason, outcome.step = "scheduler", None
+        outcome.reason, outcome.step = Reason.SCHEDULER, None
         outcome.error = (
             "another worker of the central scheduler was still building the date after [service] wait_for_others"
         )

@@ -11,22 +11,21 @@ lets the task in progress finish and then exits 0.
 
 import logging
 import signal
-import sys
 
 import luigi
 import luigi.rpc
 import luigi.task_register
 
-from . import notifications
-from .config import ConfigError, central_scheduler, checked_settings, scheduler_url
-from .scheduler_client import ReportingWorker, remote_scheduler, unreachable_scheduler
+from .. import process
+from ..config import ConfigError, central_scheduler, checked_settings, scheduler_url
+from ..reporting import mail
+from .client import ReportingWorker, remote_scheduler, unreachable_scheduler
 
 LOG = logging.getLogger("irisflow.worker")
 # How often an idle assistant asks luigid for work: Luigi's default (1 s plus up to 5 s of jitter) would
 # leave it idle while a backfill's own worker, which asks again at once, takes every task.
 ASK_EVERY_SECONDS = 0.2
 ASK_JITTER_SECONDS = 0.1
-LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
 
 class SchedulerUnreachable(RuntimeError):
@@ -65,7 +64,7 @@ def serve_worker(processes=1, verbose=False):
     `--workers`), which inherits the libraries imported here. Raises ConfigError without a central
     scheduler, SchedulerUnreachable when luigid cannot be reached.
     """
-    from tasks.iris import import_heavy_libraries
+    from tasks.warmup import import_heavy_libraries
 
     if not central_scheduler():
         raise ConfigError(
@@ -76,11 +75,11 @@ def serve_worker(processes=1, verbose=False):
     unreachable = unreachable_scheduler()
     if unreachable is not None:
         raise SchedulerUnreachable(str(unreachable))
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT)
+    process.log_to_stderr()
     if not verbose:
         logging.getLogger("luigi-interface").setLevel(logging.WARNING)
     import_heavy_libraries()
-    notifications.install()
+    mail.install()
     _log_task_events()
     url = scheduler_url()
     # keep_alive: an assistant stays until told to stop, however long luigid has nothing for it.
@@ -97,15 +96,11 @@ def serve_worker(processes=1, verbose=False):
         LOG.info("%s: no new tasks; stopping after the tasks in progress", signal.Signals(signum).name)
         worker.handle_interrupt(signal.SIGUSR1, None)  # Luigi's own "stop asking for work"
 
-    previous = {signum: signal.signal(signum, phase_out) for signum in (signal.SIGTERM, signal.SIGINT)}
     LOG.info("irisflow worker: assistant of %s with %d process(es)", url, processes)
     try:
-        with worker:
+        with process.handling(phase_out), worker:
             worker.run()
     except luigi.rpc.RPCError as exc:
         raise SchedulerUnreachable(f"central scheduler {url} lost: {exc}") from None
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
     LOG.info("irisflow worker stopped")
     return 0

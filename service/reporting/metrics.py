@@ -7,7 +7,6 @@ or push it to a Pushgateway (`export`), as batch jobs do.
 """
 
 import datetime as dt
-import json
 import platform
 import socket
 import time
@@ -25,7 +24,7 @@ from prometheus_client import (
 from tasks import partition
 from tasks.quality import read_drift
 
-from . import __version__
+from .. import __version__
 
 disable_created_metrics()  # the *_created series only double the scrape for no alert or panel
 REGISTRY = CollectorRegistry()
@@ -115,6 +114,12 @@ DRIFT_DETECTED = Gauge(
 CATCHUP_MISSING = Gauge(
     "irisflow_catchup_missing_dates", "Dates in the catch-up window that are not complete.", registry=REGISTRY
 )
+WINDOW_DATES = Gauge(
+    "irisflow_window_dates",
+    "Dates in the catch-up window by state (service.state: complete, stale, running, waiting, failed, ...).",
+    ["state"],
+    registry=REGISTRY,
+)
 NEXT_RUN = Gauge("irisflow_next_run_timestamp_seconds", "Unix time of the next scheduled run.", registry=REGISTRY)
 EMAILS_SENT = Counter("irisflow_emails_sent_total", "Notification emails handed to the mail server.", registry=REGISTRY)
 EMAIL_FAILURES = Counter(
@@ -159,7 +164,7 @@ def record(report, now=None):
 
 
 def _record_validation(report):
-    rows, valid = report.get("rows", 0), report.get("valid_rows", 0)
+    rows, valid = report.get("rows") or 0, report.get("valid_rows") or 0
     ROWS_VALIDATED.inc(valid)
     ROWS_REJECTED.inc(rows - valid)
     checks = [entry["check"] for entry in report.get("failures", []) + report.get("dropped", [])]
@@ -169,15 +174,23 @@ def _record_validation(report):
         VALIDATION_FAILURES.labels(check).inc()
 
 
+def record_window(states):
+    """The catch-up window's dates by state (`service.state.DateState`s), every state present, 0 or more."""
+    from ..state import SETTLED, State
+
+    for state in State:
+        WINDOW_DATES.labels(str(state)).set(sum(found.state == state for found in states))
+    CATCHUP_MISSING.set(sum(found.state not in SETTLED for found in states))
+
+
 def record_partition(root, date):
     """The newest complete date's models, best model and drift, read from its partition, unless a newer
     date is already recorded. A model or feature no longer in the partition leaves no stale series."""
     stamp = dt.datetime.combine(dt.date.fromisoformat(str(date)), dt.time(), dt.UTC).timestamp()
     if stamp < REGISTRY.get_sample_value(LAST_PARTITION_NAME):
         return
-    try:
-        summary = json.loads((partition.partition_dir(root, date) / partition.SUMMARY).read_text())
-    except (OSError, ValueError):
+    summary = partition.read_summary(root, date)
+    if summary is None:
         return  # removed or damaged since it completed: the next complete date reports
     LAST_PARTITION.set(stamp)
     for gauge in (MODEL_ACCURACY, BEST_MODEL, FEATURE_DRIFT_PSI, FEATURE_DRIFT_KS):
@@ -188,10 +201,12 @@ def record_partition(root, date):
     BEST_MODEL_ACCURACY.set(summary["best_accuracy"])
     drift = read_drift(root, date) or {}
     verdict = drift.get("drift_detected")
-    DRIFT_DETECTED.set(-1 if verdict is None else int(verdict))
-    for feature, score in drift.get("features", {}).items():
-        FEATURE_DRIFT_PSI.labels(feature).set(score["psi"])
-        FEATURE_DRIFT_KS.labels(feature).set(score["ks_statistic"])
+    DRIFT_DETECTED.set(int(verdict) if verdict in (True, False) else -1)
+    features = drift.get("features") if isinstance(drift.get("features"), dict) else {}
+    for feature, score in features.items():
+        if isinstance(score, dict) and all(isinstance(score.get(k), (int, float)) for k in ("psi", "ks_statistic")):
+            FEATURE_DRIFT_PSI.labels(str(feature)).set(score["psi"])
+            FEATURE_DRIFT_KS.labels(str(feature)).set(score["ks_statistic"])
 
 
 def record_mails(sent, failed):

@@ -10,9 +10,8 @@ from dataclasses import dataclass
 
 from tasks import partition
 
-# What a plain backfill builds; other plan reasons (stale, forced) need `--only`.
-DEFAULT_REASONS = ("missing", "failed", "incomplete", "damaged")
-PLAN_REASONS = DEFAULT_REASONS + ("stale", "forced")
+from ..process import invoked_as
+from .plan import DEFAULT_REASONS, FORCED, PLAN_REASONS
 
 
 @dataclass
@@ -55,13 +54,14 @@ def backfill_command(dates, reasons=(), workers=None):
     """The command that runs exactly `dates`, whose plan reasons are `reasons` (missing, stale, ...).
 
     Reasons a plain backfill takes need no `--only`; stale or forced ones add it (with the default
-    reasons, so a date that failed meanwhile is still taken) and forced ones `--force`.
+    reasons, so a date that failed meanwhile is still taken) and forced ones `--force`. The program is
+    named as the operator invoked it (`irisflow`, or `python -m service`).
     """
-    command = f"python -m service backfill --dates {date_ranges(dates)}"
-    extra = set(reasons) - set(DEFAULT_REASONS)
+    command = f"{invoked_as()} backfill --dates {date_ranges(dates)}"
+    extra = {str(r) for r in reasons} - {str(r) for r in DEFAULT_REASONS}
     if extra:
         command += " --only " + ",".join(r for r in PLAN_REASONS if r in extra or r in DEFAULT_REASONS)
-    if "forced" in extra:
+    if FORCED in extra:
         command += " --force"
     if workers and workers > 1:
         command += f" --workers {workers}"

@@ -16,8 +16,12 @@ import luigi.rpc
 from luigi.task import flatten
 
 from tasks import partition
-from tasks.iris import FOUND_DONE, read_json, source_path
+from tasks.base import FOUND_DONE
+from tasks.config import source_path
+from tasks.files import read_json
 from tasks.schema import InputRejected
+
+from ..state import Reason
 
 # Errors of the disk rather than of the pipeline: the operator frees space or fixes permissions.
 STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
@@ -86,7 +90,9 @@ def never_built(date, stopped):
     failure, so that a date lost on the way (a bug) is reported and retried, never passed over in silence."""
     if stopped:
         return DateOutcome(date.isoformat(), "cancelled")
-    return DateOutcome(date.isoformat(), "failure", reason="error", error="the run ended without building the date")
+    return DateOutcome(
+        date.isoformat(), "failure", reason=Reason.ERROR, error="the run ended without building the date"
+    )
 
 
 def outcome_of(root, date, events, crash):
@@ -119,19 +125,19 @@ def outcome_of(root, date, events, crash):
         task, exc = failures[0]
         outcome.step, outcome.error = task.task_family, str(exc)
         if isinstance(exc, InputRejected):
-            outcome.reason = "validation"
+            outcome.reason = Reason.VALIDATION
         elif isinstance(exc, OSError) and exc.errno in STORAGE_ERRORS:
-            outcome.reason, outcome.error = "storage", storage_error(exc, flatten(task.output()))
+            outcome.reason, outcome.error = Reason.STORAGE, storage_error(exc, flatten(task.output()))
         else:
-            outcome.reason = "error"
+            outcome.reason = Reason.ERROR
     elif missing:
-        outcome.step, outcome.reason = missing[0].task_family, "missing_input"
+        outcome.step, outcome.reason = missing[0].task_family, Reason.MISSING_INPUT
         outcome.error = f"input not found: {source_path(date)}"
     elif crash is not None:
-        outcome.reason = "scheduler" if isinstance(crash, luigi.rpc.RPCError) else "error"
+        outcome.reason = Reason.SCHEDULER if isinstance(crash, luigi.rpc.RPCError) else Reason.ERROR
         outcome.error = f"{type(crash).__name__}: {crash}"
     else:
-        outcome.reason, outcome.error = "error", "not completed; see the Luigi log"
+        outcome.reason, outcome.error = Reason.ERROR, "not completed; see the Luigi log"
     return outcome
 
 

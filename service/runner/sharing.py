@@ -8,14 +8,12 @@ random chunk (`from_random_chunk`) and puts off the dates luigid shows in progre
 """
 
 import contextlib
-import ctypes
 import datetime as dt
 import logging
 import math
 import multiprocessing
 import queue
 import random
-import signal
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -25,12 +23,15 @@ from concurrent.futures.process import BrokenProcessPool
 import luigi.rpc
 
 from tasks import partition
-from tasks.iris import IrisPipeline, one_thread_each
+from tasks.iris import IrisPipeline
+from tasks.warmup import one_thread_each
 
-from .config import scheduler_url
-from .defaults import use_packaged_defaults
+from .. import process
+from ..central.client import remote_scheduler
+from ..config import scheduler_url
+from ..defaults import use_packaged_defaults
+from ..state import Reason
 from .outcomes import DateOutcome
-from .scheduler_client import remote_scheduler
 
 LOG = logging.getLogger(__name__)
 
@@ -169,7 +170,10 @@ def _contained(build, chunk):
 
 
 def _chunk_failed(chunk, error):
-    return [DateOutcome(d.isoformat(), "failure", reason="error", error=error) for d in chunk], {"sent": 0, "failed": 0}
+    return [DateOutcome(d.isoformat(), "failure", reason=Reason.ERROR, error=error) for d in chunk], {
+        "sent": 0,
+        "failed": 0,
+    }
 
 
 def _feed_helper(chunks, finished, build):
@@ -223,7 +227,6 @@ def _helper_started():
     abandons it."""
     one_thread_each()
     use_packaged_defaults()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    process.ignore_stop_signals()
+    if not process.end_with_parent():
+        raise SystemExit(1)

@@ -1,0 +1,293 @@
+"""What the partition view shows, read from the output tree: per date its state (`service.state`, the one
+place that works it out), the state of each step, its reports, and per range the trend series.
+
+Only small JSON files are read (summary.json, failure.json, and for one date or a trend its reports), and
+file existence is checked with stat: ten years of dates cost milliseconds and no heavy library. Whatever
+a report file holds, only values of the expected shape reach a page: a date rejected while being read,
+failed before Validate, or with a summary of the wrong shape renders like any other.
+"""
+
+import os
+from collections import Counter
+from pathlib import Path
+
+from tasks import partition
+from tasks.quality import DRIFT, read_drift
+
+from ..state import DateStates, State
+
+STATES = tuple(str(state) for state in State)
+# Each step of the pipeline and the file (or folder) whose presence shows it has run.
+STEPS = (
+    ("Extract", "input.csv"),
+    ("Validate", "validated.csv"),
+    ("Drift", DRIFT),
+    ("Split", "split"),
+    ("TrainModel", "models"),
+    ("IrisPipeline", partition.SUMMARY),
+)
+STEP_NAMES = tuple(name for name, _ in STEPS)
+VALIDATION = "validation.json"
+MAX_SAMPLE_LINE = 1_000_000  # sample rows are looked up in the input only this far
+MAX_SAMPLE_CHARS = 500
+
+
+class Overview:
+    """The output tree as the view sees it, through `states` (a `service.state.DateStates`)."""
+
+    def __init__(self, states: DateStates):
+        self.states = states
+        self.root = states.root
+
+    # -- the grid ------------------------------------------------------------------------------------
+    def newest_date(self):
+        present = partition.dates_present(self.root)
+        return present[-1] if present else None
+
+    def rows(self, dates):
+        """One row per date: its state, why, the state of each step, the best model and the drift verdict."""
+        return [self.row(date) for date in dates]
+
+    def row(self, date):
+        found = self.states.of(date)
+        summary = found.summary
+        row = {
+            "date": date.isoformat(),
+            "state": str(found.state),
+            "reason": found.detail,
+            "best_model": summary["best_model"] if summary else None,
+            "best_accuracy": summary["best_accuracy"] if summary else None,
+            "drift": summary.get("drift_detected") is True if summary else None,
+            "steps": self._steps(date, found),
+        }
+        return row
+
+    def _steps(self, date, found):
+        """Each step of the date: complete, failed, running or missing."""
+        if found.state in (State.COMPLETE, State.STALE):
+            return {name: "complete" for name in STEP_NAMES}
+        part = partition.partition_dir(self.root, date)
+        steps = {name: "complete" if (part / marker).exists() else "missing" for name, marker in STEPS}
+        failure = found.failure if found.state == State.FAILED else None
+        if failure is not None:
+            step = failure.get("step") if failure.get("step") in STEP_NAMES else STEP_NAMES[0]
+            for name in STEP_NAMES[: STEP_NAMES.index(step)]:
+                if name != "Drift" or step != "Split":  # Drift and Split both follow Validate
+                    steps[name] = "complete"
+            steps[step] = "failed"
+        if found.state == State.RUNNING:
+            steps = {name: "running" if state != "complete" else state for name, state in steps.items()}
+        return steps
+
+    @staticmethod
+    def counts(rows):
+        counted = Counter(row["state"] for row in rows)
+        return {state: counted.get(state, 0) for state in STATES}
+
+    # -- one date ------------------------------------------------------------------------------------
+    def detail(self, date, rerun):
+        """Everything the date page shows; `rerun` is the command that runs the date again."""
+        row = self.row(date)
+        found = self.states.of(date)
+        validation, where = self._validation(date)
+        return {
+            "row": row,
+            "summary": found.summary,
+            "models": self._models(date, found.summary),
+            "validation": validation,
+            "samples": self._samples(validation, where),
+            "drift": _drift_shown(read_drift(self.root, date)),
+            "failure": found.failure,
+            "rerun": rerun + (" --force" if row["state"] in ("complete", "stale", "running") else ""),
+            "files": self._files(date),
+        }
+
+    def _validation(self, date):
+        """(the date's validation report as the page shows it, the folder it lies in), or (None, None)."""
+        for where in (partition.partition_dir(self.root, date), partition.failed_dir(self.root, date)):
+            report = validation_shown(_read_json(where / VALIDATION))
+            if report is not None:
+                return report, where
+        return None, None
+
+    def _models(self, date, summary):
+        """{model: metrics}: from summary.json, else whatever metrics.json files a partial run left."""
+        if summary is not None:
+            return {name: _metrics_shown(metrics) for name, metrics in summary["models"].items()}
+        found = {}
+        for path in sorted(partition.partition_dir(self.root, date).glob("models/*/metrics.json")):
+            metrics = _metrics_shown(_read_json(path))
+            if metrics is not None:
+                settings = metrics.get("settings")
+                name = settings.get("model") if isinstance(settings, dict) else None
+                found[str(name or path.parent.name)] = metrics
+        return found
+
+    def _samples(self, validation, where):
+        """{line number: the input's text on that line} for every example line of the validation report."""
+        if not validation:
+            return {}
+        wanted = {
+            example["line"]
+            for entry in validation["failures"] + validation["dropped"]
+            for example in entry["examples"]
+            if isinstance(example.get("line"), int) and 0 < example["line"] <= MAX_SAMPLE_LINE
+        }
+        found = {}
+        try:
+            with open(where / "input.csv", encoding="utf-8", errors="replace") as handle:
+                for number, text in enumerate(handle, start=1):
+                    if number > max(wanted, default=0):
+                        break
+                    if number in wanted:
+                        found[number] = text.rstrip("\r\n")[:MAX_SAMPLE_CHARS]
+        except OSError:
+            pass
+        return found
+
+    def _files(self, date):
+        """[(kind, relative path, size)] of the date's partition ("partition") and failure record ("failed")."""
+        files = []
+        for kind, folder in (
+            ("partition", partition.partition_dir(self.root, date)),
+            ("failed", partition.failed_dir(self.root, date)),
+        ):
+            for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
+                if path.is_file() and not path.is_symlink():
+                    files.append((kind, path.relative_to(folder).as_posix(), path.stat().st_size))
+        return files
+
+    def file_path(self, kind, date, relative):
+        """The real path of a file the date page links to, or None: only regular files inside the date's
+        partition or failure record are served, whatever the path says (.., symlinks, absolute parts, NUL)."""
+        folder = (partition.partition_dir if kind == "partition" else partition.failed_dir)(self.root, date)
+        if (
+            not relative
+            or relative.startswith("/")
+            or "\\" in relative
+            or "\0" in relative
+            or any(part in ("", ".", "..") for part in relative.split("/"))
+        ):
+            return None
+        base, path = os.path.realpath(folder), os.path.realpath(folder / relative)
+        if os.path.commonpath([base, path]) != base or not os.path.isfile(path):
+            return None
+        return Path(path)
+
+    # -- trends --------------------------------------------------------------------------------------
+    def trends(self, dates):
+        """Series over the dates: accuracy per model, rows rejected, PSI per feature (None where unknown)."""
+        accuracy, rejected, psi = {}, [], {}
+        for index, date in enumerate(dates):
+            summary = partition.read_summary(self.root, date)
+            for model, metrics in (summary or {}).get("models", {}).items():
+                accuracy.setdefault(model, [None] * len(dates))[index] = metrics["accuracy"]
+            validation, _ = self._validation(date)
+            rejected.append(validation["rejected_rows"] if validation else None)
+            drift = _drift_shown(read_drift(self.root, date)) or {}
+            for feature, score in drift.get("features", {}).items():
+                psi.setdefault(feature, [None] * len(dates))[index] = score["psi"]
+        return {"dates": list(dates), "accuracy": accuracy, "rejected": rejected, "psi": psi}
+
+
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def validation_shown(report):
+    """A validation report as pages show it, every field of the expected type, or None when it is not a
+    report at all. A file refused while being read has no row counts: they stay None."""
+    if not isinstance(report, dict):
+        return None
+
+    def entries(key):
+        shown = []
+        for entry in report.get(key) if isinstance(report.get(key), list) else []:
+            if not isinstance(entry, dict):
+                continue
+            examples = (
+                [e for e in entry.get("examples") or [] if isinstance(e, dict)]
+                if isinstance(entry.get("examples"), list)
+                else []
+            )
+            shown.append(
+                {
+                    "check": str(entry.get("check", "")),
+                    "column": str(entry["column"]) if entry.get("column") is not None else None,
+                    "count": entry.get("count") if _number(entry.get("count")) else None,
+                    "examples": [
+                        {"line": e["line"] if isinstance(e.get("line"), int) else None, "value": str(e.get("value"))}
+                        for e in examples
+                    ],
+                }
+            )
+        return shown
+
+    rows = report.get("rows") if _number(report.get("rows")) else None
+    valid = report.get("valid_rows") if _number(report.get("valid_rows")) else None
+    return {
+        "file": str(report.get("file", "")),
+        "passed": report.get("passed") is True,
+        "error": str(report["error"]) if report.get("error") else None,
+        "rows": rows,
+        "valid_rows": valid,
+        "dropped_rows": report.get("dropped_rows") if _number(report.get("dropped_rows")) else 0,
+        "rejected_rows": rows - valid if rows is not None and valid is not None else None,
+        "failures": entries("failures"),
+        "dropped": entries("dropped"),
+    }
+
+
+def _metrics_shown(metrics):
+    """A model's metrics.json as pages show it, or None when it lacks an accuracy and F1 to show."""
+    if not isinstance(metrics, dict) or not (_number(metrics.get("accuracy")) and _number(metrics.get("macro_f1"))):
+        return None
+    labels = metrics.get("labels") if isinstance(metrics.get("labels"), list) else []
+    matrix = metrics.get("confusion_matrix")
+    square = (
+        isinstance(matrix, list)
+        and len(matrix) == len(labels)
+        and all(isinstance(r, list) and len(r) == len(labels) for r in matrix)
+    )
+    return {**metrics, "labels": [str(label) for label in labels], "confusion_matrix": matrix if square else []}
+
+
+def _drift_shown(report):
+    """A drift report as pages and charts show it: features with numeric scores only."""
+    if not isinstance(report, dict):
+        return None
+    features = report.get("features") if isinstance(report.get("features"), dict) else {}
+    kept = {
+        str(name): score
+        for name, score in features.items()
+        if isinstance(score, dict) and all(_number(score.get(k)) for k in ("psi", "ks_statistic", "ks_pvalue"))
+    }
+    species = report.get("species")
+    species_ok = (
+        isinstance(species, dict)
+        and isinstance(species.get("shares"), dict)
+        and isinstance(species.get("reference_shares"), dict)
+        and all(
+            _number(species["shares"].get(k)) and _number(species["reference_shares"].get(k)) for k in species["shares"]
+        )
+        and all(_number(species.get(k)) for k in ("chi2_statistic", "chi2_pvalue"))
+    )
+    drifted = report.get("drifted") if isinstance(report.get("drifted"), list) else []
+    reference = report.get("reference") if isinstance(report.get("reference"), dict) else None
+    return {
+        **report,
+        "features": kept,
+        "species": species if species_ok else None,
+        "drifted": [str(name) for name in drifted],
+        "reference": reference,
+        "drift_detected": report.get("drift_detected") if report.get("drift_detected") in (True, False) else None,
+    }
+
+
+def _read_json(path):
+    import json
+
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None

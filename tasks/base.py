@@ -1,0 +1,120 @@
+"""The base of every task that writes into a date's partition: its lock, its receipt, its completeness.
+
+Subclasses (`tasks.iris`) say what they produce in `produce()` and where in `output()`; this class holds
+the task's lock around the work, skips it when another process finished it meanwhile, and publishes the
+outputs through the partition contract (`tasks.partition`: temporary files, fsync, rename, receipt).
+"""
+
+import contextlib
+import functools
+from pathlib import Path
+
+import luigi
+from luigi.task import flatten
+
+from . import config, partition
+from .warmup import import_heavy_libraries
+
+# The event a task fires when, once it holds its lock, it finds its work already done by another process.
+FOUND_DONE = "irisflow.found_done"
+
+
+class DatePartitionTask(luigi.Task):
+    """A task whose outputs live in the date's partition, written and sealed as `tasks.partition` says.
+
+    Subclasses say what they produce in `produce()`; `run()` holds the task's lock around it, and skips it
+    when another process (another worker, a stock `luigi` run, another host) finished the task meanwhile.
+    """
+
+    date = luigi.DateParameter()
+    _seen_done = False
+    rebuild = luigi.Parameter(
+        default="",
+        description="Token of a forced rebuild, which builds under the staging root; empty: the date's own partition.",
+    )
+
+    # Paths, the receipt's name and the upstream tasks are worked out once per instance: they follow from
+    # the parameters and the configuration, both fixed for an instance's life (one build), and Luigi and
+    # the completeness checks ask for them over and over.
+    @functools.cached_property
+    def root(self):
+        root = Path(config.settings().output_root)
+        return partition.staging_root(root, self.date, self.rebuild) if self.rebuild else root
+
+    @functools.cached_property
+    def folder(self):
+        return partition.partition_dir(self.root, self.date)
+
+    def target(self, *parts):
+        return luigi.LocalTarget(str(self.folder.joinpath(*parts)))
+
+    @functools.cached_property
+    def relative_outputs(self):
+        """{output key (None for a single target): path relative to the partition}."""
+        outputs = self.output()
+        pairs = outputs.items() if isinstance(outputs, dict) else [(None, outputs)]
+        return {key: Path(target.path).relative_to(self.folder).as_posix() for key, target in pairs}
+
+    @functools.cached_property
+    def receipt(self):
+        return partition.receipt_name(self.task_family, self.relative_outputs.values())
+
+    @functools.cached_property
+    def upstream_tasks(self):
+        return [task for task in flatten(self.requires()) if isinstance(task, DatePartitionTask)]
+
+    def input_records(self):
+        """{file: sha256} of every upstream output as its receipt recorded it; None if one is not done."""
+        records = {}
+        for task in self.upstream_tasks:
+            receipt = partition.read_receipt(task.folder, task.receipt)
+            if receipt is None:
+                return None
+            records.update({name: record["sha256"] for name, record in receipt["outputs"].items()})
+        return records
+
+    def is_done(self):
+        receipt = partition.read_receipt(self.folder, self.receipt)
+        return (
+            receipt is not None
+            and not partition.files_match(self.folder, receipt["outputs"])
+            and all(task.complete() for task in self.upstream_tasks)
+            and receipt["inputs"] == self.input_records()
+        )
+
+    def complete(self):
+        """is_done(), remembered once true for the life of this instance.
+
+        Luigi asks again and again within a build (every downstream task's check asks its upstream, and
+        Luigi's worker asks before each run), and a done task stays done while a build lasts, as Luigi's
+        own `cache_task_completion` assumes. An instance lives for one build: Luigi returns the same
+        instance for the same parameters until its instance cache is cleared, which the runner does after
+        each build and the assistant worker before each request for work. `run()` still looks afresh.
+        """
+        if self._seen_done:
+            return True
+        self._seen_done = self.is_done()
+        if not self._seen_done:
+            import_heavy_libraries()
+        return self._seen_done
+
+    def run(self):
+        with partition.task_lock(self.root, self.date, self.receipt):
+            if self.is_done():
+                self.trigger_event(FOUND_DONE, self)
+            else:
+                self.produce()
+
+    def produce(self):
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def publishing(self, extra=None):
+        """Temporary paths shaped like output(); when the block succeeds they are renamed into place
+        together and sealed by the task's receipt (with `extra`, which the block may still fill in)."""
+        relative = self.relative_outputs
+        with partition.publishing(
+            self.folder, relative.values(), self.receipt, self.input_records() or {}, extra
+        ) as temporaries:
+            paths = {key: str(temporaries[name]) for key, name in relative.items()}
+            yield paths[None] if None in paths else paths
