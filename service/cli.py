@@ -370,6 +370,7 @@ def _mail(root, report, outcomes, rerun):
     """The run's one failure mail (failed and recovered dates), counted in the report's mail figures."""
     from . import notifications
 
+    notifications.log_to_stderr()  # a mail that cannot be sent is told on stderr, as the daemon logs it
     mails = notifications.mail_run(root, outcomes, rerun)
     report.emails_sent += mails["sent"]
     report.email_failures += mails["failed"]
