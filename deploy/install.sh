@@ -405,7 +405,6 @@ uninstall_all() {
     fi
     if [ "$PURGE" = yes ]; then
         if [ -n "$configured" ]; then remove_listed "$configured" "$SYSCONFDIR"; fi
-        rmdir "$DESTDIR$SYSCONFDIR" 2>/dev/null || true
         if [ "$MAKE_USER" = yes ]; then
             for dir in $STATE_DIRS; do rm -rf "$dir"; done
             if getent passwd "$SERVICE_USER" >/dev/null; then userdel "$SERVICE_USER"; fi
