@@ -188,12 +188,12 @@ record() {
     for path in "$@"; do printf '%s %s\n' "$kind" "$path" >>"$list"; done
 }
 
-# make_dir LIST DIR: DIR made under DESTDIR, and recorded in LIST if this run creates it.
+# make_dir LIST DIR [own]: DIR made under DESTDIR, and recorded in LIST if this run creates it, or always
+# with `own` (PREFIX and SYSCONFDIR, never shared, and their folders: an installation older than the
+# manifests is then removed whole, and a folder is only ever removed once empty).
 make_dir() {
-    if [ ! -d "$DESTDIR$2" ]; then
-        mkdir -p "$DESTDIR$2"
-        record "$1" d "$2"
-    fi
+    if [ ! -d "$DESTDIR$2" ] || [ $# -gt 2 ]; then record "$1" d "$2"; fi
+    mkdir -p "$DESTDIR$2"
 }
 
 # record_tree LIST DIR: every folder and file of DIR (a tree copied from the checkout) in LIST.
@@ -250,8 +250,8 @@ install_app() {
     # reads the one packaged in its wheel, then SYSCONFDIR/luigi.cfg over it. The code an older
     # installer copied here goes, so that its luigi.cfg is not read instead.
     app=$DESTDIR$PREFIX/app
-    make_dir "$INSTALLED" "$PREFIX"
-    make_dir "$INSTALLED" "$PREFIX/app"
+    make_dir "$INSTALLED" "$PREFIX" own
+    make_dir "$INSTALLED" "$PREFIX/app" own
     for old in service tasks data luigi.cfg requirements.txt; do rm -rf "${app:?}/$old"; done
     if [ -e "$SRC/README.md" ]; then
         cp "$SRC/README.md" "$app/README.md"
@@ -259,8 +259,8 @@ install_app() {
     fi
     chmod -R u=rwX,go=rX "$app"
 
-    make_dir "$INSTALLED" "$PREFIX/bin"
-    make_dir "$INSTALLED" "$PREFIX/share"
+    make_dir "$INSTALLED" "$PREFIX/bin" own
+    make_dir "$INSTALLED" "$PREFIX/share" own
     cp "$SRC/deploy/irisflow" "$DESTDIR$PREFIX/bin/irisflow"
     rewrite "$DESTDIR$PREFIX/bin/irisflow"
     chmod 0755 "$DESTDIR$PREFIX/bin/irisflow"
@@ -310,7 +310,7 @@ install_all() {
     if [ "$MAKE_USER" = yes ]; then create_user; fi
     install_app
     if [ "$MAKE_VENV" = yes ]; then install_venv; fi
-    make_dir "$CONFIGURED" "$SYSCONFDIR"
+    make_dir "$CONFIGURED" "$SYSCONFDIR" own
     own "root:$SERVICE_USER" 0750 "$DESTDIR$SYSCONFDIR"
     install_config luigi.cfg
     install_config luigid.cfg
