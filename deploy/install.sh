@@ -16,6 +16,12 @@
 #   UNITDIR              irisflow.service, luigid.service, irisflow-backfill@.service,
 #                        irisflow-worker.service (extra hosts: README "Scale out")
 #   /var/lib/irisflow    the daemon's state and output (StateDirectory=irisflow)
+#
+# It removes only what it installed: PREFIX/.irisflow-install-manifest lists every file and folder it
+# created outside SYSCONFDIR (the units too), SYSCONFDIR/.irisflow-config-manifest those in SYSCONFDIR.
+# --uninstall removes the first list's entries (--purge the second's too), folders once left empty, and
+# refuses a PREFIX (or SYSCONFDIR) that exists without its manifest. Shared system folders (/, /usr,
+# /usr/local, /etc, /opt, ...) are refused as PREFIX, SYSCONFDIR or UNITDIR, however they are written.
 set -eu
 
 usage() {
@@ -35,9 +41,12 @@ options:
   --python PYTHON   the interpreter PREFIX/venv is made with (default python3; env PYTHON)
   --no-user         do not create the irisflow user, nor its state directories, nor hand it files
   --no-systemctl    do not reload systemd nor restart running units
-  --uninstall       remove what install put in place, but not config, data or the user
-  --purge           with --uninstall: also remove config, the units' drop-ins, /var/lib/irisflow,
-                    /var/lib/luigid and the user
+  --uninstall       remove what install put in place (as its manifest lists), but not config, data
+                    or the user
+  --purge           with --uninstall: also remove config (as its manifest lists), the units' drop-ins,
+                    /var/lib/irisflow, /var/lib/luigid and the user
+Shared system folders (/, /usr, /usr/local, /etc, /opt, /var, ...) are refused as --prefix, --sysconfdir
+or --unitdir; paths with whitespace, control characters, quotes, %, $, ` or \ too (no unit can hold them).
 EOF
 }
 
@@ -56,9 +65,21 @@ PURGE=no
 SERVICE_USER=irisflow
 UNITS="irisflow.service luigid.service irisflow-backfill@.service irisflow-worker.service"
 STATE_DIRS="/var/lib/irisflow /var/lib/luigid"
+PREFIX_MANIFEST=.irisflow-install-manifest
+CONFIG_MANIFEST=.irisflow-config-manifest
+# Folders other software shares: never a PREFIX, SYSCONFDIR or UNITDIR (whose contents an uninstall removes).
+SHARED_DIRS="/ /bin /boot /dev /etc /home /lib /lib32 /lib64 /libx32 /media /mnt /opt /proc /root /run /sbin
+/srv /sys /tmp /usr /var /usr/bin /usr/etc /usr/games /usr/include /usr/lib /usr/lib32 /usr/lib64 /usr/libexec
+/usr/local /usr/sbin /usr/share /usr/src /usr/local/bin /usr/local/etc /usr/local/games /usr/local/include
+/usr/local/lib /usr/local/libexec /usr/local/sbin /usr/local/share /usr/local/src /var/backups /var/cache
+/var/lib /var/local /var/log /var/mail /var/opt /var/run /var/spool /var/tmp /etc/default /etc/opt
+/etc/systemd /run/systemd"
+# ... and these hold every unit of the system: a UNITDIR, never a PREFIX or SYSCONFDIR.
+UNIT_DIRS="/etc/systemd/system /run/systemd/system /lib/systemd/system /usr/lib/systemd/system
+/usr/local/lib/systemd/system"
 
-die() { echo "install.sh: $*" >&2; exit 2; }
-say() { echo "install.sh: $*"; }
+die() { printf 'install.sh: %s\n' "$*" >&2; exit 2; }
+say() { printf 'install.sh: %s\n' "$*"; }
 
 while [ $# -gt 0 ]; do
     case $1 in
@@ -80,16 +101,66 @@ while [ $# -gt 0 ]; do
     shift
 done
 
+# shown PATH: PATH on one line, its control characters as '?'.
+shown() { printf '%s' "$1" | tr -c '[:print:]' '?'; }
+
+# normalize PATH: an absolute PATH without //, trailing /, . and .. (as the kernel reads it, symlinks aside).
+normalize() {
+    normal='' ifs=$IFS
+    IFS=/
+    set -f
+    for part in $1; do
+        case $part in
+            ''|.) ;;
+            ..) normal=${normal%/*} ;;
+            *) normal=$normal/$part ;;
+        esac
+    done
+    set +f
+    IFS=$ifs
+    echo "${normal:-/}"
+}
+
+# checked_path OPTION PATH: PATH normalized, once it is absolute and writable into a systemd unit.
+checked_path() {
+    case $2 in
+        *[[:space:]]*|*[[:cntrl:]]*|*[%\'\"\$\`\\]*)
+            die "$1 $(shown "$2"): a path the units name cannot hold whitespace, control characters, quotes, %, \$, \` or \\" ;;
+        /*) ;;
+        *) die "$1 $(shown "$2"): not an absolute path" ;;
+    esac
+    normalize "$2"
+}
+
+# refuse_shared OPTION PATH [UNITDIR]: exit 2 if PATH, as written or through symlinks, is a shared system
+# folder (or, unless the third argument is given, a folder of every systemd unit).
+refuse_shared() {
+    resolved=$(realpath -m -- "$2" 2>/dev/null) || resolved=$2
+    if [ $# -lt 3 ]; then shared="$SHARED_DIRS $UNIT_DIRS"; else shared=$SHARED_DIRS; fi
+    for dir in $shared; do
+        if [ "$2" = "$dir" ] || [ "$resolved" = "$dir" ]; then
+            if [ "$resolved" = "$2" ]; then is=$dir; else is="$resolved (through symlinks)"; fi
+            die "$1 $2 is $is, a folder other software shares: give irisflow its own (e.g. /opt/irisflow)"
+        fi
+    done
+}
+
+# sed_escaped TEXT: TEXT as a literal sed replacement (s|...|TEXT|).
+sed_escaped() { printf '%s\n' "$1" | sed -e 's/[\\&|]/\\&/g'; }
+
 SRC=$(cd "$(dirname "$0")/.." && pwd)
-VENV=${VENV:-$PREFIX/venv}
+PREFIX=$(checked_path --prefix "$PREFIX")
+SYSCONFDIR=$(checked_path --sysconfdir "$SYSCONFDIR")
+UNITDIR=$(checked_path --unitdir "$UNITDIR")
+VENV=$(checked_path --venv "${VENV:-$PREFIX/venv}")
+refuse_shared --prefix "$PREFIX"
+refuse_shared --sysconfdir "$SYSCONFDIR"
+refuse_shared --unitdir "$UNITDIR" unitdir
 if [ -n "$DESTDIR" ]; then
     MAKE_USER=no
     SYSTEMCTL=no
     [ "$MAKE_VENV" = no ] || [ "$ACTION" = uninstall ] || die "--destdir needs --venv or --no-venv: a venv cannot be moved into place"
 fi
-for dir in "$PREFIX" "$SYSCONFDIR" "$UNITDIR" "$VENV"; do
-    case $dir in /?*) ;; *) die "paths must be absolute and not /: $dir" ;; esac
-done
 if [ "$MAKE_USER" = yes ] && [ "$(id -u)" != 0 ]; then
     die "run as root (or with --destdir or --no-user)"
 fi
@@ -98,9 +169,46 @@ fi
 
 # rewrite FILE...: the paths the shipped files name, replaced with this installation's.
 # Through placeholders, so that a new path containing an old one (/tmp/opt/irisflow) is not rewritten twice.
+# The paths were checked (checked_path) and are escaped for sed here: & and | stay literal.
 rewrite() {
     sed -i -e "s|/opt/irisflow/venv|@VENV@|g" -e "s|/opt/irisflow|@PREFIX@|g" -e "s|/etc/irisflow|@SYSCONFDIR@|g" \
-        -e "s|@VENV@|$VENV|g" -e "s|@PREFIX@|$PREFIX|g" -e "s|@SYSCONFDIR@|$SYSCONFDIR|g" "$@"
+        -e "s|@VENV@|$(sed_escaped "$VENV")|g" -e "s|@PREFIX@|$(sed_escaped "$PREFIX")|g" \
+        -e "s|@SYSCONFDIR@|$(sed_escaped "$SYSCONFDIR")|g" "$@"
+}
+
+# The manifests: one "KIND PATH" a line, PATH as installed (without DESTDIR); KIND f for a file, d for a
+# folder this installer created (removed once empty), t for a tree it created whole (the venv).
+INSTALLED=$(mktemp)
+CONFIGURED=$(mktemp)
+trap 'rm -f "$INSTALLED" "$CONFIGURED"' EXIT
+
+# record LIST KIND PATH...: add PATH (as installed) to LIST.
+record() {
+    list=$1 kind=$2; shift 2
+    for path in "$@"; do printf '%s %s\n' "$kind" "$path" >>"$list"; done
+}
+
+# make_dir LIST DIR [own]: DIR made under DESTDIR, and recorded in LIST if this run creates it, or always
+# with `own` (PREFIX and SYSCONFDIR, never shared, and their folders: an installation older than the
+# manifests is then removed whole, and a folder is only ever removed once empty).
+make_dir() {
+    if [ ! -d "$DESTDIR$2" ] || [ $# -gt 2 ]; then record "$1" d "$2"; fi
+    mkdir -p "$DESTDIR$2"
+}
+
+# record_tree LIST DIR: every folder and file of DIR (a tree copied from the checkout) in LIST.
+record_tree() {
+    find "$DESTDIR$2" -type d | while IFS= read -r path; do record "$1" d "${path#"$DESTDIR"}"; done
+    find "$DESTDIR$2" ! -type d | while IFS= read -r path; do record "$1" f "${path#"$DESTDIR"}"; done
+}
+
+# write_manifest LIST FILE: FILE holds what it listed before and what LIST adds (sorted, so a rerun
+# that installs the same leaves it as it was).
+write_manifest() {
+    if [ -f "$DESTDIR$2" ]; then cat "$DESTDIR$2" >>"$1"; fi
+    sort -u "$1" >"$DESTDIR$2.new"
+    chmod 0644 "$DESTDIR$2.new"
+    mv "$DESTDIR$2.new" "$DESTDIR$2"
 }
 
 # own OWNER:GROUP MODE PATH...: permissions, and the owner where the service user exists.
@@ -116,12 +224,14 @@ install_config() {
     cp "$SRC/deploy/etc/$1" "$new"
     rewrite "$new"
     target=$DESTDIR$SYSCONFDIR/$1
+    record "$CONFIGURED" f "$SYSCONFDIR/$1"
     if [ ! -e "$target" ]; then
         mv "$new" "$target"
     elif cmp -s "$new" "$target"; then
         rm -f "$new" "$target.dist"
     else
         mv "$new" "$target.dist"
+        record "$CONFIGURED" f "$SYSCONFDIR/$1.dist"
         say "kept your $SYSCONFDIR/$1; the shipped version is beside it as $1.dist"
     fi
     own "root:$SERVICE_USER" 0640 "$target"
@@ -140,25 +250,35 @@ install_app() {
     # reads the one packaged in its wheel, then SYSCONFDIR/luigi.cfg over it. The code an older
     # installer copied here goes, so that its luigi.cfg is not read instead.
     app=$DESTDIR$PREFIX/app
-    mkdir -p "$app"
+    make_dir "$INSTALLED" "$PREFIX" own
+    make_dir "$INSTALLED" "$PREFIX/app" own
     for old in service tasks data luigi.cfg requirements.txt; do rm -rf "${app:?}/$old"; done
-    if [ -e "$SRC/README.md" ]; then cp "$SRC/README.md" "$app/README.md"; fi
+    if [ -e "$SRC/README.md" ]; then
+        cp "$SRC/README.md" "$app/README.md"
+        record "$INSTALLED" f "$PREFIX/app/README.md"
+    fi
     chmod -R u=rwX,go=rX "$app"
 
-    mkdir -p "$DESTDIR$PREFIX/bin" "$DESTDIR$PREFIX/share"
+    make_dir "$INSTALLED" "$PREFIX/bin" own
+    make_dir "$INSTALLED" "$PREFIX/share" own
     cp "$SRC/deploy/irisflow" "$DESTDIR$PREFIX/bin/irisflow"
     rewrite "$DESTDIR$PREFIX/bin/irisflow"
     chmod 0755 "$DESTDIR$PREFIX/bin/irisflow"
+    record "$INSTALLED" f "$PREFIX/bin/irisflow"
     rm -rf "$DESTDIR$PREFIX/share/prometheus" "$DESTDIR$PREFIX/share/grafana"
     cp -R "$SRC/deploy/prometheus" "$SRC/deploy/grafana" "$DESTDIR$PREFIX/share/"
     rewrite "$DESTDIR$PREFIX/share/grafana/provisioning/dashboards/irisflow.yml"
     chmod -R u=rwX,go=rX "$DESTDIR$PREFIX/share"
+    record_tree "$INSTALLED" "$PREFIX/share/prometheus"
+    record_tree "$INSTALLED" "$PREFIX/share/grafana"
 }
 
 install_venv() {
     if [ ! -x "$VENV/bin/python" ]; then
         "$PYTHON" -m venv "$VENV"
     fi
+    # Made here (--venv DIR is not): the installer's, as a whole.
+    record "$INSTALLED" t "$VENV"
     # Every dependency at the locked version and hash, then irisflow itself on top (again, even if its
     # version did not change, so that an update always lands).
     venv_pip install --require-hashes -r "$SRC/requirements.txt"
@@ -177,11 +297,12 @@ venv_pip() {
 }
 
 install_units() {
-    mkdir -p "$DESTDIR$UNITDIR"
+    make_dir "$INSTALLED" "$UNITDIR"
     for unit in $UNITS; do
         cp "$SRC/systemd/$unit" "$DESTDIR$UNITDIR/$unit"
         rewrite "$DESTDIR$UNITDIR/$unit"
         chmod 0644 "$DESTDIR$UNITDIR/$unit"
+        record "$INSTALLED" f "$UNITDIR/$unit"
     done
 }
 
@@ -189,7 +310,7 @@ install_all() {
     if [ "$MAKE_USER" = yes ]; then create_user; fi
     install_app
     if [ "$MAKE_VENV" = yes ]; then install_venv; fi
-    mkdir -p "$DESTDIR$SYSCONFDIR"
+    make_dir "$CONFIGURED" "$SYSCONFDIR" own
     own "root:$SERVICE_USER" 0750 "$DESTDIR$SYSCONFDIR"
     install_config luigi.cfg
     install_config luigid.cfg
@@ -202,6 +323,8 @@ install_all() {
         done
     fi
     install_units
+    write_manifest "$CONFIGURED" "$SYSCONFDIR/$CONFIG_MANIFEST"
+    write_manifest "$INSTALLED" "$PREFIX/$PREFIX_MANIFEST"
     if [ "$SYSTEMCTL" = yes ]; then
         systemctl daemon-reload
         # A running service picks up the new code; a stopped one stays stopped.
@@ -212,18 +335,67 @@ install_all() {
     say "on an extra host: systemctl enable --now irisflow-worker.service (README: Scale out)"
 }
 
+# manifest_of OPTION DIR NAME: DIR/NAME (under DESTDIR) if DIR holds it; nothing if DIR is absent (already
+# removed); exit 2 if DIR exists without it, as a folder this installer did not make.
+manifest_of() {
+    if [ -f "$DESTDIR$2/$3" ]; then
+        echo "$DESTDIR$2/$3"
+    elif [ -e "$DESTDIR$2" ]; then
+        die "$1 $2 has no $3, so install.sh did not install there; nothing removed (an installation older than the manifests: run install.sh once, then uninstall)"
+    fi
+}
+
+# remove_listed MANIFEST ROOT...: remove the manifest's entries that are a ROOT or lie below one (any other
+# line is not this installer's): files and trees first, then its folders deepest first if left empty. The
+# manifest goes too, unless some entry is left (a folder holding files of others): then it lists those.
+remove_listed() {
+    manifest=$1; shift
+    entries=$(mktemp)
+    while IFS=' ' read -r kind path; do
+        inside=no
+        for root in "$@"; do
+            case $path in "$root"|"$root"/*) inside=yes ;; esac
+        done
+        if [ "$inside" = yes ] && [ "$path" = "$(normalize "$path")" ]; then
+            printf '%s %s\n' "$kind" "$path" >>"$entries"
+        elif [ -n "$path" ]; then
+            say "not removing $(shown "$path"): not in $*"
+        fi
+    done <"$manifest"
+    while IFS=' ' read -r kind path; do
+        case $kind in
+            f) rm -f "$DESTDIR$path" ;;
+            t) rm -rf "$DESTDIR$path" ;;
+        esac
+    done <"$entries"
+    rm -f "$manifest"
+    sed -n 's/^d //p' "$entries" | sort -r | while IFS= read -r path; do
+        rmdir "$DESTDIR$path" 2>/dev/null || true
+    done
+    left=$(mktemp)
+    while IFS=' ' read -r kind path; do
+        if [ -e "$DESTDIR$path" ] || [ -L "$DESTDIR$path" ]; then printf '%s %s\n' "$kind" "$path" >>"$left"; fi
+    done <"$entries"
+    if [ -s "$left" ] && [ -d "$(dirname "$manifest")" ]; then mv "$left" "$manifest"; else rm -f "$left"; fi
+    rm -f "$entries"
+}
+
 uninstall_all() {
+    installed=$(manifest_of --prefix "$PREFIX" "$PREFIX_MANIFEST")
+    configured=
+    if [ "$PURGE" = yes ]; then configured=$(manifest_of --sysconfdir "$SYSCONFDIR" "$CONFIG_MANIFEST"); fi
     if [ "$SYSTEMCTL" = yes ]; then
         # Every unit of ours, a running backfill instance too: once its unit file and venv are gone it
         # could only be left behind, half done. Stopping waits for each to end (TimeoutStopSec=).
         systemctl disable irisflow.service luigid.service irisflow-worker.service 2>/dev/null || true
         systemctl stop irisflow.service luigid.service irisflow-worker.service 'irisflow-backfill@*.service' || true
     fi
-    for unit in $UNITS; do
-        rm -f "$DESTDIR$UNITDIR/$unit"
-        # Local drop-ins (systemctl edit) are configuration: only --purge removes them.
-        if [ "$PURGE" = yes ]; then rm -rf "$DESTDIR$UNITDIR/$unit.d"; fi
-    done
+    # The units are in the manifest; local drop-ins (systemctl edit) are configuration: only --purge
+    # removes them.
+    if [ -n "$installed" ]; then remove_listed "$installed" "$PREFIX" "$UNITDIR"; fi
+    if [ "$PURGE" = yes ]; then
+        for unit in $UNITS; do rm -rf "$DESTDIR$UNITDIR/$unit.d"; done
+    fi
     if [ "$SYSTEMCTL" = yes ]; then
         systemctl daemon-reload
         # A unit that ended failed stays listed until reset. Patterns (even '[.]') match loaded units only:
@@ -231,18 +403,18 @@ uninstall_all() {
         systemctl reset-failed 'irisflow[.]service' 'luigid[.]service' 'irisflow-worker[.]service' \
             'irisflow-backfill@*.service' 2>/dev/null || true
     fi
-    for sub in app bin share venv; do rm -rf "$DESTDIR${PREFIX:?}/$sub"; done
-    rmdir "$DESTDIR$PREFIX" 2>/dev/null || true
     if [ "$PURGE" = yes ]; then
-        rm -rf "$DESTDIR$SYSCONFDIR"
+        if [ -n "$configured" ]; then remove_listed "$configured" "$SYSCONFDIR"; fi
         if [ "$MAKE_USER" = yes ]; then
             for dir in $STATE_DIRS; do rm -rf "$dir"; done
             if getent passwd "$SERVICE_USER" >/dev/null; then userdel "$SERVICE_USER"; fi
         fi
+        if [ -e "$DESTDIR$SYSCONFDIR" ]; then say "kept $SYSCONFDIR: it holds files install.sh did not put there"; fi
         say "removed irisflow, its config, its data and its user"
     else
         say "removed irisflow; kept $SYSCONFDIR and the data in /var/lib/irisflow (--purge removes them)"
     fi
+    if [ -e "$DESTDIR$PREFIX" ]; then say "kept $PREFIX: it holds files install.sh did not put there"; fi
 }
 
 if [ "$ACTION" = install ]; then install_all; else uninstall_all; fi

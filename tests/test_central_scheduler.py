@@ -1,5 +1,7 @@
 """Runs through a real `luigid` on loopback: tasks DONE in its API, task history, de-duplication."""
+import contextlib
 import datetime as dt
+import ipaddress
 import json
 import os
 import sqlite3
@@ -12,10 +14,41 @@ import urllib.request
 
 import pytest
 
-from conftest import REPO, api, free_port, history_page, luigid_on_a_free_port, start_luigid
+from conftest import LUIGID, REPO, api, free_port, history_page, luigid_on_a_free_port, poll, start_luigid
 from tasks import partition
 
 DAY = "2026-11-24"
+
+
+def listening_addresses(port):
+    """The local addresses of the TCP sockets listening on `port`, from /proc/net/tcp and tcp6 (state 0A)."""
+    found = set()
+    for table, width in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
+        with contextlib.suppress(FileNotFoundError), open(table) as lines:
+            for line in list(lines)[1:]:
+                local, state = line.split()[1], line.split()[3]
+                address, local_port = local.split(":")
+                if state == "0A" and int(local_port, 16) == port:
+                    # The kernel prints each 32-bit word of the address in host (little-endian) order.
+                    raw = b"".join(bytes.fromhex(address[i:i + 8])[::-1] for i in range(0, len(address), 8))
+                    found.add(str(ipaddress.ip_address(raw[:width])))
+    return found
+
+
+def test_luigid_without_address_listens_on_loopback_only(irisflow_config, tmp_path):
+    """Luigi's luigid listens on every interface; irisflow-luigid only on 127.0.0.1 unless told otherwise."""
+    help_text = subprocess.run([*LUIGID, "--help"], capture_output=True, text=True, timeout=60).stdout
+    assert "default 127.0.0.1" in " ".join(help_text.split())
+    port = free_port()
+    server = subprocess.Popen([*LUIGID, "--port", str(port), "--state-path", str(tmp_path / "state.pickle")],
+                              env=irisflow_config.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        poll("luigid to answer on 127.0.0.1", lambda: api(port, "task_list", status="DONE") is not None,
+             retry_on=(OSError,))
+        assert listening_addresses(port) == {"127.0.0.1"}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 @pytest.mark.slow

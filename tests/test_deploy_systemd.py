@@ -196,3 +196,126 @@ def test_installer_refuses_to_stage_a_venv(tmp_path):
     """A venv's scripts name their own path, so one built under DESTDIR would break once moved."""
     result = subprocess.run(["sh", str(INSTALL_SH), "--destdir", str(tmp_path)], capture_output=True, text=True)
     assert result.returncode == 2 and "--venv or --no-venv" in result.stderr
+
+
+def run_installer(*args):
+    return subprocess.run(["sh", str(INSTALL_SH), *map(str, args)], capture_output=True, text=True, timeout=120)
+
+
+def refused(result, *words):
+    """Exit 2 with one line on stderr naming `words`."""
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("install.sh: "), result.stderr
+    assert all(word in result.stderr for word in words), result.stderr
+    return result
+
+
+SHARED = [("--prefix", "/"), ("--prefix", "/usr"), ("--prefix", "/usr/local"), ("--prefix", "/usr/local/"),
+          ("--prefix", "/usr//local"), ("--prefix", "/opt/../usr"), ("--prefix", "/usr/local/./bin/.."),
+          ("--prefix", "//"), ("--prefix", "/opt"), ("--prefix", "/etc"), ("--prefix", "/var"), ("--prefix", "/home"),
+          ("--prefix", "/srv"), ("--prefix", "/bin"), ("--prefix", "/sbin"), ("--prefix", "/lib"), ("--prefix", "/tmp"),
+          ("--prefix", "/var/lib"), ("--prefix", "/etc/systemd/system"), ("--sysconfdir", "/etc"),
+          ("--sysconfdir", "/etc/"), ("--sysconfdir", "/usr/local/etc"), ("--sysconfdir", "/"),
+          ("--sysconfdir", "/etc/systemd/system"), ("--unitdir", "/etc"), ("--unitdir", "/"),
+          ("--unitdir", "/usr/lib/../lib")]
+
+
+@pytest.mark.parametrize(("option", "path"), SHARED)
+def test_installer_refuses_shared_system_folders(option, path, tmp_path):
+    """Install and uninstall alike; staged in DESTDIR, so that a regression could not harm this machine."""
+    for action in ((), ("--uninstall",), ("--uninstall", "--purge")):
+        refused(run_installer("--destdir", tmp_path, "--no-venv", option, path, *action), option, "shares")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_installer_refuses_a_symlink_to_a_shared_folder(tmp_path):
+    link = tmp_path / "link"
+    link.symlink_to("/usr/local")
+    stage = tmp_path / "stage"
+    for args in (("--prefix", link), ("--prefix", f"{link}/"), ("--sysconfdir", link)):
+        for action in ((), ("--uninstall", "--purge")):
+            refused(run_installer("--destdir", stage, "--no-venv", *args, *action), "/usr/local (through symlinks)")
+    assert not stage.exists()
+
+
+@pytest.mark.parametrize("path", ["/opt/iris flow", "/opt/iris\tflow", "/opt/iris\nflow", "/opt/iris%iflow",
+                                  "/opt/iris'flow", '/opt/iris"flow', "/opt/iris$flow", "/opt/iris`flow`",
+                                  "/opt/iris\\flow", "opt/irisflow"])
+def test_installer_refuses_paths_no_unit_can_hold(path, tmp_path):
+    for option in ("--prefix", "--sysconfdir", "--venv"):
+        refused(run_installer("--destdir", tmp_path, "--no-venv", option, path), option)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_uninstall_removes_only_what_the_manifest_lists(tmp_path):
+    """Files of others in PREFIX, SYSCONFDIR and the unit folder survive --uninstall --purge, as do the
+    folders holding them; a manifest line outside PREFIX and UNITDIR is not followed."""
+    install("--destdir", tmp_path, "--no-venv")
+    prefix, sysconfdir, unitdir = tmp_path / "opt/irisflow", tmp_path / "etc/irisflow", tmp_path / "etc/systemd/system"
+    manifest = prefix / ".irisflow-install-manifest"
+    listed = manifest.read_text().splitlines()
+    assert {"f /opt/irisflow/bin/irisflow", "f /etc/systemd/system/irisflow.service", "d /opt/irisflow/bin"} <= set(listed)
+    assert "f /etc/irisflow/luigi.cfg" in (sysconfdir / ".irisflow-config-manifest").read_text().splitlines()
+    foreign = [prefix / "bin/foreign", prefix / "share/notes.txt", sysconfdir / "extra.cfg", unitdir / "other.service",
+               tmp_path / "etc/hostname"]
+    for path in foreign:
+        path.write_text("not irisflow's\n")
+    manifest.write_text("\n".join(listed + ["f /etc/hostname"]) + "\n")
+
+    result = install("--destdir", tmp_path, "--uninstall", "--purge")
+    assert "not removing /etc/hostname" in result.stdout and "kept /opt/irisflow" in result.stdout
+    assert all(path.read_text() == "not irisflow's\n" for path in foreign)
+    assert not (prefix / "bin/irisflow").exists() and not (prefix / "app").exists()
+    assert not (prefix / "share/grafana").exists() and not (sysconfdir / "luigi.cfg").exists()
+    assert sorted(path.name for path in unitdir.iterdir()) == ["other.service"]
+    # What is left of the installation is still listed: the folders holding the foreign files.
+    assert set(manifest.read_text().splitlines()) == {"d /opt/irisflow", "d /opt/irisflow/bin", "d /opt/irisflow/share",
+                                                      "d /etc/systemd/system"}
+    for path in foreign:
+        path.unlink()
+    install("--destdir", tmp_path, "--uninstall", "--purge")
+    assert not prefix.exists() and not sysconfdir.exists()
+
+
+def test_uninstall_refuses_a_prefix_without_its_manifest(tmp_path):
+    """A folder install.sh did not make (another application's): nothing in it is removed."""
+    other = tmp_path / "opt/other"
+    for sub in ("app", "bin", "share", "venv"):
+        (other / sub).mkdir(parents=True)
+        (other / sub / "file").write_text("other's\n")
+    for action in (("--uninstall",), ("--uninstall", "--purge")):
+        refused(run_installer("--destdir", tmp_path, "--prefix", "/opt/other", *action), "/opt/other",
+                ".irisflow-install-manifest", "nothing removed")
+    assert all((other / sub / "file").exists() for sub in ("app", "bin", "share", "venv"))
+    (tmp_path / "etc/irisflow").mkdir(parents=True)
+    (tmp_path / "etc/irisflow/luigi.cfg").write_text("[iris]\n")
+    refused(run_installer("--destdir", tmp_path, "--prefix", "/opt/irisflow", "--uninstall", "--purge"),
+            "--sysconfdir /etc/irisflow", ".irisflow-config-manifest")
+    assert (tmp_path / "etc/irisflow/luigi.cfg").exists()
+
+
+def test_paths_with_ampersand_and_bar_are_written_literally(tmp_path):
+    """& and | mean something to sed and to a shell: the units, the CLI wrapper and the Grafana provider
+    name such paths as they are, systemd-analyze takes the units, and the installed CLI runs."""
+    venv = tmp_path / "v&e|nv"
+    venv.symlink_to(sys.prefix)
+    prefix, sysconfdir, unitdir = tmp_path / "a&b|c", tmp_path / "e&t|c", tmp_path / "u&n|its"
+    install("--prefix", prefix, "--sysconfdir", sysconfdir, "--unitdir", unitdir, "--venv", venv, "--no-user",
+            "--no-systemctl")
+    daemon = (unitdir / "irisflow.service").read_text()
+    for line in (f"ExecStart={venv}/bin/python -m service serve", f"WorkingDirectory={prefix}/app",
+                 f"Environment=LUIGI_CONFIG_PATH={sysconfdir}/luigi.cfg PYTHONUNBUFFERED=1",
+                 f"EnvironmentFile=-{sysconfdir}/environment"):
+        assert re.search(f"^{re.escape(line)}$", daemon, re.M), line
+    backfill = (unitdir / "irisflow-backfill@.service").read_text()
+    assert f"""ExecStart=/bin/sh -c 'exec "{venv}/bin/python" -m service backfill""" in backfill
+    for unit in UNITS:
+        result = analyze("verify", unitdir / unit)
+        assert (result.returncode, result.stderr) == (0, ""), f"{unit}: {result.stdout}{result.stderr}"
+    provider = (prefix / "share/grafana/provisioning/dashboards/irisflow.yml").read_text()
+    assert f"path: {prefix}/share/grafana\n" in provider
+    version = subprocess.run([prefix / "bin/irisflow", "--version"], capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0 and version.stdout.startswith("irisflow "), version.stdout + version.stderr
+    install("--prefix", prefix, "--sysconfdir", sysconfdir, "--unitdir", unitdir, "--uninstall", "--purge",
+            "--no-user", "--no-systemctl")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["v&e|nv"]

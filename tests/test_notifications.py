@@ -2,6 +2,7 @@
 mail per run naming every failed date grouped by reason and step, and once each date that recovered."""
 import datetime as dt
 import logging
+import re
 import subprocess
 import sys
 
@@ -89,3 +90,23 @@ def test_a_recovered_date_is_named_once_in_the_next_mail(irisflow_config, mailbo
                         f"irisflow: 1 date FAILED ({second})"]
     assert f"Recovered (failed and mailed before, complete now): {first}" in mailbox.text(mailbox.messages[1])
     assert "Recovered" not in mailbox.text(mailbox.messages[2])
+
+
+def test_a_cli_run_whose_mail_cannot_be_sent_says_so_in_one_line_on_stderr(irisflow_config, cli, tmp_path):
+    """The mail server down (a closed port on loopback): `run` and `backfill` still end with the date's
+    outcome, and stderr has one line about the mail, without a traceback or the password."""
+    irisflow_config.set("iris", source=str(tmp_path / "in" / "{date}.csv"), models='["knn"]')
+    irisflow_config.set("email", receiver="ops@example.com", sender="irisflow@example.com", force_send="true")
+    irisflow_config.set("smtp", host="127.0.0.1", port=free_port(), timeout=5, username="irisflow",
+                        password="hunter2-not-shown")
+    write_input(tmp_path / "in", DAY, bad=True)
+    write_input(tmp_path / "in", DAY + dt.timedelta(days=1), bad=True)
+    for args in (("run", "--date", str(DAY)), ("backfill", "--start", str(DAY), "--end", str(DAY + dt.timedelta(days=1)))):
+        result = cli(*args)
+        assert result.returncode == 1, result.stderr
+        mail_lines = [line for line in result.stderr.splitlines() if str(tmp_path) not in line
+                      and re.search(r"mail|smtp", line, re.I)]  # the temp dir is named after this test
+        assert mail_lines == ["ERROR irisflow.mail: Not able to connect to smtp server: [Errno 111] Connection refused"], \
+            result.stderr
+        assert "Traceback" not in result.stderr and "hunter2" not in result.stdout + result.stderr
+        assert "FAILED (validation)" in result.stderr

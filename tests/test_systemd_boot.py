@@ -294,6 +294,22 @@ def test_rerunning_the_installer_updates_the_app_restarts_the_daemon_and_keeps_t
     assert (machine.root / "etc/irisflow/luigi.cfg.dist").exists()
 
 
+def test_the_installer_refuses_shared_folders_and_leaves_them_and_the_units_alone(machine):
+    """As root under a real systemd: `--prefix /usr/local --uninstall` (the old installer removed
+    /usr/local/bin) and `--prefix /` exit 2 before touching anything; the running units stay up."""
+    (machine.root / "usr/local/bin/keep-me").write_text("#!/bin/sh\n")
+    before = machine.out("ls", "-la", "--time-style=full-iso", "/usr/local", "/usr/local/bin")
+    for args in (("--prefix", "/usr/local", "--uninstall"), ("--prefix", "/usr/local/", "--uninstall", "--purge"),
+                 ("--prefix", "/"), ("--prefix", "/", "--uninstall")):
+        result = machine.run("sh", INSTALL, *args, check=False)
+        assert result.returncode == 2 and "folder other software shares" in result.stderr, result.stdout + result.stderr
+        assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert machine.out("ls", "-la", "--time-style=full-iso", "/usr/local", "/usr/local/bin") == before
+    assert (machine.root / "usr/local/bin/keep-me").exists()
+    assert machine.out("systemctl", "is-active", "irisflow", "luigid").split() == ["active", "active"]
+    assert (machine.root / "opt/irisflow/.irisflow-install-manifest").is_file()
+
+
 def test_uninstall_during_a_backfill_then_purge_leaves_nothing_behind(machine):
     unit = f"irisflow-backfill@{LONG_BACKFILL}.service"
     machine.run("systemctl", "start", "--no-block", unit)

@@ -2,7 +2,8 @@
 
 The server, the scheduler, the visualiser, the history pages and the configuration are Luigi's own
 (`luigi.server.run`, Luigi's `Scheduler` with one more RPC); the command line is luigid's, without `--background`
-(systemd runs it in the foreground). What differs is how task history reaches its database. Luigi's
+(systemd runs it in the foreground), and it listens on 127.0.0.1 unless `--address` says otherwise (Luigi's
+listens on every interface). What differs is how task history reaches its database. Luigi's
 `DbTaskHistory` opens a session, looks the task up and commits once for every state a task passes
 through, three times per task; through SQLAlchemy's ORM that costs luigid more CPU than answering the
 RPC itself, and luigid answers every RPC in one thread, so the builds wait for it. `BatchedTaskHistory`
@@ -138,7 +139,11 @@ class RPCHandler(luigi.server.RPCHandler):
 
 def build_parser():
     parser = argparse.ArgumentParser(prog="irisflow-luigid", description="Luigi's central scheduler for irisflow")
-    parser.add_argument("--address", help="listening interface (default: all)")
+    parser.add_argument(
+        "--address",
+        default="127.0.0.1",
+        help="listening address (default 127.0.0.1: loopback only; 0.0.0.0 or :: for every interface)",
+    )
     parser.add_argument("--port", type=int, default=8082, help="listening port (default 8082)")
     parser.add_argument("--unix-socket", help="listen on this Unix socket instead")
     parser.add_argument("--state-path", help="pickled scheduler state ([scheduler] state_path)")

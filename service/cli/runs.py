@@ -67,6 +67,7 @@ def mail_run(root, report, outcomes, rerun):
     """The run's one failure mail (failed and recovered dates), counted in the report's mail figures."""
     from ..reporting import mail
 
+    mail.log_to_stderr()  # a mail that cannot be sent is told on stderr, as the daemon logs it
     mails = mail.mail_run(root, outcomes, rerun)
     report.emails_sent += mails["sent"]
     report.email_failures += mails["failed"]

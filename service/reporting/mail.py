@@ -20,10 +20,13 @@ import functools
 import json
 import logging
 import os
+import re
+import sys
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
+import luigi.configuration
 from luigi import notifications
 
 from tasks import partition
@@ -67,6 +70,42 @@ def _counted(send):
 
     send_counted.counted = True
     return send_counted
+
+
+class _OneLine(logging.Formatter):
+    """`ERROR irisflow.mail: message` on one line: an exception's type and text instead of its traceback,
+    and the [smtp] password masked should a server's reply echo it."""
+
+    def format(self, record):
+        message = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            message += f": {type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
+        try:
+            password = luigi.configuration.get_config().get("smtp", "password", None)
+        except Exception:  # an unreadable value is reported where it is read, not here
+            password = None
+        if password:
+            message = message.replace(password, "***")
+        return f"{record.levelname} {record.name}: " + re.sub(r"\s*\n\s*", " ", message.strip())
+
+
+class _Stderr(logging.Handler):
+    """Writes to the sys.stderr of the moment (a test may have replaced it since)."""
+
+    def emit(self, record):
+        try:
+            print(self.format(record), file=sys.stderr)
+        except Exception:
+            self.handleError(record)
+
+
+def log_to_stderr():
+    """For the CLI, which configures no logging of its own: every mail that cannot be sent, and every
+    record of mailed dates that cannot be kept, is one line on stderr (idempotent)."""
+    if not any(isinstance(handler, _Stderr) for handler in MAIL_LOG.handlers):
+        handler = _Stderr(logging.ERROR)
+        handler.setFormatter(_OneLine())
+        MAIL_LOG.addHandler(handler)
 
 
 def install():
