@@ -270,6 +270,7 @@ def validate_frame(frame, *, source, min_rows, max_invalid_fraction=0.0):
         "rows": rows,
         "valid_rows": 0 if valid is None else len(valid),
         "dropped_rows": dropped if valid is not None else 0,
+        "invalid_rows": dropped,
         "max_invalid_fraction": max_invalid_fraction,
         "dropped": row_failures if valid is not None else [],
         "failures": failures,
@@ -280,12 +281,9 @@ def validate_frame(frame, *, source, min_rows, max_invalid_fraction=0.0):
 
 
 def format_report(report):
-    """A human-readable report: one line per failing check with its column, count and example lines."""
-    status = "passed" if report["passed"] else "REJECTED"
-    lines = [
-        f"{report['file']}: validation {status}: {report['valid_rows']} of {report['rows']} rows "
-        f"valid, {report['dropped_rows']} dropped"
-    ]
+    """A human-readable report: a headline that says what happened to the file as a whole, then one line per
+    failing check with its column, count and example lines."""
+    lines = [f"{report['file']}: {verdict(report)}"]
     for title, entries in (("failed", report["failures"]), ("dropped", report.get("dropped", []))):
         for entry in entries:
             column = f"column '{entry['column']}'" if entry["column"] else "file"
@@ -294,3 +292,19 @@ def format_report(report):
             )
             lines.append(f"  {title}: {column} check '{entry['check']}' ({entry['count']} cases; {shown})")
     return "\n".join(lines)
+
+
+def verdict(report):
+    """'validation passed: 150 of 150 rows valid, 0 dropped', or why the whole file was refused: how many
+    rows broke a check and what [iris] max_invalid_fraction allows, or the file-wide checks that failed."""
+    if report["passed"]:
+        return f"validation passed: {report['valid_rows']} of {report['rows']} rows valid, {report['dropped_rows']} dropped"
+    invalid, rows = report.get("invalid_rows") or 0, report["rows"]
+    allowed = report.get("max_invalid_fraction") or 0.0
+    if invalid > allowed * rows:
+        return (
+            f"validation REJECTED, the whole file refused: {invalid} of {rows} rows break a check, more than "
+            f"[iris] max_invalid_fraction = {allowed:g} allows ({int(allowed * rows)} row{'s' if int(allowed * rows) != 1 else ''})"
+        )
+    checks = sorted({entry["check"] for entry in report["failures"]})
+    return f"validation REJECTED, the whole file refused: {rows} rows, failing {', '.join(checks) or 'the file checks'}"

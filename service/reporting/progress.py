@@ -5,8 +5,11 @@ a file, the journal under systemd): one plain line per finished date and, every 
 line with the rate and the ETA, so a log stays readable and says when the run should end.
 """
 
+import logging
 import sys
 import time
+
+from .. import journal
 
 PLAIN_INTERVAL = 30.0  # seconds between ETA lines when not on a terminal
 
@@ -34,8 +37,9 @@ class Progress:
             self.bar.set_postfix(failed=self.failed, refresh=False)
             self.bar.update(1)
             return
-        how = outcome.status if outcome.status != "failure" else f"FAILED ({outcome.reason} in {outcome.step})"
-        self.write(f"[{self.done}/{self.total}] {outcome.date} {how}")
+        failed = outcome.status == "failure"
+        how = f"FAILED ({outcome.reason} in {outcome.step})" if failed else outcome.status
+        self.write(f"[{self.done}/{self.total}] {outcome.date} {how}", logging.ERROR if failed else logging.INFO)
         now = self.clock()
         if now - self.last_line >= self.interval and self.done < self.total:
             self.last_line = now
@@ -50,10 +54,12 @@ class Progress:
             f"ETA {left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}"
         )
 
-    def write(self, text):
-        """A line of its own, above the bar when there is one."""
+    def write(self, text, level=logging.INFO):
+        """A line of its own, above the bar when there is one; with its journal priority under systemd."""
         if self.bar is not None:
             self.bar.write(text, file=self.stream)
+        elif journal.is_journal(self.stream):
+            print(f"<{journal.priority(level)}>{text}", file=self.stream, flush=True)
         else:
             print(text, file=self.stream, flush=True)
 

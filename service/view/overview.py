@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tasks import partition
 from tasks.quality import DRIFT, read_drift
+from tasks.schema import verdict
 
 from ..state import DateStates, State
 
@@ -225,7 +226,7 @@ def validation_shown(report):
 
     rows = report.get("rows") if _number(report.get("rows")) else None
     valid = report.get("valid_rows") if _number(report.get("valid_rows")) else None
-    return {
+    shown = {
         "file": str(report.get("file", "")),
         "passed": report.get("passed") is True,
         "error": str(report["error"]) if report.get("error") else None,
@@ -233,9 +234,18 @@ def validation_shown(report):
         "valid_rows": valid,
         "dropped_rows": report.get("dropped_rows") if _number(report.get("dropped_rows")) else 0,
         "rejected_rows": rows - valid if rows is not None and valid is not None else None,
+        "invalid_rows": report.get("invalid_rows") if _number(report.get("invalid_rows")) else 0,
+        "max_invalid_fraction": report.get("max_invalid_fraction")
+        if _number(report.get("max_invalid_fraction"))
+        else 0,
         "failures": entries("failures"),
         "dropped": entries("dropped"),
     }
+    if rows is None or valid is None:
+        shown["headline"] = "refused while being read" + (f": {shown['error']}" if shown["error"] else "")
+    else:
+        shown["headline"] = verdict(shown)
+    return shown
 
 
 def _metrics_shown(metrics):
