@@ -1,3 +1,5 @@
+"""`python -m service …`: the same command line as `irisflow …`."""
+
 import sys
 
 from .cli import main

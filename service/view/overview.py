@@ -13,9 +13,9 @@ from pathlib import Path
 
 from tasks import partition
 from tasks.quality import DRIFT, read_drift
-from tasks.schema import verdict
 
 from ..state import DateStates, State
+from .shown import drift_shown, metrics_shown, validation_shown
 
 STATES = tuple(str(state) for state in State)
 # Each step of the pipeline and the file (or folder) whose presence shows it has run.
@@ -97,7 +97,7 @@ class Overview:
             "models": self._models(date, found.summary),
             "validation": validation,
             "samples": self._samples(validation, where),
-            "drift": _drift_shown(read_drift(self.root, date)),
+            "drift": drift_shown(read_drift(self.root, date)),
             "failure": found.failure,
             "rerun": rerun + (" --force" if row["state"] in ("complete", "stale", "running") else ""),
             "files": self._files(date),
@@ -114,10 +114,10 @@ class Overview:
     def _models(self, date, summary):
         """{model: metrics}: from summary.json, else whatever metrics.json files a partial run left."""
         if summary is not None:
-            return {name: _metrics_shown(metrics) for name, metrics in summary["models"].items()}
+            return {name: metrics_shown(metrics) for name, metrics in summary["models"].items()}
         found = {}
         for path in sorted(partition.partition_dir(self.root, date).glob("models/*/metrics.json")):
-            metrics = _metrics_shown(_read_json(path))
+            metrics = metrics_shown(_read_json(path))
             if metrics is not None:
                 settings = metrics.get("settings")
                 name = settings.get("model") if isinstance(settings, dict) else None
@@ -185,113 +185,10 @@ class Overview:
                 accuracy.setdefault(model, [None] * len(dates))[index] = metrics["accuracy"]
             validation, _ = self._validation(date)
             rejected.append(validation["rejected_rows"] if validation else None)
-            drift = _drift_shown(read_drift(self.root, date)) or {}
+            drift = drift_shown(read_drift(self.root, date)) or {}
             for feature, score in drift.get("features", {}).items():
                 psi.setdefault(feature, [None] * len(dates))[index] = score["psi"]
         return {"dates": list(dates), "accuracy": accuracy, "rejected": rejected, "psi": psi}
-
-
-def _number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def validation_shown(report):
-    """A validation report as pages show it, every field of the expected type, or None when it is not a
-    report at all. A file refused while being read has no row counts: they stay None."""
-    if not isinstance(report, dict):
-        return None
-
-    def entries(key):
-        shown = []
-        for entry in report.get(key) if isinstance(report.get(key), list) else []:
-            if not isinstance(entry, dict):
-                continue
-            examples = (
-                [e for e in entry.get("examples") or [] if isinstance(e, dict)]
-                if isinstance(entry.get("examples"), list)
-                else []
-            )
-            shown.append(
-                {
-                    "check": str(entry.get("check", "")),
-                    "column": str(entry["column"]) if entry.get("column") is not None else None,
-                    "count": entry.get("count") if _number(entry.get("count")) else None,
-                    "examples": [
-                        {"line": e["line"] if isinstance(e.get("line"), int) else None, "value": str(e.get("value"))}
-                        for e in examples
-                    ],
-                }
-            )
-        return shown
-
-    rows = report.get("rows") if _number(report.get("rows")) else None
-    valid = report.get("valid_rows") if _number(report.get("valid_rows")) else None
-    shown = {
-        "file": str(report.get("file", "")),
-        "passed": report.get("passed") is True,
-        "error": str(report["error"]) if report.get("error") else None,
-        "rows": rows,
-        "valid_rows": valid,
-        "dropped_rows": report.get("dropped_rows") if _number(report.get("dropped_rows")) else 0,
-        "rejected_rows": rows - valid if rows is not None and valid is not None else None,
-        "invalid_rows": report.get("invalid_rows") if _number(report.get("invalid_rows")) else 0,
-        "max_invalid_fraction": report.get("max_invalid_fraction")
-        if _number(report.get("max_invalid_fraction"))
-        else 0,
-        "failures": entries("failures"),
-        "dropped": entries("dropped"),
-    }
-    if rows is None or valid is None:
-        shown["headline"] = "refused while being read" + (f": {shown['error']}" if shown["error"] else "")
-    else:
-        shown["headline"] = verdict(shown)
-    return shown
-
-
-def _metrics_shown(metrics):
-    """A model's metrics.json as pages show it, or None when it lacks an accuracy and F1 to show."""
-    if not isinstance(metrics, dict) or not (_number(metrics.get("accuracy")) and _number(metrics.get("macro_f1"))):
-        return None
-    labels = metrics.get("labels") if isinstance(metrics.get("labels"), list) else []
-    matrix = metrics.get("confusion_matrix")
-    square = (
-        isinstance(matrix, list)
-        and len(matrix) == len(labels)
-        and all(isinstance(r, list) and len(r) == len(labels) for r in matrix)
-    )
-    return {**metrics, "labels": [str(label) for label in labels], "confusion_matrix": matrix if square else []}
-
-
-def _drift_shown(report):
-    """A drift report as pages and charts show it: features with numeric scores only."""
-    if not isinstance(report, dict):
-        return None
-    features = report.get("features") if isinstance(report.get("features"), dict) else {}
-    kept = {
-        str(name): score
-        for name, score in features.items()
-        if isinstance(score, dict) and all(_number(score.get(k)) for k in ("psi", "ks_statistic", "ks_pvalue"))
-    }
-    species = report.get("species")
-    species_ok = (
-        isinstance(species, dict)
-        and isinstance(species.get("shares"), dict)
-        and isinstance(species.get("reference_shares"), dict)
-        and all(
-            _number(species["shares"].get(k)) and _number(species["reference_shares"].get(k)) for k in species["shares"]
-        )
-        and all(_number(species.get(k)) for k in ("chi2_statistic", "chi2_pvalue"))
-    )
-    drifted = report.get("drifted") if isinstance(report.get("drifted"), list) else []
-    reference = report.get("reference") if isinstance(report.get("reference"), dict) else None
-    return {
-        **report,
-        "features": kept,
-        "species": species if species_ok else None,
-        "drifted": [str(name) for name in drifted],
-        "reference": reference,
-        "drift_detected": report.get("drift_detected") if report.get("drift_detected") in (True, False) else None,
-    }
 
 
 def _read_json(path):

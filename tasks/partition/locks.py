@@ -1,0 +1,54 @@
+"""The locks that keep two builders of one task apart, and tell whether a date is being built now."""
+
+import contextlib
+import fcntl
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from .layout import BUILD_LOCK, LOCKS, PARTITION_LOCK, DateLike, StrPath, parse_date
+
+
+@contextlib.contextmanager
+def flock(path, mode):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:  # readable and writable: flock over NFS becomes a POSIX lock
+        fcntl.flock(handle, mode)
+        yield
+
+
+@contextlib.contextmanager
+def task_lock(root: StrPath, date: DateLike, name: str) -> Iterator[None]:
+    """Held while a task of the date runs, by whichever process runs it (runner, stock luigi, a worker on
+    another host sharing the root): the same task never runs twice at once, and a forced rebuild's swap
+    (which takes the partition lock exclusively) never happens under a running task."""
+    folder = Path(root) / LOCKS / parse_date(date).isoformat()
+    with flock(folder / PARTITION_LOCK, fcntl.LOCK_SH), flock(folder / f"{name}.lock", fcntl.LOCK_EX):
+        yield
+
+
+@contextlib.contextmanager
+def building(root: StrPath, dates: Iterable[DateLike]) -> Iterator[None]:
+    """Held (shared) by a build for each of its dates from start to end, so the date reads as running
+    between its tasks too, and during a forced rebuild, whose tasks lock their staging root instead."""
+    with contextlib.ExitStack() as held:
+        for date in dates:
+            folder = Path(root) / LOCKS / parse_date(date).isoformat()
+            held.enter_context(flock(folder / BUILD_LOCK, fcntl.LOCK_SH))
+        yield
+
+
+def in_progress(root: StrPath, date: DateLike) -> bool:
+    """True when some process holds the date's build or partition lock now: a build or a task is at work
+    on it. Asked without waiting (and without creating anything); a lock found free is released at once."""
+    folder = Path(root) / LOCKS / parse_date(date).isoformat()
+    for name in (BUILD_LOCK, PARTITION_LOCK):
+        try:
+            handle = open(folder / name, "rb")
+        except OSError:
+            continue
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+    return False

@@ -1,0 +1,129 @@
+"""Receipts: what each task wrote (size and sha256 of each output) and read, and publishing a task's outputs under one."""
+
+import contextlib
+import hashlib
+import json
+import os
+import stat
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from . import durable
+from .layout import _SHA256_RE, RECEIPTS, TEMPORARY, FileRecord, StrPath
+
+
+def receipt_name(task_family: str, relative_outputs: Iterable[str]) -> str:
+    """The receipt file name of a task: its family and a digest of where its outputs go, so it is the same
+    for the task whatever builds it, and in a staging root as in the real one."""
+    digest = hashlib.sha256("\n".join(sorted(relative_outputs)).encode()).hexdigest()[:10]
+    return f"{task_family}-{digest}.json"
+
+
+def _valid_relative(name):
+    path = PurePosixPath(name)
+    return isinstance(name, str) and name and not path.is_absolute() and ".." not in path.parts
+
+
+def valid_records(records):
+    return (
+        isinstance(records, dict)
+        and records
+        and all(
+            _valid_relative(name)
+            and isinstance(record, dict)
+            and isinstance(record.get("size"), int)
+            and isinstance(record.get("sha256"), str)
+            and _SHA256_RE.fullmatch(record["sha256"])
+            for name, record in records.items()
+        )
+    )
+
+
+def read_receipt(part: StrPath, name: str) -> dict[str, Any] | None:
+    """The task's receipt as written, or None when it is absent, unreadable or of the wrong shape."""
+    receipt = durable.read_json(Path(part) / RECEIPTS / name)
+    if not (
+        isinstance(receipt, dict) and valid_records(receipt.get("outputs")) and isinstance(receipt.get("inputs"), dict)
+    ):
+        return None
+    return receipt
+
+
+def files_match(part: StrPath, records: Mapping[str, FileRecord], verify: bool = False) -> list[str]:
+    """Problems of the files against their records ("name: what is wrong"); [] when they all match."""
+    problems = []
+    for name, record in records.items():
+        path = Path(part) / name
+        try:
+            info = os.stat(path)
+        except OSError:
+            problems.append(f"{name}: absent")
+            continue
+        if not stat.S_ISREG(info.st_mode):
+            problems.append(f"{name}: not a regular file")
+        elif info.st_size != record["size"]:
+            problems.append(f"{name}: {info.st_size} bytes, recorded {record['size']}")
+        elif verify and durable.file_record(path)["sha256"] != record["sha256"]:
+            problems.append(f"{name}: content differs from its recorded sha256")
+    return problems
+
+
+@contextlib.contextmanager
+def publishing(
+    part: StrPath,
+    relative_outputs: Iterable[str],
+    name: str,
+    inputs: Mapping[str, str],
+    extra: Mapping[str, Any] | None = None,
+) -> Iterator[dict[str, Path]]:
+    """Temporary paths for a task's outputs ({relative: Path}); when the block ends without error they are
+    fsynced, renamed into place together and sealed by the task's receipt `name`, which records each
+    output's size and sha256, the `inputs` ({relative: sha256}) and `extra`.
+
+    The old receipt goes first, so between the first rename and the new receipt the task reads as not
+    done, and a rerun replaces whatever had landed. Call it holding the task's lock.
+    """
+    part = Path(part)
+    temporaries = {}
+    for relative in relative_outputs:
+        final = part / relative
+        durable.make_dirs(final.parent)
+        durable.remove_temporaries(final)
+        temporaries[relative] = final.with_name(f"{final.name}{TEMPORARY}{uuid.uuid4().hex[:8]}")
+    try:
+        yield temporaries
+    except BaseException:
+        for temporary in temporaries.values():
+            temporary.unlink(missing_ok=True)
+        _remove_empty_folders(part, [part / relative for relative in temporaries])
+        raise
+    try:
+        records = {}
+        for relative, temporary in temporaries.items():
+            durable.fsync_file(temporary)
+            records[relative] = durable.file_record(temporary)
+        receipt = part / RECEIPTS / name
+        if os.path.lexists(receipt):
+            durable.remove(receipt)
+            durable.fsync_dir(receipt.parent)
+        for relative, temporary in temporaries.items():
+            durable.replace(temporary, part / relative)
+        for folder in {(part / relative).parent for relative in temporaries}:
+            durable.fsync_dir(folder)
+        durable.write_durably(
+            receipt, json.dumps({"outputs": records, "inputs": dict(inputs), **(extra or {})}, indent=1, sort_keys=True)
+        )
+    finally:
+        for temporary in temporaries.values():
+            temporary.unlink(missing_ok=True)
+
+
+def _remove_empty_folders(part, paths):
+    """Remove the folders between each path and the partition (and the partition) that are empty, so a
+    task that failed before writing anything leaves no trace."""
+    folders = {folder for path in paths for folder in path.parents if folder == part or part in folder.parents}
+    for folder in sorted(folders, key=lambda f: len(f.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
