@@ -26,6 +26,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from tasks.config import settings as task_settings
 
 REPO = Path(__file__).resolve().parents[1]
+LANES = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items):
+    """Each test carries the marker of its lane, the folder it lives in."""
+    for item in items:
+        lane = Path(item.fspath).parent.name
+        if lane in LANES:
+            item.add_marker(lane)
 IRIS_CSV = REPO / "data" / "iris.csv"
 
 

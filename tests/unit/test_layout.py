@@ -2,7 +2,6 @@
 through others, at module level or inside functions; tasks know nothing of the service; no module grows
 past what one can read at once."""
 import ast
-from pathlib import Path
 
 from conftest import REPO
 

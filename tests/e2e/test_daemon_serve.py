@@ -1,15 +1,13 @@
 """`python -m service serve` end to end: a real subprocess daemon, real /metrics scrapes, real SMTP on loopback."""
 import datetime as dt
 import subprocess
-import sys
 import time
 
 import pytest
 
-from conftest import REPO, free_port, poll, scrape_until, scraped_runs, stop, write_input
+from conftest import REPO, SERVE, free_port, poll, scrape_until, scraped_runs, stop, write_input
 
 SPECIES_CHECK = "isin(('setosa', 'versicolor', 'virginica'))"
-SERVE = [sys.executable, "-m", "service", "serve"]
 
 
 @pytest.mark.slow

@@ -86,11 +86,14 @@ def test_wheel_carries_the_code_the_defaults_and_the_templates(installed_wheel):
 
     names = set(zipfile.ZipFile(installed_wheel[1]).namelist())
     assert {
-        "service/cli.py",
+        "service/cli/__init__.py",
+        "service/state.py",
+        "service/daemon/serve.py",
         "tasks/iris.py",
+        "tasks/partition/__init__.py",
         "service/_defaults/luigi.cfg",
         "service/_defaults/data/iris.csv",
-        "service/templates/base.html",
+        "service/view/templates/base.html",
     } <= names
     assert not any(name.startswith(("tests/", "bench/")) for name in names)
     assert (installed_wheel[1].parent / f"irisflow-{__version__}.tar.gz").exists()

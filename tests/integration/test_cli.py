@@ -67,18 +67,6 @@ def test_run_prints_models_and_where_outputs_are(irisflow_config, cli):
     assert again.returncode == 0 and "already complete" in again.stdout
 
 
-def test_backfill_far_in_the_past_runs_every_date(irisflow_config, cli):
-    """Unlike Luigi's RangeDaily (days_back=100, task_limit=50), every one of 400 old dates runs."""
-    irisflow_config.set("iris", models='["decision_tree"]')
-    start, end = dt.date(2024, 1, 1), dt.date(2024, 1, 1) + dt.timedelta(days=399)
-    result = cli("backfill", "--start", start.isoformat(), "--end", end.isoformat(), "--workers", "2")
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "400 ran, 0 already complete, 0 failed" in result.stdout
-    assert all(partition.is_complete(irisflow_config.output_root, d) for d in partition.date_range(start, end))
-    again = cli("backfill", "--start", start.isoformat(), "--end", end.isoformat())
-    assert again.returncode == 0 and "0 ran, 400 already complete" in again.stdout
-
-
 def test_backfill_exit_1_lists_failed_dates_and_other_dates_complete(irisflow_config, cli, tmp_path):
     incoming = tmp_path / "incoming"
     incoming.mkdir()

@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from conftest import Clock, at, registry_runs, registry_sample, write_input
+from conftest import Clock, at, free_port, registry_runs, registry_sample, write_input
 from service.cli import main
 from service.daemon import DAILY_JOB, Daemon
 from tasks import partition
@@ -264,6 +264,7 @@ def test_a_stop_request_ends_a_pass_between_dates(irisflow_config, daemon):
 
 
 def test_an_unusable_job_store_stops_serve_with_one_line_and_status_2(irisflow_config, capsys):
+    irisflow_config.set("service", metrics_port=free_port())  # never the default port: a daemon may hold it
     irisflow_config.state_dir.mkdir()
     (irisflow_config.state_dir / "jobs.sqlite").write_text("not a database\n")
     assert main(["serve"]) == 2
