@@ -23,11 +23,13 @@ from conftest import REPO, free_port, poll, tool
 from service import __version__
 
 PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
+ALERTMANAGER_DIR = REPO / "deploy" / "alertmanager"
+ALERTMANAGER_DEFAULT = "127.0.0.1:9093"  # where the shipped prometheus.yml sends alerts
 DASHBOARD = REPO / "deploy" / "grafana" / "irisflow.json"
 # Series Prometheus itself adds to every target; the only names not exported by the service.
 SYNTHETIC = {"up"}
 # What Grafana substitutes into an expression before Prometheus parses it.
-GRAFANA_VARIABLES = {"$__interval": "1h", "$__rate_interval": "2m", "$instance": ".*"}
+GRAFANA_VARIABLES = {"$__interval": "1h", "$__rate_interval": "2m", "$instance": ".*", "$job": "irisflow"}
 PROMQL_WORDS = {"and", "or", "unless", "bool", "by", "without", "on", "ignoring", "group_left",
                 "group_right", "offset", "inf", "nan"}
 
@@ -83,8 +85,10 @@ class Prometheus:
 def shipped_prometheus(tmp_path_factory):
     """deploy/prometheus as shipped (config and rules side by side), loaded by a real Prometheus."""
     config_dir = tmp_path_factory.mktemp("prometheus")
-    for name in ("prometheus.yml", "alerts.yml"):
-        shutil.copy(PROMETHEUS_DIR / name, config_dir / name)
+    shutil.copy(PROMETHEUS_DIR / "alerts.yml", config_dir / "alerts.yml")
+    # Alerts go to a free port where nothing listens, never to a default port some other server may hold.
+    config = (PROMETHEUS_DIR / "prometheus.yml").read_text()
+    (config_dir / "prometheus.yml").write_text(config.replace(ALERTMANAGER_DEFAULT, f"127.0.0.1:{free_port()}"))
     server = Prometheus(config_dir)
     yield server
     server.stop()
@@ -101,8 +105,9 @@ def dashboard_expressions():
     for variable in dashboard["templating"]["list"]:
         if variable["type"] == "query":  # label_values(SELECTOR, label): the selector is PromQL
             expressions.append(re.fullmatch(r"label_values\((.*), *\w+\)", variable["definition"]).group(1))
-    for name, value in GRAFANA_VARIABLES.items():
+    for name, value in sorted(GRAFANA_VARIABLES.items(), key=lambda item: -len(item[0])):
         expressions = [expr.replace(name, value) for expr in expressions]
+    assert not [expr for expr in expressions if "$" in expr], "a Grafana variable this test does not expand"
     return expressions
 
 
@@ -164,6 +169,68 @@ def test_prometheus_scrapes_the_daemon_and_luigid_on_their_default_ports():
     config = (PROMETHEUS_DIR / "prometheus.yml").read_text()
     jobs = re.findall(r"job_name: (\w+)\n(?:.*\n)*?\s+- targets: \[\"([^\"]+)\"\]", config)
     assert jobs == [("irisflow", "127.0.0.1:9733"), ("luigid", "127.0.0.1:8082")]
+    assert re.search(r"alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: \[\"127.0.0.1:9093\"\]",
+                     config), "alerts go to the Alertmanager on this host, on its default port"
+
+
+def amtool(*args):
+    result = subprocess.run([tool("amtool"), *map(str, args)], cwd=ALERTMANAGER_DIR, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+# Where each alert of alerts.yml is mailed: a critical one pages, a warning is batched. A new alert fails
+# test_every_alert_reaches_its_receiver until it is added here, with its route checked by amtool.
+RECEIVERS = {
+    "IrisflowLastRunFailed": "irisflow-page", "IrisflowStale": "irisflow-page",
+    "IrisflowNoSuccessSinceStart": "irisflow-page", "IrisflowDaemonDown": "irisflow-page",
+    "IrisflowSchedulerStuck": "irisflow-page", "IrisflowValidationRejected": "irisflow-mail",
+    "IrisflowCatchupMissingDates": "irisflow-mail", "IrisflowEmailFailing": "irisflow-mail",
+    "IrisflowModelAccuracyLow": "irisflow-mail", "IrisflowDataDrift": "irisflow-mail",
+    "IrisflowSchedulerUnreachable": "irisflow-mail", "LuigidDown": "irisflow-mail",
+}
+
+
+def test_alertmanager_config_is_valid():
+    """The real amtool parses the config, its template and its inhibit rules."""
+    out = amtool("check-config", "alertmanager.yml")
+    assert "SUCCESS" in out and "4 inhibit rules" in out and "1 templates" in out, out
+
+
+def test_every_alert_reaches_its_receiver(shipped_prometheus):
+    """`amtool config routes test` with each alert's labels, as the real Prometheus loaded them from
+    alerts.yml: critical alerts page, warnings are mailed in batches, none falls through unrouted."""
+    rules = alert_rules(shipped_prometheus)
+    assert {rule["name"] for rule in rules} == set(RECEIVERS), "an alert without a route test (or a stale one)"
+    for rule in rules:
+        job = "luigid" if rule["name"].startswith("Luigid") else "irisflow"
+        labels = {**rule["labels"], "alertname": rule["name"], "job": job, "instance": "127.0.0.1:9733"}
+        out = amtool("config", "routes", "test", "--config.file=alertmanager.yml",
+                     f"--verify.receivers={RECEIVERS[rule['name']]}", *(f"{k}={v}" for k, v in labels.items()))
+        assert out.split() == [RECEIVERS[rule["name"]]], (rule["name"], out)
+    assert {RECEIVERS[rule["name"]] for rule in rules if rule["labels"]["severity"] == "critical"} == {"irisflow-page"}
+
+
+def test_alertmanager_reads_the_smtp_password_of_the_environment_file(tmp_path):
+    """The drop-in's ExecStartPre, as systemd runs it (`$$` and `%%` unescaped), writes the password of
+    an environment file like deploy/etc/environment to the file alertmanager.yml names, readable by the
+    service's user only; the config itself holds no password."""
+    dropin = (ALERTMANAGER_DIR / "prometheus-alertmanager.service.d" / "irisflow.conf").read_text()
+    command = re.search(r"^ExecStartPre=/bin/sh -c '(.*)'$", dropin, re.MULTILINE).group(1)
+    assert "EnvironmentFile=/etc/irisflow/environment" in dropin and "RuntimeDirectory=irisflow-alertmanager" in dropin
+    environment = (REPO / "deploy" / "etc" / "environment").read_text() + "IRISFLOW_SMTP_PASSWORD=s3cr;t pass\n"
+    variables = dict(line.split("=", 1) for line in environment.splitlines() if line and not line.startswith("#"))
+    subprocess.run(["/bin/sh", "-c", command.replace("$$", "$").replace("%%", "%")], check=True, timeout=10,
+                   env={"PATH": "/usr/bin:/bin", "RUNTIME_DIRECTORY": str(tmp_path), **variables})
+    written = tmp_path / "smtp_password"
+    assert written.read_text() == "s3cr;t pass" and written.stat().st_mode & 0o077 == 0
+    config = (ALERTMANAGER_DIR / "alertmanager.yml").read_text()
+    assert "auth_password_file: /run/irisflow-alertmanager/smtp_password" in config
+    assert not re.search(r"^\s*(smtp_)?auth_password:", config, re.MULTILINE)
+    failed = subprocess.run(["/bin/sh", "-c", command.replace("$$", "$").replace("%%", "%")], timeout=10,
+                            env={"PATH": "/usr/bin:/bin", "RUNTIME_DIRECTORY": str(tmp_path)}, capture_output=True)
+    assert failed.returncode != 0 and b"missing in /etc/irisflow/environment" in failed.stderr
 
 
 def test_every_alert_is_tested_firing_and_quiet(shipped_prometheus):
@@ -230,10 +297,12 @@ def test_dashboard_layout_is_valid():
 
 
 
-def shipped_config_scraping(config_dir, irisflow_target, luigid_target):
-    """The shipped prometheus.yml and alerts.yml, pointed at this test's servers, every second."""
+def shipped_config_scraping(config_dir, irisflow_target, luigid_target, alertmanager_target=None):
+    """The shipped prometheus.yml and alerts.yml, pointed at this test's servers (alerts to a free port
+    unless an Alertmanager is given), every second."""
     text = (PROMETHEUS_DIR / "prometheus.yml").read_text()
     text = text.replace("127.0.0.1:9733", irisflow_target).replace("127.0.0.1:8082", luigid_target)
+    text = text.replace(ALERTMANAGER_DEFAULT, alertmanager_target or f"127.0.0.1:{free_port()}")
     (config_dir / "prometheus.yml").write_text(re.sub(r"(scrape|evaluation)_interval: \w+", r"\1_interval: 1s", text))
     shutil.copy(PROMETHEUS_DIR / "alerts.yml", config_dir / "alerts.yml")
 
