@@ -28,11 +28,13 @@ serve: $(VENV)/.runtime
 
 ## tools: the real tools the deploy tests check files with, from Debian's packages when missing:
 ## promtool and prometheus (prometheus), the Pushgateway one-shot runs push to (prometheus-pushgateway),
+## Alertmanager and amtool (prometheus-alertmanager),
 ## systemd-analyze (systemd), shellcheck (shellcheck), the headless browser of the partition view's test
 ## (chromium), and for the boot test (tests/test_systemd_boot.py) systemd-nspawn (systemd-container) and
 ## debootstrap (debootstrap)
 tools:
 	@missing=$$(for pair in promtool:prometheus prometheus:prometheus prometheus-pushgateway:prometheus-pushgateway \
+	    amtool:prometheus-alertmanager \
 	    systemd-analyze:systemd shellcheck:shellcheck \
 	    chromium:chromium systemd-nspawn:systemd-container debootstrap:debootstrap; do \
 	    command -v $${pair%%:*} >/dev/null || echo $${pair#*:}; done | sort -u); \

@@ -10,7 +10,8 @@
 #   PREFIX/venv          the virtualenv: the lock (requirements.txt), then irisflow's wheel, which carries
 #                        the default luigi.cfg and Iris CSV (or the venv given with --venv)
 #   PREFIX/bin/irisflow  the CLI as the units run it (status, run, backfill)
-#   PREFIX/share         prometheus/ (scrape config, alerts) and grafana/ (dashboard, provisioning)
+#   PREFIX/share         prometheus/ (scrape config, alerts), alertmanager/ (mail routes) and grafana/
+#                        (dashboard, provisioning)
 #   SYSCONFDIR           luigi.cfg (the daemon's overlay), luigid.cfg, environment (secrets); kept
 #                        once edited, the new version then lands beside as *.dist
 #   UNITDIR              irisflow.service, luigid.service, irisflow-backfill@.service,
@@ -265,12 +266,13 @@ install_app() {
     rewrite "$DESTDIR$PREFIX/bin/irisflow"
     chmod 0755 "$DESTDIR$PREFIX/bin/irisflow"
     record "$INSTALLED" f "$PREFIX/bin/irisflow"
-    rm -rf "$DESTDIR$PREFIX/share/prometheus" "$DESTDIR$PREFIX/share/grafana"
-    cp -R "$SRC/deploy/prometheus" "$SRC/deploy/grafana" "$DESTDIR$PREFIX/share/"
+    rm -rf "$DESTDIR$PREFIX/share/prometheus" "$DESTDIR$PREFIX/share/grafana" "$DESTDIR$PREFIX/share/alertmanager"
+    cp -R "$SRC/deploy/prometheus" "$SRC/deploy/grafana" "$SRC/deploy/alertmanager" "$DESTDIR$PREFIX/share/"
     rewrite "$DESTDIR$PREFIX/share/grafana/provisioning/dashboards/irisflow.yml"
     chmod -R u=rwX,go=rX "$DESTDIR$PREFIX/share"
     record_tree "$INSTALLED" "$PREFIX/share/prometheus"
     record_tree "$INSTALLED" "$PREFIX/share/grafana"
+    record_tree "$INSTALLED" "$PREFIX/share/alertmanager"
 }
 
 install_venv() {

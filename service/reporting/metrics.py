@@ -66,6 +66,11 @@ LAST_PARTITION_NAME = "irisflow_last_completed_partition_timestamp_seconds"
 LAST_PARTITION = Gauge(
     LAST_PARTITION_NAME, "The newest completed partition date, as Unix time of its midnight UTC.", registry=REGISTRY
 )
+LAST_FAILED_PARTITION = Gauge(
+    "irisflow_last_failed_partition_timestamp_seconds",
+    "The newest date that failed in the last run, as Unix time of its midnight UTC (0 if none failed).",
+    registry=REGISTRY,
+)
 ROWS_VALIDATED = Counter("irisflow_rows_validated_total", "Input rows that passed validation.", registry=REGISTRY)
 ROWS_REJECTED = Counter(
     "irisflow_rows_rejected_total",
@@ -141,6 +146,8 @@ def record(report, now=None):
     # The gauges move before the counters, so no scrape sees a new failure counted but the run still "ok".
     if ran:
         LAST_RUN_SUCCESS.set(0 if any(o.status == "failure" for o in ran) else 1)
+        failed = max((o.date for o in ran if o.status == "failure"), default=None)
+        LAST_FAILED_PARTITION.set(_midnight(failed) if failed else 0)
     if any(o.status == "success" for o in ran):
         LAST_SUCCESS.set(time.time() if now is None else now)
     for outcome in ran:
@@ -186,7 +193,7 @@ def record_window(states):
 def record_partition(root, date):
     """The newest complete date's models, best model and drift, read from its partition, unless a newer
     date is already recorded. A model or feature no longer in the partition leaves no stale series."""
-    stamp = dt.datetime.combine(dt.date.fromisoformat(str(date)), dt.time(), dt.UTC).timestamp()
+    stamp = _midnight(date)
     if stamp < REGISTRY.get_sample_value(LAST_PARTITION_NAME):
         return
     summary = partition.read_summary(root, date)
@@ -207,6 +214,11 @@ def record_partition(root, date):
         if isinstance(score, dict) and all(isinstance(score.get(k), (int, float)) for k in ("psi", "ks_statistic")):
             FEATURE_DRIFT_PSI.labels(str(feature)).set(score["psi"])
             FEATURE_DRIFT_KS.labels(str(feature)).set(score["ks_statistic"])
+
+
+def _midnight(date):
+    """A date (YYYY-MM-DD or a date) as the Unix time of its midnight UTC."""
+    return dt.datetime.combine(dt.date.fromisoformat(str(date)), dt.time(), dt.UTC).timestamp()
 
 
 def record_mails(sent, failed):

@@ -13,23 +13,26 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.parse
-import urllib.request
 
 import pytest
+from conftest import REPO, free_port, poll, tool
+from monitoring import (
+    ALERTMANAGER_DEFAULT,
+    ALERTMANAGER_DIR,
+    DASHBOARD,
+    PROMETHEUS_DIR,
+    SYNTHETIC,
+    Prometheus,
+    dashboard_expressions,
+    exported_names,
+    fetch,
+    metric_names,
+    running,
+    shipped_config_scraping,
+)
 from prometheus_client import start_http_server
 
-from conftest import REPO, free_port, poll, tool
 from service import __version__
-
-PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
-DASHBOARD = REPO / "deploy" / "grafana" / "irisflow.json"
-# Series Prometheus itself adds to every target; the only names not exported by the service.
-SYNTHETIC = {"up"}
-# What Grafana substitutes into an expression before Prometheus parses it.
-GRAFANA_VARIABLES = {"$__interval": "1h", "$__rate_interval": "2m", "$instance": ".*"}
-PROMQL_WORDS = {"and", "or", "unless", "bool", "by", "without", "on", "ignoring", "group_left",
-                "group_right", "offset", "inf", "nan"}
 
 
 def promtool(*args, cwd=PROMETHEUS_DIR):
@@ -39,52 +42,14 @@ def promtool(*args, cwd=PROMETHEUS_DIR):
     return result.stdout
 
 
-def fetch(url):
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return response.read().decode()
-
-
-def get_json(url):
-    return json.loads(fetch(url))
-
-
-def running(process, log_path):
-    """True while a server under test runs; a failure with its log as soon as it has exited."""
-    if process.poll() is not None:
-        pytest.fail(f"{process.args[0]} exited with {process.returncode}:\n{log_path.read_text()}")
-    return True
-
-
-class Prometheus:
-    """A real prometheus server on a free loopback port, with its data in a temp dir."""
-
-    def __init__(self, config_dir):
-        self.url = f"http://127.0.0.1:{free_port()}"
-        log_path = config_dir / "prometheus.log"
-        with log_path.open("w") as log:
-            self.process = subprocess.Popen(
-                [tool("prometheus"), "--config.file=prometheus.yml", f"--storage.tsdb.path={config_dir / 'data'}",
-                 f"--web.listen-address={self.url.removeprefix('http://')}"],
-                cwd=config_dir, stdout=log, stderr=subprocess.STDOUT)
-        poll("prometheus to be ready", lambda: running(self.process, log_path) and fetch(self.url + "/-/ready"),
-             timeout=30.0, retry_on=(OSError,))
-
-    def api(self, path, **params):
-        body = get_json(f"{self.url}/api/v1/{path}?{urllib.parse.urlencode(params)}")
-        assert body["status"] == "success", body
-        return body["data"]
-
-    def stop(self):
-        self.process.terminate()
-        self.process.wait(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def shipped_prometheus(tmp_path_factory):
     """deploy/prometheus as shipped (config and rules side by side), loaded by a real Prometheus."""
     config_dir = tmp_path_factory.mktemp("prometheus")
-    for name in ("prometheus.yml", "alerts.yml"):
-        shutil.copy(PROMETHEUS_DIR / name, config_dir / name)
+    shutil.copy(PROMETHEUS_DIR / "alerts.yml", config_dir / "alerts.yml")
+    # Alerts go to a free port where nothing listens, never to a default port some other server may hold.
+    config = (PROMETHEUS_DIR / "prometheus.yml").read_text()
+    (config_dir / "prometheus.yml").write_text(config.replace(ALERTMANAGER_DEFAULT, f"127.0.0.1:{free_port()}"))
     server = Prometheus(config_dir)
     yield server
     server.stop()
@@ -92,41 +57,6 @@ def shipped_prometheus(tmp_path_factory):
 
 def alert_rules(prometheus):
     return [rule for group in prometheus.api("rules", type="alert")["groups"] for rule in group["rules"]]
-
-
-def dashboard_expressions():
-    """Every PromQL expression of the dashboard, with Grafana's variables substituted."""
-    dashboard = json.loads(DASHBOARD.read_text())
-    expressions = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
-    for variable in dashboard["templating"]["list"]:
-        if variable["type"] == "query":  # label_values(SELECTOR, label): the selector is PromQL
-            expressions.append(re.fullmatch(r"label_values\((.*), *\w+\)", variable["definition"]).group(1))
-    for name, value in GRAFANA_VARIABLES.items():
-        expressions = [expr.replace(name, value) for expr in expressions]
-    return expressions
-
-
-def metric_names(expr):
-    """The metric names an expression selects: identifiers left after strings, label matchers,
-    ranges, grouping clauses and offsets are removed, that are neither keywords nor function calls."""
-    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
-    expr = re.sub(r"\{[^}]*\}|\[[^\]]*\]", " ", expr)
-    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)
-    expr = re.sub(r"\boffset\s+-?\w+", " ", expr)
-    return set(re.findall(r"(?<![\w.])([a-zA-Z_:][\w:]*)(?![\w:]|\s*\()", expr)) - PROMQL_WORDS
-
-
-def exported_names(exposition):
-    """Series names a scrape yields, from its # TYPE lines (which stand even for a labelled metric
-    with no child yet): histograms expand to _bucket/_sum/_count, counters end in _total."""
-    suffixes = {"histogram": ("_bucket", "_sum", "_count"), "summary": ("", "_sum", "_count"),
-                "counter": ("_total",)}
-    names = set()
-    for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", exposition, re.MULTILINE):
-        if kind == "counter":
-            name = name.removesuffix("_total")
-        names.update(name + suffix for suffix in suffixes.get(kind, ("",)))
-    return names
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +94,68 @@ def test_prometheus_scrapes_the_daemon_and_luigid_on_their_default_ports():
     config = (PROMETHEUS_DIR / "prometheus.yml").read_text()
     jobs = re.findall(r"job_name: (\w+)\n(?:.*\n)*?\s+- targets: \[\"([^\"]+)\"\]", config)
     assert jobs == [("irisflow", "127.0.0.1:9733"), ("luigid", "127.0.0.1:8082")]
+    assert re.search(r"alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: \[\"127.0.0.1:9093\"\]",
+                     config), "alerts go to the Alertmanager on this host, on its default port"
+
+
+def amtool(*args):
+    result = subprocess.run([tool("amtool"), *map(str, args)], cwd=ALERTMANAGER_DIR, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+# Where each alert of alerts.yml is mailed: a critical one pages, a warning is batched. A new alert fails
+# test_every_alert_reaches_its_receiver until it is added here, with its route checked by amtool.
+RECEIVERS = {
+    "IrisflowLastRunFailed": "irisflow-page", "IrisflowStale": "irisflow-page",
+    "IrisflowNoSuccessSinceStart": "irisflow-page", "IrisflowDaemonDown": "irisflow-page",
+    "IrisflowSchedulerStuck": "irisflow-page", "IrisflowValidationRejected": "irisflow-mail",
+    "IrisflowCatchupMissingDates": "irisflow-mail", "IrisflowEmailFailing": "irisflow-mail",
+    "IrisflowModelAccuracyLow": "irisflow-mail", "IrisflowDataDrift": "irisflow-mail",
+    "IrisflowSchedulerUnreachable": "irisflow-mail", "LuigidDown": "irisflow-mail",
+}
+
+
+def test_alertmanager_config_is_valid():
+    """The real amtool parses the config, its template and its inhibit rules."""
+    out = amtool("check-config", "alertmanager.yml")
+    assert "SUCCESS" in out and "5 inhibit rules" in out and "1 templates" in out, out
+
+
+def test_every_alert_reaches_its_receiver(shipped_prometheus):
+    """`amtool config routes test` with each alert's labels, as the real Prometheus loaded them from
+    alerts.yml: critical alerts page, warnings are mailed in batches, none falls through unrouted."""
+    rules = alert_rules(shipped_prometheus)
+    assert {rule["name"] for rule in rules} == set(RECEIVERS), "an alert without a route test (or a stale one)"
+    for rule in rules:
+        job = "luigid" if rule["name"].startswith("Luigid") else "irisflow"
+        labels = {**rule["labels"], "alertname": rule["name"], "job": job, "instance": "127.0.0.1:9733"}
+        out = amtool("config", "routes", "test", "--config.file=alertmanager.yml",
+                     f"--verify.receivers={RECEIVERS[rule['name']]}", *(f"{k}={v}" for k, v in labels.items()))
+        assert out.split() == [RECEIVERS[rule["name"]]], (rule["name"], out)
+    assert {RECEIVERS[rule["name"]] for rule in rules if rule["labels"]["severity"] == "critical"} == {"irisflow-page"}
+
+
+def test_alertmanager_reads_the_smtp_password_of_the_environment_file(tmp_path):
+    """The drop-in's ExecStartPre, as systemd runs it (`$$` and `%%` unescaped), writes the password of
+    an environment file like deploy/etc/environment to the file alertmanager.yml names, readable by the
+    service's user only; the config itself holds no password."""
+    dropin = (ALERTMANAGER_DIR / "prometheus-alertmanager.service.d" / "irisflow.conf").read_text()
+    command = re.search(r"^ExecStartPre=/bin/sh -c '(.*)'$", dropin, re.MULTILINE).group(1)
+    assert "EnvironmentFile=/etc/irisflow/environment" in dropin and "RuntimeDirectory=irisflow-alertmanager" in dropin
+    environment = (REPO / "deploy" / "etc" / "environment").read_text() + "IRISFLOW_SMTP_PASSWORD=s3cr;t pass\n"
+    variables = dict(line.split("=", 1) for line in environment.splitlines() if line and not line.startswith("#"))
+    subprocess.run(["/bin/sh", "-c", command.replace("$$", "$").replace("%%", "%")], check=True, timeout=10,
+                   env={"PATH": "/usr/bin:/bin", "RUNTIME_DIRECTORY": str(tmp_path), **variables})
+    written = tmp_path / "smtp_password"
+    assert written.read_text() == "s3cr;t pass" and written.stat().st_mode & 0o077 == 0
+    config = (ALERTMANAGER_DIR / "alertmanager.yml").read_text()
+    assert "auth_password_file: /run/irisflow-alertmanager/smtp_password" in config
+    assert not re.search(r"^\s*(smtp_)?auth_password:", config, re.MULTILINE)
+    failed = subprocess.run(["/bin/sh", "-c", command.replace("$$", "$").replace("%%", "%")], timeout=10,
+                            env={"PATH": "/usr/bin:/bin", "RUNTIME_DIRECTORY": str(tmp_path)}, capture_output=True)
+    assert failed.returncode != 0 and b"missing in /etc/irisflow/environment" in failed.stderr
 
 
 def test_every_alert_is_tested_firing_and_quiet(shipped_prometheus):
@@ -227,15 +219,6 @@ def test_dashboard_layout_is_valid():
     assert all(x < 24 for x, _ in cells), "a panel is wider than the 24-column grid"
     assert all(panel["datasource"]["uid"] == "${datasource}" for panel in panels)
     assert dashboard["uid"] == "irisflow"
-
-
-
-def shipped_config_scraping(config_dir, irisflow_target, luigid_target):
-    """The shipped prometheus.yml and alerts.yml, pointed at this test's servers, every second."""
-    text = (PROMETHEUS_DIR / "prometheus.yml").read_text()
-    text = text.replace("127.0.0.1:9733", irisflow_target).replace("127.0.0.1:8082", luigid_target)
-    (config_dir / "prometheus.yml").write_text(re.sub(r"(scrape|evaluation)_interval: \w+", r"\1_interval: 1s", text))
-    shutil.copy(PROMETHEUS_DIR / "alerts.yml", config_dir / "alerts.yml")
 
 
 @pytest.mark.slow
