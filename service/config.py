@@ -226,7 +226,7 @@ def _check_values(config):
                     expected = next((text for kind, text in _EXPECTED if isinstance(parameter, kind)), None)
                     choices = getattr(parameter, "_choices", None)
                     if choices:
-                        expected = "one of " + ", ".join(map(str, choices))
+                        expected = "one of " + ", ".join(sorted(map(str, choices)))
                     raise ConfigError(
                         f"luigi.cfg [{where}] {key.replace('-', '_')}: {_shown(key, value)} is not {expected or 'a valid value'}"
                     ) from None

@@ -13,6 +13,7 @@ where a text leaves the process (`service.cli.output`, failure records, mail, pa
 """
 
 import logging
+import os
 import re
 import urllib.parse
 
@@ -25,8 +26,10 @@ _USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#@:'\"<>]*):
 # A shorter configured value is masked only where it is followed by '@' (a URL's userinfo): masking
 # every 'ab' in a message would hide the message, not a secret.
 MIN_SECRET_LENGTH = 4
+_ENV_REFERENCE = re.compile(r"\$\{([^}]+)\}")  # Luigi's ${VAR} interpolation
 
 _remembered: set[str] = set()
+_found: list = [None, frozenset()]  # [the configuration last looked at, its secret values]
 
 
 def is_secret_key(option: str) -> bool:
@@ -49,35 +52,46 @@ def remember(text: str) -> None:
     _remembered.update(url_passwords(text))
 
 
-def _configured() -> set[str]:
-    """The secret values of luigi.cfg as this process reads it now (read each time: tests and
-    `use_packaged_defaults` change the configuration in a running process)."""
+def _configured() -> frozenset[str]:
+    """The secret values of luigi.cfg as this process reads it now: tests and `use_packaged_defaults`
+    change the configuration in a running process, so they are found again whenever the configuration
+    (or the environment its ${VAR}s come from) differs from the last time."""
     from luigi.configuration import get_config
 
-    found: set[str] = set()
     try:
         config = get_config()
-        sections = config.sections()
-    except Exception:  # luigi.cfg cannot be read at all: checked_settings names why
-        return found
-    for section in sections:
+        written = tuple(
+            (section, tuple((option, str(value)) for option, value in config.items(section, raw=True)))
+            for section in config.sections()
+        )
+        referenced = {name for _, items in written for _, value in items for name in _ENV_REFERENCE.findall(value)}
+        key = (id(config), written, tuple((name, os.environ.get(name)) for name in sorted(referenced)))
+        if _found[0] != key:
+            _found[:] = [key, frozenset(_secret_values(config))]
+    except Exception:  # luigi.cfg is half read (a malformed file): checked_settings names why
+        return frozenset()
+    return _found[1]
+
+
+def _secret_values(config):
+    for section in config.sections():
         for option in config.options(section):
             try:
-                value = config.get(section, option)
+                value = str(config.get(section, option))
             except Exception:  # an unreadable value (a missing ${VAR}): its raw text is what shows
-                value = config.get(section, option, raw=True)
-            value = str(value)
+                value = str(config.get(section, option, raw=True))
             if is_secret_key(option) and value:
-                found.add(value)
-            found.update(url_passwords(value))
-    return found
+                yield value
+            yield from url_passwords(value)
 
 
 def mask(text) -> str:
     """`text` with every secret replaced by `***`: URL passwords (`http://user:***@host`) and the
     values of luigi.cfg's secret keys and URL passwords wherever they show."""
-    text = _USERINFO.sub(lambda match: f"{match['head']}:{MASK}@", str(text))
-    for secret in sorted(_configured() | _remembered, key=len, reverse=True):
+    text = str(text)
+    in_text = url_passwords(text)  # also where the same text shows one without its URL
+    text = _USERINFO.sub(lambda match: f"{match['head']}:{MASK}@", text)
+    for secret in sorted(_configured() | _remembered | in_text, key=len, reverse=True):
         if len(secret) >= MIN_SECRET_LENGTH:
             text = text.replace(secret, MASK)
         elif secret:

@@ -14,6 +14,7 @@ from pathlib import Path
 from tasks import partition
 from tasks.quality import DRIFT, read_drift
 
+from ..secrets import mask
 from ..state import DateStates, State
 
 STATES = tuple(str(state) for state in State)
@@ -54,7 +55,7 @@ class Overview:
         row = {
             "date": date.isoformat(),
             "state": str(found.state),
-            "reason": found.detail,
+            "reason": mask(found.detail) if found.detail else found.detail,
             "best_model": summary["best_model"] if summary else None,
             "best_accuracy": summary["best_accuracy"] if summary else None,
             "drift": summary.get("drift_detected") is True if summary else None,
@@ -97,7 +98,7 @@ class Overview:
             "validation": validation,
             "samples": self._samples(validation, where),
             "drift": _drift_shown(read_drift(self.root, date)),
-            "failure": found.failure,
+            "failure": _failure_shown(found.failure),
             "rerun": rerun + (" --force" if row["state"] in ("complete", "stale", "running") else ""),
             "files": self._files(date),
         }
@@ -194,6 +195,13 @@ def _number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _failure_shown(failure):
+    """A failure record as pages show it: its error with secrets masked, whichever version wrote it."""
+    if failure is None or not failure.get("error"):
+        return failure
+    return {**failure, "error": mask(failure["error"])}
+
+
 def validation_shown(report):
     """A validation report as pages show it, every field of the expected type, or None when it is not a
     report at all. A file refused while being read has no row counts: they stay None."""
@@ -228,7 +236,7 @@ def validation_shown(report):
     return {
         "file": str(report.get("file", "")),
         "passed": report.get("passed") is True,
-        "error": str(report["error"]) if report.get("error") else None,
+        "error": mask(report["error"]) if report.get("error") else None,
         "rows": rows,
         "valid_rows": valid,
         "dropped_rows": report.get("dropped_rows") if _number(report.get("dropped_rows")) else 0,
