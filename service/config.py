@@ -13,31 +13,23 @@ import sys
 import warnings
 import zoneinfo
 
-def _import_luigi():
-    """Import Luigi even when a file it reads is malformed.
-
-    Luigi reads its files while it is imported (LUIGI_CONFIG_PATH's file, and ./luigi.cfg on the first
-    use of its configuration), and a malformed one would end the process with a traceback before any
-    check could name it. Its parser object stays, with what it could read: every other Luigi module is
-    imported again around it, without adding LUIGI_CONFIG_PATH's file a second time (it stays in the
-    parser's list of files), and `checked_settings` then names the file and line.
-    """
+# Luigi reads its files while it is imported (LUIGI_CONFIG_PATH's file, and ./luigi.cfg on the first use
+# of its configuration), and a malformed one would end the process with a traceback before any check could
+# name it. Luigi's parser object stays, with what it could read: every other Luigi module is imported
+# again around it, without adding LUIGI_CONFIG_PATH's file a second time (it stays in the parser's list of
+# files), and `checked_settings` then names the file and line.
+try:
+    import luigi
+except configparser.Error:
+    for _name in [name for name in sys.modules if name.split(".")[0] == "luigi"]:
+        if _name not in ("luigi.configuration.cfg_parser", "luigi.configuration.base_parser"):
+            del sys.modules[_name]
+    _overlay = os.environ.pop("LUIGI_CONFIG_PATH", None)
     try:
-        import luigi  # noqa: F401
-    except configparser.Error:
-        kept = ("luigi.configuration.cfg_parser", "luigi.configuration.base_parser")
-        for name in [name for name in sys.modules if name.split(".")[0] == "luigi" and name not in kept]:
-            del sys.modules[name]
-        overlay = os.environ.pop("LUIGI_CONFIG_PATH", None)
-        try:
-            import luigi  # noqa: F401
-        finally:
-            if overlay is not None:
-                os.environ["LUIGI_CONFIG_PATH"] = overlay
-
-
-_import_luigi()
-import luigi  # noqa: E402
+        import luigi
+    finally:
+        if _overlay is not None:
+            os.environ["LUIGI_CONFIG_PATH"] = _overlay
 import luigi.interface
 import luigi.notifications
 from luigi.configuration import LuigiConfigParser, get_config
@@ -145,7 +137,7 @@ def _check_files():
     error); the error names the file and line, never the line's text, which may hold a password."""
     for path in _config_files():
         parser = configparser.ConfigParser(interpolation=None, strict=True)
-        parser.optionxform = str  # type: ignore[assignment,method-assign]  # Luigi's keys keep their case
+        parser.optionxform = str  # Luigi's keys keep their case
         try:
             parser.read(path)
         except configparser.Error as exc:

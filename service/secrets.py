@@ -39,7 +39,7 @@ def is_secret_key(option: str) -> bool:
 
 def url_passwords(text: str) -> set[str]:
     """The passwords in the userinfo of every URL in `text`, as written and percent-decoded."""
-    found = set()
+    found: set[str] = set()
     for match in _USERINFO.finditer(text):
         if match["password"]:
             found.update((match["password"], urllib.parse.unquote(match["password"])))

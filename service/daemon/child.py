@@ -27,7 +27,11 @@ def run_one_by_one(dates, stopping=None, log_level="WARNING"):
             yield run_dates([date], verify=True, log_level=log_level)
         except Exception as exc:
             yield RunReport(
-                [DateOutcome(date.isoformat(), "failure", reason=Reason.ERROR, error=mask(f"{type(exc).__name__}: {exc}"))],
+                [
+                    DateOutcome(
+                        date.isoformat(), "failure", reason=Reason.ERROR, error=mask(f"{type(exc).__name__}: {exc}")
+                    )
+                ],
                 0.0,
             )
 
