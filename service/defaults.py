@@ -7,6 +7,7 @@ every entry point calls `use_packaged_defaults()` first. Run from a source tree 
 the same two files are found at the top of the checkout.
 """
 
+import configparser
 import os
 from pathlib import Path
 
@@ -43,7 +44,10 @@ def use_packaged_defaults() -> Path | None:
     paths = LuigiConfigParser._config_paths
     if packaged not in paths:
         paths.insert(paths.index(CONFIG_NAME) + 1 if CONFIG_NAME in paths else len(paths), packaged)
-        LuigiConfigParser.reload()
+        try:
+            LuigiConfigParser.reload()
+        except configparser.Error:  # a malformed file: `service.config.checked_settings` names its line
+            pass
     source = get_config().get("iris", "source", None)
     if source and not os.path.isabs(source) and source == _packaged_value(packaged, "iris", "source"):
         get_config().set("iris", "source", str(folder / source).replace("%", "%%"))

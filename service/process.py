@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Iterator
 
 from . import journal
+from .secrets import mask_logging
 
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -50,7 +51,9 @@ def handling(handler: Callable, signals=STOP_SIGNALS) -> Iterator[None]:
 
 
 def log_to_stderr(level: int = logging.INFO) -> None:
-    """irisflow's log lines on stderr, with journal priorities when stderr is systemd's journal."""
+    """irisflow's log lines on stderr, with journal priorities when stderr is systemd's journal; every
+    record of the process, Luigi's too, with its secrets masked."""
+    mask_logging()
     logging.basicConfig(level=level, handlers=[journal.stderr_handler(LOG_FORMAT)])
 
 

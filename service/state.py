@@ -188,7 +188,8 @@ def configured(now=None) -> DateStates:
     """The states of the configured output root, against today's settings and schedule."""
     from tasks.config import pipeline_settings, settings
 
-    return DateStates(settings().output_root, pipeline_settings(), configured_schedule(), now)
+    schedule = configured_schedule()  # first: it checks the configuration and resolves the output root
+    return DateStates(settings().output_root, pipeline_settings(), schedule, now)
 
 
 def today(now: dt.datetime | None = None) -> dt.date:

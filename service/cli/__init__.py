@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from ..config import ConfigError
 from ..defaults import use_packaged_defaults
+from ..secrets import mask_logging
 from . import output
 from .exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from .parser import build_parser
@@ -27,6 +28,7 @@ __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "main"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = None
+    mask_logging()  # Luigi's log too, which a --verbose run shows, names the scheduler URL
     try:
         use_packaged_defaults()
         args = build_parser().parse_args(argv)

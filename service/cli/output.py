@@ -11,6 +11,7 @@ import re
 import sys
 
 from .. import journal
+from ..secrets import mask
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 
@@ -22,9 +23,9 @@ def escaped(text) -> str:
 
 def tell(text, level=logging.INFO) -> None:
     """Lines for the operator: info to stdout, warnings and errors to stderr, each with its journal
-    priority when that stream is the journal."""
+    priority when that stream is the journal; secrets masked (`service.secrets`)."""
     stream = sys.stdout if level < logging.WARNING else sys.stderr
-    lines = escaped(text).split("\n")
+    lines = escaped(mask(text)).split("\n")
     if journal.is_journal(stream):
         prefix = f"<{journal.priority(level)}>"
         lines = [prefix + line for line in lines]
@@ -33,4 +34,4 @@ def tell(text, level=logging.INFO) -> None:
 
 def error(message) -> None:
     """The one-line error a failed command ends with: `irisflow: error: …`."""
-    tell("irisflow: error: " + escaped(message).replace("\n", " "), logging.ERROR)
+    tell("irisflow: error: " + escaped(mask(message)).replace("\n", " "), logging.ERROR)

@@ -10,6 +10,7 @@ from tasks import partition
 
 from ..config import ConfigError, checked_settings
 from ..reporting import summary
+from ..secrets import remember
 from ..state import today
 from . import output
 from .exits import EXIT_FAILED, EXIT_OK
@@ -78,6 +79,7 @@ def check_metrics_destinations(args):
     if args.metrics_textfile and not os.path.isdir(os.path.dirname(os.path.abspath(args.metrics_textfile))):
         raise ConfigError(f"--metrics-textfile {args.metrics_textfile}: no such directory")
     if args.pushgateway:
+        remember(args.pushgateway)  # masked too where an error shows its password without the URL
         url = urllib.parse.urlsplit(args.pushgateway)
         if url.scheme not in ("http", "https") or not url.netloc:
             raise ConfigError(f"--pushgateway {args.pushgateway!r}: expected an http:// or https:// URL")

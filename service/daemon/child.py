@@ -11,6 +11,7 @@ import multiprocessing
 from .. import journal, process
 from ..defaults import use_packaged_defaults
 from ..runner import DateOutcome, RunReport, run_dates
+from ..secrets import mask, mask_logging
 from ..state import Reason
 
 
@@ -26,7 +27,11 @@ def run_one_by_one(dates, stopping=None, log_level="WARNING"):
             yield run_dates([date], verify=True, log_level=log_level)
         except Exception as exc:
             yield RunReport(
-                [DateOutcome(date.isoformat(), "failure", reason=Reason.ERROR, error=f"{type(exc).__name__}: {exc}")],
+                [
+                    DateOutcome(
+                        date.isoformat(), "failure", reason=Reason.ERROR, error=mask(f"{type(exc).__name__}: {exc}")
+                    )
+                ],
                 0.0,
             )
 
@@ -34,6 +39,7 @@ def run_one_by_one(dates, stopping=None, log_level="WARNING"):
 def _child_main(dates, sender, stopping, log_level):
     # A fresh interpreter: it reads the configuration as the daemon did (the packaged defaults included).
     use_packaged_defaults()
+    mask_logging()  # Luigi's worker log names the scheduler URL
     # Without this, what irisflow logs here (a mail it could not send) would go nowhere.
     # Only irisflow's loggers: Luigi's has its own handler, and a root one would print its records twice.
     logging.getLogger("irisflow").addHandler(journal.stderr_handler(process.LOG_FORMAT))

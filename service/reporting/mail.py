@@ -26,11 +26,11 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
-import luigi.configuration
 from luigi import notifications
 
 from tasks import partition
 
+from ..secrets import mask
 from . import summary
 
 # Luigi's [smtp] defaults username, password and local_hostname to None and then warns about its own
@@ -74,19 +74,13 @@ def _counted(send):
 
 class _OneLine(logging.Formatter):
     """`ERROR irisflow.mail: message` on one line: an exception's type and text instead of its traceback,
-    and the [smtp] password masked should a server's reply echo it."""
+    and secrets masked (the [smtp] password, should a server's reply echo it)."""
 
     def format(self, record):
         message = record.getMessage()
         if record.exc_info and record.exc_info[1] is not None:
             message += f": {type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
-        try:
-            password = luigi.configuration.get_config().get("smtp", "password", None)
-        except Exception:  # an unreadable value is reported where it is read, not here
-            password = None
-        if password:
-            message = message.replace(password, "***")
-        return f"{record.levelname} {record.name}: " + re.sub(r"\s*\n\s*", " ", message.strip())
+        return f"{record.levelname} {record.name}: " + re.sub(r"\s*\n\s*", " ", mask(message).strip())
 
 
 class _Stderr(logging.Handler):
@@ -130,7 +124,7 @@ def send_failure(subject, message):
     """Mail one of the daemon's own failures as Luigi mails a task's; returns the mails it took, as `tally`."""
     install()
     before = tally()
-    notifications.send_error_email(subject, message)
+    notifications.send_error_email(mask(subject), mask(message))
     return since(before)
 
 

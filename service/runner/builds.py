@@ -34,6 +34,7 @@ from tasks.iris import IrisPipeline
 from ..central.client import ReportingWorker, remote_scheduler, unreachable_scheduler
 from ..config import central_scheduler, checked_settings
 from ..reporting import mail
+from ..secrets import mask
 from ..state import Reason
 from .outcomes import DateOutcome, RunReport, never_built, outcome_of, recording, storage_error
 from .sharing import Chunks, dates_in_progress, from_random_chunk, run_chunks
@@ -249,7 +250,7 @@ def _finish(root, date, token, events, crash, still_elsewhere=False):
                     "date": outcome.date,
                     "step": outcome.step,
                     "reason": outcome.reason,
-                    "error": outcome.error,
+                    "error": mask(outcome.error) if outcome.error else None,
                     "time": dt.datetime.now(dt.UTC).isoformat(),
                 },
             )

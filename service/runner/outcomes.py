@@ -21,6 +21,7 @@ from tasks.config import source_path
 from tasks.files import read_json
 from tasks.schema import InputRejected
 
+from ..secrets import mask
 from ..state import Reason
 
 # Errors of the disk rather than of the pipeline: the operator frees space or fixes permissions.
@@ -138,6 +139,7 @@ def outcome_of(root, date, events, crash):
         outcome.error = f"{type(crash).__name__}: {crash}"
     else:
         outcome.reason, outcome.error = Reason.ERROR, "not completed; see the Luigi log"
+    outcome.error = mask(outcome.error)  # an exception's text may hold a URL with its password
     return outcome
 
 

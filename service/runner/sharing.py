@@ -30,6 +30,7 @@ from .. import process
 from ..central.client import remote_scheduler
 from ..config import scheduler_url
 from ..defaults import use_packaged_defaults
+from ..secrets import mask_logging
 from ..state import Reason
 from .outcomes import DateOutcome
 
@@ -227,6 +228,7 @@ def _helper_started():
     abandons it."""
     one_thread_each()
     use_packaged_defaults()
+    mask_logging()  # Luigi's worker log names the scheduler URL
     process.ignore_stop_signals()
     if not process.end_with_parent():
         raise SystemExit(1)

@@ -14,8 +14,9 @@ from pathlib import Path
 from tasks import partition
 from tasks.quality import DRIFT, read_drift
 
+from ..secrets import mask
 from ..state import DateStates, State
-from .shown import drift_shown, metrics_shown, validation_shown
+from .shown import drift_shown, failure_shown, metrics_shown, validation_shown
 
 STATES = tuple(str(state) for state in State)
 # Each step of the pipeline and the file (or folder) whose presence shows it has run.
@@ -55,7 +56,7 @@ class Overview:
         row = {
             "date": date.isoformat(),
             "state": str(found.state),
-            "reason": found.detail,
+            "reason": mask(found.detail) if found.detail else found.detail,
             "best_model": summary["best_model"] if summary else None,
             "best_accuracy": summary["best_accuracy"] if summary else None,
             "drift": summary.get("drift_detected") is True if summary else None,
@@ -98,7 +99,7 @@ class Overview:
             "validation": validation,
             "samples": self._samples(validation, where),
             "drift": drift_shown(read_drift(self.root, date)),
-            "failure": found.failure,
+            "failure": failure_shown(found.failure),
             "rerun": rerun + (" --force" if row["state"] in ("complete", "stale", "running") else ""),
             "files": self._files(date),
         }

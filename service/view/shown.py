@@ -7,9 +7,18 @@ values of the shape the templates and charts expect.
 
 from tasks.schema import verdict
 
+from ..secrets import mask
+
 
 def _number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def failure_shown(failure):
+    """A failure record as pages show it: its error with secrets masked, whichever version wrote it."""
+    if failure is None or not failure.get("error"):
+        return failure
+    return {**failure, "error": mask(str(failure["error"]))}
 
 
 def validation_shown(report):
@@ -46,7 +55,7 @@ def validation_shown(report):
     shown = {
         "file": str(report.get("file", "")),
         "passed": report.get("passed") is True,
-        "error": str(report["error"]) if report.get("error") else None,
+        "error": mask(str(report["error"])) if report.get("error") else None,
         "rows": rows,
         "valid_rows": valid,
         "dropped_rows": report.get("dropped_rows") if _number(report.get("dropped_rows")) else 0,

@@ -79,7 +79,10 @@ def test_an_unreadable_config_value_is_named_without_its_value(irisflow_config, 
     irisflow_config.set("smtp", host="127.0.0.1", username="irisflow", password=password)
     result = cli("run", "--date", DAY)
     assert result.returncode == 2
-    assert result.stderr.strip() == f"irisflow: error: luigi.cfg [smtp] password: cannot be read: {words}"
+    assert result.stderr.strip() == (
+        f"irisflow: error: luigi.cfg [smtp] password: cannot be read: {words} ({irisflow_config.path} line "
+        f"{irisflow_config.path.read_text().splitlines().index(f'password = {password}') + 1})"
+    )
     assert SECRET not in result.stderr + result.stdout
 
 
