@@ -5,8 +5,7 @@ import io
 import types
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from tasks import schema
 from tasks.schema import InputRejected, check_shape
@@ -33,7 +32,10 @@ def verdict(content, limits=LIMITS, *, quoted=False):
     [
         (b"a,b,c,d,e\n1,2,3,4,x\n", None),
         (b"a,b,c,d,e,f,g\n", "f.csv: line 1 has 7 fields, more than [iris] max_columns = 6"),
-        (b"a,b\r\n1,2\r\n" + b"1," * 30 + b"\r\n", "f.csv: line 3 has at least 21 fields, more than [iris] max_columns = 6"),
+        (
+            b"a,b\r\n1,2\r\n" + b"1," * 30 + b"\r\n",
+            "f.csv: line 3 has at least 21 fields, more than [iris] max_columns = 6",
+        ),
         (b"a,b\n1,2\n3,4\n" + b"x" * 41 + b"\n", "f.csv: line 4 is longer than [iris] max_line_bytes = 40 bytes"),
         (b"a,b\r1,2\r" + b"xxxxxxx," * 5 + b"\r", None),  # CR-only line ends; a line of exactly the limit
         (b"a,b\n1," + b"y" * 13, "f.csv: line 2 field 2 is 13 bytes long, more than [iris] max_cell_bytes = 12"),
@@ -88,10 +90,17 @@ def test_the_csv_field_limit_is_raised_only_as_far_as_the_row_limit():
     csv.field_size_limit(before)
 
 
-unquoted = st.lists(
-    st.one_of(st.sampled_from([b",", b"\n", b"\r\n", b"\r", b" ", b"a", b"1.5", "é".encode(), b"\xff"]), st.binary(max_size=3)),
-    max_size=60,
-).map(b"".join).filter(lambda content: b'"' not in content)
+unquoted = (
+    st.lists(
+        st.one_of(
+            st.sampled_from([b",", b"\n", b"\r\n", b"\r", b" ", b"a", b"1.5", "é".encode(), b"\xff"]),
+            st.binary(max_size=3),
+        ),
+        max_size=60,
+    )
+    .map(b"".join)
+    .filter(lambda content: b'"' not in content)
+)
 
 
 @settings(max_examples=300, deadline=None)
