@@ -290,6 +290,13 @@ def checked_settings():
         problems.append("[iris] test_size must be between 0 and 1")
     if not 0 <= settings.max_invalid_fraction < 1:
         problems.append("[iris] max_invalid_fraction must be at least 0 and below 1")
+    too_small = [
+        key
+        for key in ("max_source_bytes", "max_columns", "max_line_bytes", "max_cell_bytes")
+        if getattr(settings, key) < 1
+    ]
+    if too_small:
+        problems.append(f"[iris] {', '.join(too_small)} must be positive integers (input limits)")
     try:
         check_model_names(settings.hyperparameters)
     except ValueError as exc:

@@ -33,6 +33,13 @@ class iris(luigi.Config):  # noqa: N801 - the class name is the luigi.cfg sectio
     max_source_bytes = luigi.IntParameter(
         default=200 * 1024 * 1024, description="Larger input files are refused before they are read."
     )
+    # The shape of a file is bounded before pandas parses it: pandas sizes its work by the widest row, so
+    # a header of a million columns in an 8 MB file takes gigabytes. An Iris day has 5 columns, ~30-byte rows.
+    max_columns = luigi.IntParameter(default=64, description="A row (the header too) with more fields is refused.")
+    max_line_bytes = luigi.IntParameter(
+        default=64 * 1024, description="A longer row (quoted line breaks included) is refused."
+    )
+    max_cell_bytes = luigi.IntParameter(default=4096, description="A file with a longer cell is refused.")
 
 
 @functools.lru_cache(maxsize=1)
