@@ -42,7 +42,7 @@ class Extract(DatePartitionTask):
         return self.target("input.csv")
 
     def produce(self):
-        from .schema import snapshot_source
+        from .reading import snapshot_source
 
         previous = self.previous_snapshot()
         extra = {}
@@ -81,7 +81,8 @@ class Validate(DatePartitionTask):
         return {"data": self.target("validated.csv"), "report": self.target("validation.json")}
 
     def produce(self):
-        from .schema import InputRejected, read_source, validate_frame
+        from .reading import read_source
+        from .schema import InputRejected, validate_frame
 
         settings = config.settings()
         # Relative to the output root, so the report (and its hash) is the same wherever the root lives.

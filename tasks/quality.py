@@ -151,7 +151,7 @@ def assess_drift(current, reference, settings, features):
 
     thresholds = settings.thresholds()
     if "file" in reference:
-        from .schema import read_source
+        from .reading import read_source
 
         frame = read_source(reference["file"])
         used = {"kind": "pinned", "file": reference["file"], "described": f"the pinned reference {reference['file']}"}

@@ -35,7 +35,8 @@ def rehearse(settings, thresholds):
 
     from .files import write_model
     from .quality import drift_report
-    from .schema import read_source, snapshot_source, validate_frame
+    from .reading import read_source, snapshot_source
+    from .schema import validate_frame
     from .steps import evaluate, split, summarize, train
 
     with tempfile.TemporaryDirectory(prefix="irisflow-rehearsal-") as folder:

@@ -38,7 +38,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from tasks.schema import InputRejected, format_report, read_source, validate_frame
+    from tasks.reading import read_source
+    from tasks.schema import InputRejected, format_report, validate_frame
 
     settings, _ = checked_settings()
     _check_readable_file(args.path)

@@ -96,7 +96,8 @@ def test_bad_input_is_rejected_naming_file_column_and_check(irisflow_config, tmp
 
 @pytest.mark.parametrize("name", sorted(ACCEPTED))
 def test_harmless_variations_are_accepted_after_normalising(irisflow_config, tmp_path, capsys, name):
-    from tasks.schema import read_source, validate_frame
+    from tasks.reading import read_source
+    from tasks.schema import validate_frame
 
     path, status, said = _validate(tmp_path, ACCEPTED[name], capsys)
     assert status == 0, said

@@ -13,7 +13,8 @@ from tasks import partition
 from tasks import config as task_config
 from tasks.config import FEATURES, SPECIES
 from tasks.iris import IrisPipeline
-from tasks.schema import MAX_CM, InputRejected, read_source, validate_frame
+from tasks.reading import read_source
+from tasks.schema import MAX_CM, InputRejected, validate_frame
 
 HEADER, *ROWS = IRIS_CSV.read_text().splitlines()
 FIXTURES_REUSED = settings(suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None,

@@ -1,4 +1,4 @@
-"""tasks.schema.check_shape: a file's rows, fields and cells are bounded by streaming, before pandas, and the
+"""tasks.shape.check_shape: a file's rows, fields and cells are bounded by streaming, before pandas, and the
 fast path for unquoted files judges exactly as the csv module does."""
 
 import io
@@ -7,8 +7,9 @@ import types
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from tasks import schema
-from tasks.schema import InputRejected, check_shape
+from tasks import shape
+from tasks.schema import InputRejected
+from tasks.shape import check_shape
 
 LIMITS = types.SimpleNamespace(max_columns=6, max_line_bytes=40, max_cell_bytes=12)
 
@@ -18,7 +19,7 @@ def verdict(content, limits=LIMITS, *, quoted=False):
     handle = io.BytesIO(content)
     try:
         if quoted:
-            schema._quoted_shape(handle, "f.csv", limits)
+            shape._quoted_shape(handle, "f.csv", limits)
         else:
             check_shape(handle, "f.csv", limits)
     except InputRejected as exc:
@@ -76,16 +77,16 @@ def test_a_wide_line_is_refused_after_reading_a_bounded_part_of_it():
         limits = types.SimpleNamespace(max_columns=64, max_line_bytes=65536, max_cell_bytes=4096)
         with pytest.raises(InputRejected, match=r"line 2 has at least \d+ fields, more than \[iris\] max_columns = 64"):
             check_shape(handle, "f.csv", limits)
-        assert sum(size for size in reads if size > 0) <= 3 * schema.SCAN_BLOCK, reads
+        assert sum(size for size in reads if size > 0) <= 3 * shape.SCAN_BLOCK, reads
 
 
 def test_the_csv_field_limit_is_raised_only_as_far_as_the_row_limit():
     import csv
 
     before = csv.field_size_limit()
-    schema._allow_fields_of(before - 1)
+    shape._allow_fields_of(before - 1)
     assert csv.field_size_limit() == before
-    schema._allow_fields_of(before + 10)
+    shape._allow_fields_of(before + 10)
     assert csv.field_size_limit() == before + 10
     csv.field_size_limit(before)
 
@@ -115,5 +116,5 @@ def test_the_fast_path_judges_unquoted_files_as_the_csv_module_does(content, col
 def test_block_boundaries_change_nothing(content, block):
     expected = verdict(content)
     with pytest.MonkeyPatch.context() as patched:
-        patched.setattr(schema, "SCAN_BLOCK", block)
+        patched.setattr(shape, "SCAN_BLOCK", block)
         assert verdict(content) == expected

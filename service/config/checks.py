@@ -1,109 +1,21 @@
-"""The `[service]` section of luigi.cfg and the checks every entry point runs before doing any work.
-
-All of irisflow's settings are luigi.Config sections (`[iris]` in tasks.config, `[service]` here, and
-Luigi's own `[core]`, `[email]`, `[smtp]`), so luigi.cfg plus the LUIGI_CONFIG_PATH overlay is the one
-place configuration is read.
-"""
+"""The checks of the configuration files and values, before any setting is used: a malformed file named by
+file and line, a bad value by section, key, value and what is expected (a secret's value never shown),
+and every path setting resolved once to an absolute path that is no URL and no shared system folder."""
 
 import configparser
-import datetime as dt
 import os
 import re
-import sys
-import warnings
-import zoneinfo
 
-# Luigi reads its files while it is imported (LUIGI_CONFIG_PATH's file, and ./luigi.cfg on the first use
-# of its configuration), and a malformed one would end the process with a traceback before any check could
-# name it. Luigi's parser object stays, with what it could read: every other Luigi module is imported
-# again around it, without adding LUIGI_CONFIG_PATH's file a second time (it stays in the parser's list of
-# files), and `checked_settings` then names the file and line.
-try:
-    import luigi
-except configparser.Error:
-    for _name in [name for name in sys.modules if name.split(".")[0] == "luigi"]:
-        if _name not in ("luigi.configuration.cfg_parser", "luigi.configuration.base_parser"):
-            del sys.modules[_name]
-    _overlay = os.environ.pop("LUIGI_CONFIG_PATH", None)
-    try:
-        import luigi
-    finally:
-        if _overlay is not None:
-            os.environ["LUIGI_CONFIG_PATH"] = _overlay
 import luigi.interface
 import luigi.notifications
-from luigi.configuration import LuigiConfigParser, get_config
-from luigi.parameter import UnconsumedParameterWarning
+from luigi.configuration import LuigiConfigParser
 
 from tasks import config as task_config
-from tasks.config import FEATURES, iris, quality
-from tasks.models import check_model_names
+from tasks.config import iris, quality
 
-from .secrets import is_secret_key, mask
+from ..secrets import is_secret_key, mask
+from .sections import ConfigError, service
 
-# Luigi warns that its own [core] scheduler keys are "not consumed" (a Luigi quirk); typos in
-# irisflow's own sections still warn.
-warnings.filterwarnings("ignore", message=r".*not consumed by the task 'core'", category=UnconsumedParameterWarning)
-
-
-class ConfigError(ValueError):
-    """Bad configuration or usage: the CLI prints it on one line and exits with status 2."""
-
-
-class service(luigi.Config):  # noqa: N801 - the class name is the luigi.cfg section name
-    schedule = luigi.Parameter(
-        default="0 2 * * *", description="Cron expression of the daily run (5 fields; 6 with seconds first)."
-    )
-    timezone = luigi.Parameter(default="UTC", description="Time zone of the schedule and of 'today'.")
-    state_dir = luigi.Parameter(default="state", description="Job store, lock file and daemon state.")
-    catchup_days = luigi.IntParameter(default=7, description="Days back the daemon keeps complete.")
-    retry_interval = luigi.TimeDeltaParameter(
-        default=dt.timedelta(minutes=15), description="How often to look again for late input."
-    )
-    data_deadline = luigi.TimeDeltaParameter(
-        default=dt.timedelta(hours=6), description="How long after the scheduled time input may arrive."
-    )
-    metrics_address = luigi.Parameter(default="127.0.0.1", description="Address /metrics listens on.")
-    metrics_port = luigi.IntParameter(default=9733, description="Port /metrics listens on.")
-    stop_timeout = luigi.TimeDeltaParameter(
-        default=dt.timedelta(minutes=5), description="How long SIGTERM waits for a run in progress."
-    )
-    workers = luigi.IntParameter(default=1, description="Worker processes a run uses.")
-    wait_for_others = luigi.TimeDeltaParameter(
-        default=dt.timedelta(minutes=30),
-        description="Through a central scheduler: how long a date another worker is building is waited for.",
-    )
-    chunk_size = luigi.IntParameter(
-        default=5,
-        description="Most dates handed to one luigi.build call (Luigi's scheduler costs grow with the "
-        "square of the tasks it holds, while each call has a fixed cost).",
-    )
-
-
-def time_zone(name):
-    """The zoneinfo time zone called `name`, or ConfigError."""
-    try:
-        return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"luigi.cfg [service] timezone: unknown time zone {name!r}") from None
-
-
-def central_scheduler():
-    """True when luigi.cfg names a central scheduler (`[core] default_scheduler_host` or `_url`)."""
-    config = get_config()
-    return any(config.has_option("core", key) for key in ("default_scheduler_host", "default_scheduler_url"))
-
-
-def scheduler_url():
-    """The central scheduler's URL as Luigi's workers will use it (`[core] default_scheduler_url`, or
-    else http://default_scheduler_host:default_scheduler_port/)."""
-    from luigi.interface import core
-
-    settings = core()
-    return settings.scheduler_url or f"http://{settings.scheduler_host}:{settings.scheduler_port}/"
-
-
-# Folders other software shares (as install.sh refuses them): irisflow writes only into a folder of its own.
 SHARED_FOLDERS = frozenset(
     """/ /bin /boot /dev /etc /home /lib /lib32 /lib64 /libx32 /media /mnt /opt /proc /root /run /sbin /srv /sys
     /tmp /usr /var /usr/bin /usr/etc /usr/games /usr/include /usr/lib /usr/lib32 /usr/lib64 /usr/libexec
@@ -132,7 +44,7 @@ def _config_files():
     return [path for path in LuigiConfigParser._config_paths if os.path.isfile(path)]  # noqa: SLF001
 
 
-def _check_files():
+def check_files():
     """Every file Luigi reads must parse as Luigi parses it (a section or key twice in one file is an
     error); the error names the file and line, never the line's text, which may hold a password."""
     for path in _config_files():
@@ -173,7 +85,7 @@ def _where(section, option):
     return ""
 
 
-def _check_readable(config):
+def check_readable(config):
     """Every value must resolve; the error names the key and where it is written, never its value,
     which may be a password."""
     for section in config.sections():
@@ -198,7 +110,7 @@ def _shown(option, value):
     return repr(value if len(value) <= 80 else value[:77] + "...")
 
 
-def _check_values(config):
+def check_values(config):
     """Every value of the sections in _SECTIONS must parse as its parameter's kind: the error names the
     section, the key, the value and what was expected."""
     for section_class in _SECTIONS:
@@ -243,7 +155,7 @@ def _local_path(where, value, folder):
     return absolute
 
 
-def _resolve_paths(config):
+def resolve_paths(config):
     """Check every path setting and write it back resolved, so every reader in this process (the tasks,
     status, the view) uses the same absolute path, whatever the working directory becomes."""
     settings, runtime, drift = iris(), service(), quality()
@@ -261,56 +173,3 @@ def _resolve_paths(config):
         if config.get(section, option, None) != path:
             config.set(section, option, path.replace("%", "%%"))
     task_config.settings.cache_clear()
-
-
-def checked_settings():
-    """The `[iris]` and `[service]` settings, or ConfigError naming the first bad file line or key.
-
-    Path settings come back absolute (and are so for every later reader in this process)."""
-    _check_files()
-    config = get_config()
-    _check_readable(config)
-    _check_values(config)
-    _resolve_paths(config)
-    try:
-        settings, runtime, drift = iris(), service(), quality()
-    except Exception as exc:  # luigi raises various parameter errors for unparsable values
-        raise ConfigError(f"luigi.cfg: {mask(exc)}") from None
-    try:
-        check_model_names(settings.models)
-    except ValueError as exc:
-        raise ConfigError(f"luigi.cfg [iris] models: {exc}") from None
-    problems = []
-    if not settings.models:
-        problems.append("[iris] models is empty")
-    unknown = [f for f in settings.features if f not in FEATURES]
-    if unknown or not settings.features:
-        problems.append(f"[iris] features must be a non-empty subset of {', '.join(FEATURES)}")
-    if not 0 < settings.test_size < 1:
-        problems.append("[iris] test_size must be between 0 and 1")
-    if not 0 <= settings.max_invalid_fraction < 1:
-        problems.append("[iris] max_invalid_fraction must be at least 0 and below 1")
-    too_small = [
-        key
-        for key in ("max_source_bytes", "max_columns", "max_line_bytes", "max_cell_bytes")
-        if getattr(settings, key) < 1
-    ]
-    if too_small:
-        problems.append(f"[iris] {', '.join(too_small)} must be positive integers (input limits)")
-    try:
-        check_model_names(settings.hyperparameters)
-    except ValueError as exc:
-        problems.append(f"[iris] hyperparameters: {exc}")
-    if drift.reference_days < 1 or drift.min_reference_dates < 0 or drift.min_reference_rows < 0:
-        problems.append("[quality] reference_days must be at least 1, min_reference_dates and _rows at least 0")
-    if drift.reference and not os.path.isfile(drift.reference):
-        problems.append(f"[quality] reference {drift.reference}: no such file")
-    if not 0 <= drift.psi_moderate <= drift.psi_significant or not (
-        0 < drift.ks_pvalue < 1 and 0 < drift.chi2_pvalue < 1
-    ):
-        problems.append("[quality] needs 0 <= psi_moderate <= psi_significant and p-values between 0 and 1")
-    if runtime.workers < 1 or runtime.chunk_size < 1:
-        problems.append("[service] workers and chunk_size must be at least 1")
-    if problems:
-        raise ConfigError("luigi.cfg: " + "; ".join(problems))
-    return settings, runtime
