@@ -249,3 +249,9 @@ def test_idle_connections_are_closed_and_do_not_each_keep_a_thread(listener):
     assert scrape(listener.port)
     poll("the request threads to end", lambda: listener.threads() <= before + slack, timeout=10)
     listener.assert_log_clean()
+
+
+def test_an_idle_timeout_of_zero_is_refused(irisflow_config, start_daemon, tmp_path):
+    irisflow_config.set("service", metrics_port=free_port(), http_idle_timeout="0 seconds")
+    assert start_daemon().wait(timeout=60) == 2
+    assert "luigi.cfg [service] http_idle_timeout: must be more than 0 seconds" in (tmp_path / "daemon.err").read_text()
