@@ -35,6 +35,10 @@ class service(luigi.Config):  # noqa: N801 - the class name is the luigi.cfg sec
     )
     metrics_address = luigi.Parameter(default="127.0.0.1", description="Address /metrics listens on.")
     metrics_port = luigi.IntParameter(default=9733, description="Port /metrics listens on.")
+    http_idle_timeout = luigi.TimeDeltaParameter(
+        default=dt.timedelta(seconds=15),
+        description="How long the listener (/metrics, the partition view) keeps a silent connection open.",
+    )
     stop_timeout = luigi.TimeDeltaParameter(
         default=dt.timedelta(minutes=5), description="How long SIGTERM waits for a run in progress."
     )

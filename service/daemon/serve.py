@@ -97,12 +97,17 @@ def _serve_http(address, port):
     """/metrics and the partition view (service.web) on one listener, from a background thread."""
     from prometheus_client import make_wsgi_app
 
+    from ..config import service
     from ..view import configured_view, make_app, start_server
 
     if not 0 <= port <= 65535:
         raise ConfigError(f"luigi.cfg [service] metrics_port: {port} is not a port number")
+    idle_timeout = service().http_idle_timeout.total_seconds()
+    if idle_timeout <= 0:
+        raise ConfigError("luigi.cfg [service] http_idle_timeout: must be more than 0 seconds")
     try:
-        return start_server(address, port, make_app(configured_view(), make_wsgi_app(metrics.REGISTRY)))
+        app = make_app(configured_view(), make_wsgi_app(metrics.REGISTRY))
+        return start_server(address, port, app, idle_timeout)
     except OSError as exc:
         raise ConfigError(
             f"luigi.cfg [service] metrics_address/metrics_port: cannot listen on "

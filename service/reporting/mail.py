@@ -17,6 +17,7 @@ that cannot be sent is logged and counted, never fatal.
 
 import fcntl
 import functools
+import html
 import json
 import logging
 import os
@@ -124,8 +125,17 @@ def send_failure(subject, message):
     """Mail one of the daemon's own failures as Luigi mails a task's; returns the mails it took, as `tally`."""
     install()
     before = tally()
-    notifications.send_error_email(mask(subject), mask(message))
+    notifications.send_error_email(mask(subject), _as_configured(mask(message)))
     return since(before)
+
+
+def _as_configured(text):
+    """The mail's text as Luigi's `[email] format` will send it: under `html` Luigi sends the message as it
+    is, as text/html, so the text (which names values from the input, paths and configuration) is
+    escaped there and kept preformatted; plain text stays as it is."""
+    if notifications.email().format != "html":
+        return text
+    return f"<html><body><pre>{html.escape(text)}</pre></body></html>"
 
 
 def mail_run(root, outcomes, rerun):

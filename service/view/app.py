@@ -9,12 +9,21 @@
     /metrics               Prometheus (prometheus_client's WSGI app)
 
 Only GET and HEAD are answered. Files are served as plain text or as downloads, never as HTML.
+
+Every request is hostile until checked: a path or query that is too long, not UTF-8, holds a control
+character or names a date the pages cannot draw gets 400 or 404 with a short page, never 5xx; whatever of a
+request is logged has its control characters escaped. The server is wsgiref's, bounded: an idle connection
+is closed after `idle_timeout` seconds and at most MAX_CONNECTIONS are served at once, the others waiting
+in the listen backlog.
 """
 
+import datetime as dt
 import logging
 import socket
+import sys
 import threading
 import urllib.parse
+from http import HTTPStatus
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -24,6 +33,12 @@ from .charts import CHARTS
 
 LOG = logging.getLogger("irisflow.web")
 MAX_DAYS = 20 * 366  # the longest range one page shows
+MAX_PATH, MAX_QUERY, MAX_FIELDS = 1024, 1024, 16  # longer paths and queries, more query fields: 400
+# matplotlib draws dates of years 1 to 9999 only and widens a one-day range by two years either side
+CHART_DATES = (dt.date(dt.MINYEAR + 2, 1, 1), dt.date(dt.MAXYEAR - 2, 12, 31))
+IDLE_TIMEOUT = 15  # seconds an open connection may stay silent (the default of [service] http_idle_timeout)
+MAX_CONNECTIONS = 32  # connections served at once, each by a thread of its own
+BACKLOG = 128  # connections the kernel holds, unaccepted, while MAX_CONNECTIONS are served
 TEXT_TYPES = {".json": "application/json", ".csv": "text/csv", ".txt": "text/plain"}
 SECURITY_HEADERS = [
     ("Content-Security-Policy", "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'"),
@@ -58,13 +73,20 @@ def _range(query, default):
 
 
 def make_app(view, metrics_app):
-    """The WSGI application of the daemon's listener: the view's pages and `metrics_app` on /metrics."""
+    """The WSGI application of the daemon's listener: the view's pages and `metrics_app` on /metrics.
+    HEAD is answered as GET is, headers and all, without the body."""
 
     def app(environ, start_response):
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method == "HEAD":
+            return _without_body(pages, {**environ, "REQUEST_METHOD": "GET"}, start_response)
+        return pages(environ, start_response)
+
+    def pages(environ, start_response):
         method, path = environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/")
         if path == "/metrics":
             return metrics_app(environ, start_response)
-        if method not in ("GET", "HEAD"):
+        if method != "GET":
             return _respond(
                 start_response,
                 "405 Method Not Allowed",
@@ -72,30 +94,73 @@ def make_app(view, metrics_app):
                 "text/plain; charset=utf-8",
                 [("Allow", "GET, HEAD")],
             )
-        query = {key: values[-1] for key, values in urllib.parse.parse_qs(environ.get("QUERY_STRING", "")).items()}
         try:
+            path, query = _checked_path(path), _checked_query(environ.get("QUERY_STRING", ""))
             status, (body, content_type, headers) = "200 OK", _route(view, path, query)
         except NotFound:
             status, body, content_type, headers = "404 Not Found", _message(view, "Not found", path), None, []
         except BadRequest as exc:
             status, body, content_type, headers = "400 Bad Request", _message(view, "Bad request", str(exc)), None, []
-        except Exception:  # a page that cannot be drawn must not take the listener (and /metrics) down
-            LOG.exception("partition view: %s failed", path)
+        except Exception as exc:  # a page that cannot be drawn must not take the listener (and /metrics) down
+            LOG.error("partition view: %s failed: %s: %s", _loggable(path), type(exc).__name__, _loggable(str(exc)))
+            LOG.debug("partition view: %s failed", _loggable(path), exc_info=True)
             status, body, content_type = (
                 "500 Internal Server Error",
                 _message(view, "Error", "see the daemon log"),
                 None,
             )
             headers = []
-        return _respond(
-            start_response,
-            status,
-            b"" if method == "HEAD" else body,
-            content_type or "text/html; charset=utf-8",
-            headers,
-        )
+        return _respond(start_response, status, body, content_type or "text/html; charset=utf-8", headers)
 
     return app
+
+
+def _without_body(app, environ, start_response):
+    """HEAD: `app`'s answer to the GET in `environ`, its body only counted (Content-Length)."""
+    answer = {}
+    result = app(environ, lambda status, headers, exc_info=None: answer.update(status=status, headers=headers))
+    try:
+        length = sum(len(chunk) for chunk in result)
+    finally:
+        if hasattr(result, "close"):
+            result.close()
+    headers = [(name, value) for name, value in answer["headers"] if name.lower() != "content-length"]
+    start_response(answer["status"], [*headers, ("Content-Length", str(length))])
+    return []
+
+
+def _loggable(text):
+    """`text` with its control characters (line breaks, escape sequences, NUL, ...) and backslashes
+    written as Python escapes: what came from a request can never make a log line of its own."""
+    return "".join(char if char.isprintable() and char != "\\" else ascii(char)[1:-1] for char in str(text))
+
+
+def _checked_path(path):
+    """PATH_INFO (wsgiref gives the request's bytes as Latin-1 characters) as UTF-8 text, bounded."""
+    if len(path) > MAX_PATH:
+        raise BadRequest(f"the path is longer than {MAX_PATH} characters")
+    try:
+        path = path.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        raise BadRequest("the path is not UTF-8") from None
+    if not path.isprintable():
+        raise BadRequest("the path holds a control character")
+    return path
+
+
+def _checked_query(text):
+    """The query's fields ({name: last value}), bounded and strictly UTF-8."""
+    if len(text) > MAX_QUERY:
+        raise BadRequest(f"the query is longer than {MAX_QUERY} characters")
+    try:
+        fields = urllib.parse.parse_qs(
+            text.encode("latin-1").decode("ascii"), errors="strict", max_num_fields=MAX_FIELDS
+        )
+    except UnicodeError:
+        raise BadRequest("the query is not percent-encoded UTF-8") from None
+    except ValueError:
+        raise BadRequest(f"the query has more than {MAX_FIELDS} fields") from None
+    return {key: values[-1] for key, values in fields.items()}
 
 
 def _route(view, path, query):
@@ -114,7 +179,10 @@ def _route(view, path, query):
     if path == "/trends":
         return _html(view.trends(*_range(query, view.default_trend_range)))
     if parts[0] == "charts" and len(parts) == 2 and parts[1].removesuffix(".svg") in CHARTS:
-        body = view.chart(parts[1].removesuffix(".svg"), *_range(query, view.default_trend_range))
+        start, end = _range(query, view.default_trend_range)
+        if start < CHART_DATES[0] or end > CHART_DATES[1]:
+            raise BadRequest(f"charts are drawn for dates from {CHART_DATES[0]} to {CHART_DATES[1]}")
+        body = view.chart(parts[1].removesuffix(".svg"), start, end)
         return body, "image/svg+xml", []
     if parts[0] == "files" and len(parts) >= 3:
         kind = "failed" if parts[1] == "failed" else "partition"
@@ -160,19 +228,74 @@ def _respond(start_response, status, body, content_type, headers):
     return [body]
 
 
-class _ThreadingServer(ThreadingMixIn, WSGIServer):
+class _BoundedServer(ThreadingMixIn, WSGIServer):
+    """A thread per connection, at most MAX_CONNECTIONS at once: the accept loop waits for a free slot,
+    so further connections wait in the kernel's listen backlog rather than each getting a thread."""
+
     daemon_threads = True
+    request_queue_size = BACKLOG
+
+    def __init__(self, *args, **kwargs):
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._closing = threading.Event()
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request, client_address):
+        while not self._slots.acquire(timeout=0.5):
+            if self._closing.is_set():
+                self.shutdown_request(request)
+                return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def shutdown(self):
+        self._closing.set()
+        super().shutdown()
+
+    def handle_error(self, request, client_address):
+        """One escaped line in the daemon's log instead of socketserver's traceback on stderr."""
+        error = sys.exc_info()[1]
+        LOG.error(
+            "listener: a request from %s failed: %s: %s", client_address[0], type(error).__name__, _loggable(error)
+        )
 
 
-class _QuietHandler(WSGIRequestHandler):
+class _BoundedHandler(WSGIRequestHandler):
+    timeout = IDLE_TIMEOUT  # seconds; start_server sets the configured value on a subclass
+
+    def handle(self):
+        try:
+            super().handle()
+        except (TimeoutError, ConnectionError):
+            pass  # silent for too long, or gone: the connection is closed without a word
+
+    def send_error(self, code, message=None, explain=None):
+        """http.server's own answers to malformed requests, with 400 for the one 5xx it sends by itself
+        (505 to a request line claiming HTTP/2 or later, which is the client's mistake)."""
+        if code >= 500:
+            code, message = HTTPStatus.BAD_REQUEST, "Bad request version"
+        super().send_error(code, message, explain)
+
     def log_message(self, format, *args):  # noqa: A002 - the base class's signature
-        """Requests are not logged: Prometheus alone asks every few seconds."""
+        """Requests are logged at DEBUG only (Prometheus alone asks every few seconds), escaped."""
+        LOG.debug("%s %s", self.address_string(), _loggable(format % args))
 
 
-def start_server(address, port, app):
-    """Serve `app` on address:port (IPv4 or IPv6) from a background thread; returns the server."""
+def start_server(address, port, app, idle_timeout=IDLE_TIMEOUT):
+    """Serve `app` on address:port (IPv4 or IPv6) from a background thread; returns the server. A
+    connection silent for `idle_timeout` seconds is closed."""
     family = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)[0][0]
-    server_class = type("Server", (_ThreadingServer,), {"address_family": family})
-    server = make_server(address, port, app, server_class=server_class, handler_class=_QuietHandler)
+    server_class = type("Server", (_BoundedServer,), {"address_family": family})
+    handler_class = type("Handler", (_BoundedHandler,), {"timeout": idle_timeout})
+    server = make_server(address, port, app, server_class=server_class, handler_class=handler_class)
     threading.Thread(target=server.serve_forever, name="irisflow-http", daemon=True).start()
     return server
