@@ -17,6 +17,7 @@ from luigi.configuration import get_config
 from luigi.parameter import UnconsumedParameterWarning
 
 from tasks.config import FEATURES, iris, quality
+from tasks.lineage import LineageMisconfigured, lineage_settings
 from tasks.models import check_model_names
 
 # Luigi warns that its own [core] scheduler keys are "not consumed" (a Luigi quirk); typos in
@@ -56,6 +57,29 @@ class service(luigi.Config):  # noqa: N801 - the class name is the luigi.cfg sec
         description="Most dates handed to one luigi.build call (Luigi's scheduler costs grow with the "
         "square of the tasks it holds, while each call has a fixed cost).",
     )
+
+
+class champion(luigi.Config):  # noqa: N801 - the class name is the luigi.cfg section name
+    min_accuracy = luigi.FloatParameter(
+        default=0.9, description="A date's best model becomes champion only with at least this test accuracy."
+    )
+    max_dropped_fraction = luigi.FloatParameter(
+        default=0.05, description="... and only when at most this share of the date's rows was dropped by validation."
+    )
+    margin = luigi.FloatParameter(
+        default=0.01,
+        description="How much better than the champion, both scored on the new date's test split, a challenger must be.",
+    )
+    max_age = luigi.TimeDeltaParameter(
+        default=dt.timedelta(days=7),
+        description="The champion's date may be this old before the IrisflowChampionOld alert fires.",
+    )
+
+
+def champion_settings():
+    """The `[champion]` section, checked (ConfigError naming the bad key)."""
+    checked_settings()
+    return champion()
 
 
 def time_zone(name):
@@ -98,7 +122,7 @@ def checked_settings():
     """The `[iris]` and `[service]` settings, or ConfigError naming the first bad key."""
     _check_readable(get_config())
     try:
-        settings, runtime, drift = iris(), service(), quality()
+        settings, runtime, drift, rule = iris(), service(), quality(), champion()
     except Exception as exc:  # luigi raises various parameter errors for unparsable values
         raise ConfigError(f"luigi.cfg: {exc}") from None
     try:
@@ -127,8 +151,16 @@ def checked_settings():
         0 < drift.ks_pvalue < 1 and 0 < drift.chi2_pvalue < 1
     ):
         problems.append("[quality] needs 0 <= psi_moderate <= psi_significant and p-values between 0 and 1")
+    if not (0 <= rule.min_accuracy <= 1 and 0 <= rule.max_dropped_fraction <= 1 and 0 <= rule.margin < 1):
+        problems.append("[champion] min_accuracy and max_dropped_fraction must be between 0 and 1, margin at least 0 and below 1")
+    if rule.max_age.total_seconds() <= 0:
+        problems.append("[champion] max_age must be positive")
     if runtime.workers < 1 or runtime.chunk_size < 1:
         problems.append("[service] workers and chunk_size must be at least 1")
+    try:
+        lineage_settings()
+    except LineageMisconfigured as exc:
+        problems.append(str(exc))
     if problems:
         raise ConfigError("luigi.cfg: " + "; ".join(problems))
     return settings, runtime

@@ -189,10 +189,9 @@ class TrainModel(DatePartitionTask):
         }
 
     def output(self):
-        import hashlib
+        from .models import model_folder
 
-        digest = hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()[:10]
-        folder = f"models/{self.model}-{digest}"
+        folder = model_folder(self.settings)
         return {"model": self.target(folder, "model.joblib"), "metrics": self.target(folder, "metrics.json")}
 
     def produce(self):
