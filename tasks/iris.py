@@ -15,7 +15,7 @@ from pathlib import Path
 
 import luigi
 
-from . import config, partition
+from . import config, lineage, partition  # noqa: F401 - importing lineage hangs its handlers on the tasks' events
 from .base import DatePartitionTask
 from .config import data_dir, pipeline_settings, plain, quality, source_path
 from .files import read_csv, read_json, write_csv, write_json, write_model
