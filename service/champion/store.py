@@ -186,6 +186,23 @@ def locked(root: partition.StrPath, wait: bool = True) -> Iterator[Writer | None
         yield Writer(root)
 
 
+def decisions_by_date(root: partition.StrPath) -> dict[str, dict[str, Any]]:
+    """{date: the last decision made for it}, as `status --json` and the date pages tell it: the decision,
+    the gate that blocked it, why, the scores, and which model was champion after it."""
+    decided = {}
+    for entry in read(root).entries:
+        champion = entry["champion"]
+        decided[entry["date"]] = {
+            "decision": entry["decision"],
+            "gate": entry.get("gate"),
+            "reason": entry.get("reason"),
+            "scores": entry.get("scores"),
+            "time": entry.get("time"),
+            "champion": None if champion is None else {"date": champion["date"], "model": champion["model"]},
+        }
+    return decided
+
+
 def current(root: partition.StrPath) -> Ledger:
     """The history, with champion.json brought into agreement with it when nobody is deciding now."""
     ledger = read(root)
