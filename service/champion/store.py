@@ -142,7 +142,9 @@ class Writer:
         return entry
 
     def _repair(self) -> None:
-        """Cut a torn last line, and make champion.json agree with the history."""
+        """Cut a torn last line, drop a killed writer's temporary, and make champion.json agree with the history."""
+        for leftover in self.root.glob(f"{CHAMPION}{partition.TEMPORARY}*"):
+            leftover.unlink(missing_ok=True)
         path = self.root / HISTORY
         data = _history_bytes(self.root)
         if data and not data.endswith(b"\n"):
