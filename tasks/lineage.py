@@ -26,6 +26,7 @@ from luigi.task import flatten
 
 LOG = logging.getLogger("irisflow.lineage")
 TRANSPORTS = ("none", "file", "http")
+MAX_ERROR_CHARS = 4000  # a validation report names every failing check; the event stays small
 RUN_IDS = ".lineage"  # {output_root}/.lineage/{date}.run: the id of the date's last IrisPipeline run
 FACET_SCHEMA = "https://github.com/irisflow/irisflow/blob/main/docs/lineage.md#championdecisionrunfacet"
 
@@ -154,7 +155,7 @@ def _task_event(task, kind: str, error: BaseException | None = None) -> None:
             from openlineage.client.facet_v2 import error_message_run
 
             facets["errorMessage"] = error_message_run.ErrorMessageRunFacet(
-                message=str(error).splitlines()[0][:1000] if str(error) else type(error).__name__,
+                message=str(error)[:MAX_ERROR_CHARS] or type(error).__name__,
                 programmingLanguage="python",
             )
         _send(
