@@ -118,12 +118,15 @@ class Daemon:
         if dates:
             started = time.monotonic()
             inputs = {d.isoformat(): source_fingerprint(d) for d in dates}
-            mails = Counter()
+            mails, decisions = Counter(), []
             for report in self.run(dates):
                 mails.update(sent=report.emails_sent, failed=report.email_failures)
+                decisions.extend(report.decisions)
                 counted.extend(o for o in report.outcomes if self._handle(o, inputs.get(o.date)))
             mails.update(mail.mail_run(self.root, counted, backfill_command))  # one mail a pass
-            metrics.record(RunReport(counted, time.monotonic() - started, mails["sent"], mails["failed"]))
+            metrics.record(
+                RunReport(counted, time.monotonic() - started, mails["sent"], mails["failed"], decisions)
+            )
             self.settled.save(self.schedule.window(self.now())[0])
         self.last_pass = PassRecord(self.now(), dates, counted)
         self.update_gauges(self.now())
