@@ -152,7 +152,9 @@ def checked_settings():
     ):
         problems.append("[quality] needs 0 <= psi_moderate <= psi_significant and p-values between 0 and 1")
     if not (0 <= rule.min_accuracy <= 1 and 0 <= rule.max_dropped_fraction <= 1 and 0 <= rule.margin < 1):
-        problems.append("[champion] min_accuracy and max_dropped_fraction must be between 0 and 1, margin at least 0 and below 1")
+        problems.append(
+            "[champion] min_accuracy and max_dropped_fraction must be between 0 and 1, margin at least 0 and below 1"
+        )
     if rule.max_age.total_seconds() <= 0:
         problems.append("[champion] max_age must be positive")
     if runtime.workers < 1 or runtime.chunk_size < 1:

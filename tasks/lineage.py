@@ -32,11 +32,19 @@ FACET_SCHEMA = "https://github.com/irisflow/irisflow/blob/main/docs/lineage.md#c
 
 
 class lineage(luigi.Config):  # noqa: N801 - the class name is the luigi.cfg section name
-    transport = luigi.Parameter(default="none", description="none (off), file (JSON lines) or http (a Marquez-like server).")
-    file = luigi.Parameter(default="lineage.jsonl", description="file transport: the JSON-lines file events are appended to.")
-    url = luigi.OptionalParameter(default=None, description="http transport: the server's base URL, e.g. http://127.0.0.1:5000.")
+    transport = luigi.Parameter(
+        default="none", description="none (off), file (JSON lines) or http (a Marquez-like server)."
+    )
+    file = luigi.Parameter(
+        default="lineage.jsonl", description="file transport: the JSON-lines file events are appended to."
+    )
+    url = luigi.OptionalParameter(
+        default=None, description="http transport: the server's base URL, e.g. http://127.0.0.1:5000."
+    )
     endpoint = luigi.Parameter(default="api/v1/lineage", description="http transport: the path events are POSTed to.")
-    api_key = luigi.OptionalParameter(default=None, description="http transport: a bearer token, if the server wants one.")
+    api_key = luigi.OptionalParameter(
+        default=None, description="http transport: a bearer token, if the server wants one."
+    )
     timeout = luigi.FloatParameter(default=5.0, description="http transport: seconds one event may take to send.")
     namespace = luigi.Parameter(default="irisflow", description="The namespace of the jobs (task families).")
 
@@ -49,7 +57,9 @@ def lineage_settings() -> lineage:
     """The `[lineage]` section, checked: LineageMisconfigured names the first bad key."""
     settings = lineage()
     if settings.transport not in TRANSPORTS:
-        raise LineageMisconfigured(f"[lineage] transport must be one of {', '.join(TRANSPORTS)}, not {settings.transport!r}")
+        raise LineageMisconfigured(
+            f"[lineage] transport must be one of {', '.join(TRANSPORTS)}, not {settings.transport!r}"
+        )
     if settings.transport == "file":
         folder = os.path.dirname(os.path.abspath(settings.file))
         if not os.path.isdir(folder):

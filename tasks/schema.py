@@ -192,7 +192,10 @@ def check_features(frame, *, source):
     missing = [name for name in FEATURES if name not in names]
     extra = [name for name in names if name not in FEATURES]
     if missing or extra:
-        problems = [f"missing column(s) {', '.join(missing)}" if missing else "", f"extra column(s) {', '.join(extra)}" if extra else ""]
+        problems = [
+            f"missing column(s) {', '.join(missing)}" if missing else "",
+            f"extra column(s) {', '.join(extra)}" if extra else "",
+        ]
         raise InputRejected(f"{source}: {'; '.join(p for p in problems if p)}; expected exactly {', '.join(FEATURES)}")
     valid, cases = _failures(pa.DataFrameSchema(_feature_columns(), ordered=False), frame.reset_index(drop=True))
     if cases is not None:

@@ -127,7 +127,10 @@ def gate(root: Path, date: dt.date, summary: dict[str, Any], gates: Gates) -> tu
     if not isinstance(rows, int) or not isinstance(dropped, int) or rows <= 0:
         return "dropped_rows", f"{VALIDATION} unreadable: the share of dropped rows is unknown"
     if dropped / rows > gates.max_dropped_fraction + TOLERANCE:
-        return "dropped_rows", f"{dropped} of {rows} rows dropped, over max_dropped_fraction {gates.max_dropped_fraction:g}"
+        return (
+            "dropped_rows",
+            f"{dropped} of {rows} rows dropped, over max_dropped_fraction {gates.max_dropped_fraction:g}",
+        )
     if summary["best_accuracy"] < gates.min_accuracy - TOLERANCE:
         return "accuracy", f"best accuracy {summary['best_accuracy']:.3f} under min_accuracy {gates.min_accuracy:g}"
     return None

@@ -65,8 +65,8 @@ def _valid_entry(entry: Any) -> bool:
     if not (isinstance(entry, dict) and entry.get("decision") in DECISIONS and _valid_champion(entry.get("champion"))):
         return False
     try:
-        partition.parse_date(entry.get("date"))
-    except ValueError:
+        partition.parse_date(entry["date"])
+    except (KeyError, ValueError):
         return False
     return "champion" in entry
 

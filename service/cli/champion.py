@@ -47,7 +47,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         output.tell(json.dumps({"champion": _public(champion), "last_decision": last}, indent=2, sort_keys=True))
         return EXIT_OK
     if champion is None:
-        output.tell(f"no champion yet under {root}" + (f"; last decision: {describe(ledger.entries[-1])}" if ledger.entries else ""))
+        output.tell(
+            f"no champion yet under {root}"
+            + (f"; last decision: {describe(ledger.entries[-1])}" if ledger.entries else "")
+        )
         return EXIT_OK
     output.tell(
         f"champion: {champion['model']} of {champion['date']} (settings {champion['digest']}), "

@@ -145,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="predict the species of a CSV's rows with the champion")
     predict.add_argument("--input", required=True, metavar="FILE.csv", help="rows with exactly the feature columns")
-    predict.add_argument("--out", metavar="FILE.csv", help="where to write the rows and predicted_species (default: stdout)")
+    predict.add_argument(
+        "--out", metavar="FILE.csv", help="where to write the rows and predicted_species (default: stdout)"
+    )
 
     validate = commands.add_parser("validate", help="check a CSV file against the schema")
     validate.add_argument("path", help="the CSV file")

@@ -179,6 +179,10 @@ def record(report, now=None):
         SCHEDULER_ERRORS.inc()
     for decision in report.decisions:
         CHAMPION_DECISIONS.labels(decision["decision"]).inc()
+    if report.decisions:
+        from tasks.config import iris
+
+        record_champion(iris().output_root, now)
     newest = max((o for o in ran if o.accuracy), key=lambda o: o.date, default=None)
     if newest is not None:
         from tasks.config import iris
@@ -248,27 +252,22 @@ def export(textfile=None, pushgateway=None):
         )
 
 
-def _champion():
-    """The configured root's champion (champion.json, a small file), or None."""
-    from tasks.config import settings
-
+def record_champion(root, now=None):
+    """The champion's accuracy and age (since midnight UTC of its date) as they are at `now` (Unix time):
+    set after each run that decided something and on each of the daemon's ticks, so a run that decided
+    nothing changes no sample. NaN while there is no champion."""
     from ..champion.store import read_champion_file
 
-    return read_champion_file(settings().output_root)
-
-
-def _champion_accuracy():
-    found = _champion()
-    return float(found["accuracy"]) if found and isinstance(found.get("accuracy"), (int, float)) else math.nan
-
-
-def _champion_age():
-    found = _champion()
+    found = read_champion_file(root) or {}
     try:
-        day = dt.date.fromisoformat(found["date"])  # type: ignore[index]
+        day = dt.date.fromisoformat(found["date"])
+        accuracy = float(found["accuracy"])
     except (TypeError, KeyError, ValueError):
-        return math.nan
-    return time.time() - dt.datetime.combine(day, dt.time(), dt.UTC).timestamp()
+        CHAMPION_ACCURACY.set(math.nan)
+        CHAMPION_AGE.set(math.nan)
+        return
+    CHAMPION_ACCURACY.set(accuracy)
+    CHAMPION_AGE.set((time.time() if now is None else now) - dt.datetime.combine(day, dt.time(), dt.UTC).timestamp())
 
 
 def _champion_max_age():
@@ -291,8 +290,8 @@ def _init():
 
     for decision in DECISIONS:
         CHAMPION_DECISIONS.labels(decision)
-    CHAMPION_ACCURACY.set_function(_champion_accuracy)
-    CHAMPION_AGE.set_function(_champion_age)
+    CHAMPION_ACCURACY.set(math.nan)  # no champion known yet
+    CHAMPION_AGE.set(math.nan)
     CHAMPION_MAX_AGE.set_function(_champion_max_age)
 
 

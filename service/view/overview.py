@@ -14,6 +14,7 @@ from pathlib import Path
 from tasks import partition
 from tasks.quality import DRIFT, read_drift
 
+from ..champion.store import decisions_by_date
 from ..state import DateStates, State
 
 STATES = tuple(str(state) for state in State)
@@ -100,6 +101,7 @@ class Overview:
             "failure": found.failure,
             "rerun": rerun + (" --force" if row["state"] in ("complete", "stale", "running") else ""),
             "files": self._files(date),
+            "champion_decision": decisions_by_date(self.root).get(date.isoformat()),
         }
 
     def _validation(self, date):

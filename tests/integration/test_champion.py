@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import IRIS_CSV, write_input
+from conftest import IRIS_CSV, metric_samples, write_input
 
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 DAYS = [dt.date(2026, 1, d) for d in range(1, 7)]
@@ -91,8 +91,15 @@ def test_each_date_is_decided_in_order_with_the_same_history_for_one_or_two_work
     for workers in (1, 2):
         root = tmp_path / f"output-{workers}"
         champion_config.set("iris", output_root=root)
-        done = cli("backfill", "--start", "2026-01-01", "--end", "2026-01-06", "--workers", str(workers))
+        prom = tmp_path / f"metrics-{workers}.prom"
+        done = cli("backfill", "--start", "2026-01-01", "--end", "2026-01-06", "--workers", str(workers),
+                   "--metrics-textfile", str(prom))
         assert done.returncode == 0, done.stdout + done.stderr
+        samples = metric_samples(prom.read_text())
+        counted = {d: samples[("irisflow_champion_decisions_total", (("decision", d),))] for d in
+                   ("promoted", "kept", "blocked", "overridden")}
+        assert counted == {"promoted": 2, "kept": 2, "blocked": 2, "overridden": 0}
+        assert samples[("irisflow_champion_accuracy", ())] > 0.95 and samples[("irisflow_champion_age_seconds", ())] > 0
         histories[workers] = history(root)
         assert decisions(histories[workers]) == EXPECTED
         assert json.loads((root / "champion.json").read_text()) == histories[workers][-1]["champion"]
@@ -130,6 +137,14 @@ def test_each_date_is_decided_in_order_with_the_same_history_for_one_or_two_work
     assert decisions(again) == EXPECTED[3:] and all(e["replay"] for e in again)
     text = cli("champion", "history").stdout.splitlines()
     assert len(text) == len(entries) + 4 and "overridden" in text[len(entries)]
+
+    # The partition view: a champion page with every decision, and each date's page tells its decision.
+    pages = tmp_path / "pages"
+    assert cli("report", "--start", "2026-01-01", "--end", "2026-01-06", "--out", str(pages)).returncode == 0
+    timeline = (pages / "champion.html").read_text()
+    assert timeline.count("<tr><td class=\"num\">") == len(entries) + 4 and "audit asked" in timeline
+    day3 = (pages / "2026-01-03.html").read_text()
+    assert "<strong>blocked</strong> (gate: dropped_rows)" in day3 and "300 of 600 rows dropped" in day3
 
 
 def test_bad_overrides_and_settings_are_one_line_errors(champion_config, cli):
