@@ -15,7 +15,7 @@ from pathlib import Path
 
 import luigi
 
-from . import config, partition
+from . import config, lineage, partition  # noqa: F401 - importing lineage hangs its handlers on the tasks' events
 from .base import DatePartitionTask
 from .config import data_dir, pipeline_settings, plain, quality, source_path
 from .files import read_csv, read_json, write_csv, write_json, write_model
@@ -190,10 +190,9 @@ class TrainModel(DatePartitionTask):
         }
 
     def output(self):
-        import hashlib
+        from .models import model_folder
 
-        digest = hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()[:10]
-        folder = f"models/{self.model}-{digest}"
+        folder = model_folder(self.settings)
         return {"model": self.target(folder, "model.joblib"), "metrics": self.target(folder, "metrics.json")}
 
     def produce(self):

@@ -4,7 +4,9 @@ Each entry names the scikit-learn class and the defaults irisflow uses; the clas
 a model is built, so checking configured names costs nothing.
 """
 
+import hashlib
 import importlib
+import json
 
 REGISTRY = {
     "logistic_regression": ("sklearn.linear_model", "LogisticRegression", {"max_iter": 1000}),
@@ -41,3 +43,14 @@ def import_estimators():
     """Import every registered model's module now (see tasks.iris: done before Luigi forks task processes)."""
     for module, _, _ in REGISTRY.values():
         importlib.import_module(module)
+
+
+def settings_digest(settings):
+    """The short digest of a TrainModel's settings (model, features, hyperparameters, split) that names
+    its folder, so a model can be found again from the settings its metrics.json records."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def model_folder(settings):
+    """'models/{model}-{digest}': where a TrainModel with these settings writes, relative to the partition."""
+    return f"models/{settings['model']}-{settings_digest(settings)}"

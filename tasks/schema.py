@@ -5,7 +5,6 @@ offending lines at once; `format_report` and `verdict` tell it in words. Reading
 `tasks.reading`'s.
 """
 
-
 from .config import FEATURES, SPECIES
 
 MAX_EXAMPLES = 5
@@ -33,8 +32,7 @@ def build_schema(min_rows, *, whole_file_checks=True):
     """
     import pandera.pandas as pa
 
-    size_checks = [pa.Check.gt(0), pa.Check.le(MAX_CM)]
-    columns = {name: pa.Column(float, size_checks, nullable=False, coerce=True) for name in FEATURES}
+    columns = _feature_columns()
     species_checks = [pa.Check.isin(SPECIES)]
     file_checks = []
     if whole_file_checks:
@@ -48,6 +46,39 @@ def build_schema(min_rows, *, whole_file_checks=True):
         file_checks.append(pa.Check(lambda df: len(df) >= min_rows, name=f"at_least_{min_rows}_rows"))
     columns["species"] = pa.Column(str, species_checks, nullable=False, coerce=True)
     return pa.DataFrameSchema(columns, checks=file_checks, strict="filter", ordered=False)
+
+
+def _feature_columns():
+    """The feature columns of the schema: floats, plausible positive sizes, no nulls."""
+    import pandera.pandas as pa
+
+    size_checks = [pa.Check.gt(0), pa.Check.le(MAX_CM)]
+    return {name: pa.Column(float, size_checks, nullable=False, coerce=True) for name in FEATURES}
+
+
+def check_features(frame, *, source):
+    """Rows to predict on: exactly the feature columns (no label), each value as the pipeline's schema
+    wants it. Returns the frame with the columns in canonical order, or raises InputRejected with one line
+    naming the file and the columns or the first failing checks."""
+    import pandera.pandas as pa
+
+    names = [str(name) for name in frame.columns]
+    missing = [name for name in FEATURES if name not in names]
+    extra = [name for name in names if name not in FEATURES]
+    if missing or extra:
+        problems = [
+            f"missing column(s) {', '.join(missing)}" if missing else "",
+            f"extra column(s) {', '.join(extra)}" if extra else "",
+        ]
+        raise InputRejected(f"{source}: {'; '.join(p for p in problems if p)}; expected exactly {', '.join(FEATURES)}")
+    valid, cases = _failures(pa.DataFrameSchema(_feature_columns(), ordered=False), frame.reset_index(drop=True))
+    if cases is not None:
+        shown = []
+        for entry in _summarise(cases)[:MAX_EXAMPLES]:
+            lines = ", ".join(f"line {e['line']}: {e['value']!r}" for e in entry["examples"] if "line" in e)
+            shown.append(f"column '{entry['column']}' check '{entry['check']}' ({entry['count']} cases; {lines})")
+        raise InputRejected(f"{source}: " + "; ".join(shown))
+    return valid[list(FEATURES)]
 
 
 def _failures(schema, frame):

@@ -4,6 +4,7 @@
     runs.py        run: one date, and what every run does at its end (mail, metrics, printed outcome)
     backfill.py    backfill: a range, its plan, progress, and stopping on a signal
     inspection.py  status, validate, report: what is there, read-only
+    champion.py    champion show/history/promote/replay, predict: which model is live
     output.py      lines for the operator, with journal priorities under systemd
 
 Exit status: 0 success, 1 a pipeline or validation failure, 2 bad usage or configuration, always with a
@@ -69,8 +70,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return EXIT_FAILED
 
 
+def cmd_champion(args: argparse.Namespace) -> int:
+    from . import champion
+
+    return {
+        "show": champion.cmd_show,
+        "history": champion.cmd_history,
+        "promote": champion.cmd_promote,
+        "replay": champion.cmd_replay,
+    }[args.action](args)
+
+
 def _commands():
     from .backfill import cmd_backfill
+    from .champion import cmd_predict
     from .inspection import cmd_report, cmd_status, cmd_validate
     from .runs import cmd_run
 
@@ -82,4 +95,6 @@ def _commands():
         "serve": cmd_serve,
         "report": cmd_report,
         "worker": cmd_worker,
+        "champion": cmd_champion,
+        "predict": cmd_predict,
     }

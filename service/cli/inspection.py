@@ -25,7 +25,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         dates = _range(start, end) if start and end else []
     found = states.of_dates(dates, verify=args.verify)
     if args.json:
-        output.tell(json.dumps([s.as_dict() for s in found], indent=2))
+        from ..champion import decisions_by_date
+
+        decided = decisions_by_date(root)
+        rows = [s.as_dict() for s in found]
+        for row in rows:
+            if row["date"] in decided:
+                row["champion_decision"] = decided[row["date"]]
+        output.tell(json.dumps(rows, indent=2))
         return EXIT_OK
     if not found:
         output.tell(f"no dates under {root}")

@@ -1,4 +1,5 @@
-"""The command line's words: `irisflow {run,backfill,status,validate,report,serve,worker}` and their options.
+"""The command line's words: `irisflow {run,backfill,status,validate,report,serve,worker,champion,predict}` and
+their options.
 
 Values are checked as they are parsed (dates, ranges, reasons, counts), so a command starts only with
 arguments it can use; a bad one is a ConfigError (one line, exit status 2).
@@ -128,6 +129,24 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         default=1,
         help="tasks run at once, each in a process forked from the worker (default 1)",
+    )
+
+    champion = commands.add_parser("champion", help="which model is live: the champion and its decisions")
+    actions = champion.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    for name, what in (("show", "the champion now"), ("history", "every decision, oldest first")):
+        action = actions.add_parser(name, help=what)
+        action.add_argument("--json", action="store_true", help="print JSON")
+    promote = actions.add_parser("promote", help="make a model of a complete date the champion by hand (recorded)")
+    promote.add_argument("--date", type=_date, required=True, help="the date the model was trained on, YYYY-MM-DD")
+    promote.add_argument("--model", required=True, help="the model's name, e.g. knn")
+    promote.add_argument("--reason", required=True, help="why, for the history")
+    replay = actions.add_parser("replay", help="decide every complete date from --start on again, in date order")
+    replay.add_argument("--start", type=_date, required=True, help="first date to decide again, YYYY-MM-DD")
+
+    predict = commands.add_parser("predict", help="predict the species of a CSV's rows with the champion")
+    predict.add_argument("--input", required=True, metavar="FILE.csv", help="rows with exactly the feature columns")
+    predict.add_argument(
+        "--out", metavar="FILE.csv", help="where to write the rows and predicted_species (default: stdout)"
     )
 
     validate = commands.add_parser("validate", help="check a CSV file against the schema")

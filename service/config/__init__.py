@@ -30,13 +30,22 @@ except configparser.Error:
 from luigi.configuration import get_config
 
 from tasks.config import FEATURES, iris, quality
+from tasks.lineage import LineageMisconfigured, lineage_settings
 from tasks.models import check_model_names
 
 from ..secrets import mask
 from .checks import check_files, check_readable, check_values, resolve_paths
-from .sections import ConfigError, central_scheduler, scheduler_url, service, time_zone
+from .sections import ConfigError, central_scheduler, champion, scheduler_url, service, time_zone
 
-__all__ = ["ConfigError", "central_scheduler", "checked_settings", "scheduler_url", "service", "time_zone"]
+__all__ = [
+    "ConfigError",
+    "central_scheduler",
+    "champion_settings",
+    "checked_settings",
+    "scheduler_url",
+    "service",
+    "time_zone",
+]
 
 
 def checked_settings():
@@ -49,7 +58,7 @@ def checked_settings():
     check_values(config)
     resolve_paths(config)
     try:
-        settings, runtime, drift = iris(), service(), quality()
+        settings, runtime, drift, rule = iris(), service(), quality(), champion()
     except Exception as exc:  # luigi raises various parameter errors for unparsable values
         raise ConfigError(f"luigi.cfg: {mask(exc)}") from None
     try:
@@ -85,8 +94,24 @@ def checked_settings():
         0 < drift.ks_pvalue < 1 and 0 < drift.chi2_pvalue < 1
     ):
         problems.append("[quality] needs 0 <= psi_moderate <= psi_significant and p-values between 0 and 1")
+    if not (0 <= rule.min_accuracy <= 1 and 0 <= rule.max_dropped_fraction <= 1 and 0 <= rule.margin < 1):
+        problems.append(
+            "[champion] min_accuracy and max_dropped_fraction must be between 0 and 1, margin at least 0 and below 1"
+        )
+    if rule.max_age.total_seconds() <= 0:
+        problems.append("[champion] max_age must be positive")
     if runtime.workers < 1 or runtime.chunk_size < 1:
         problems.append("[service] workers and chunk_size must be at least 1")
+    try:
+        lineage_settings()
+    except LineageMisconfigured as exc:
+        problems.append(str(exc))
     if problems:
         raise ConfigError("luigi.cfg: " + "; ".join(problems))
     return settings, runtime
+
+
+def champion_settings():
+    """The `[champion]` section, checked (ConfigError naming the bad key)."""
+    checked_settings()
+    return champion()

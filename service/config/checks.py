@@ -14,7 +14,7 @@ from tasks import config as task_config
 from tasks.config import iris, quality
 
 from ..secrets import is_secret_key, mask
-from .sections import ConfigError, service
+from .sections import ConfigError, champion, service
 
 SHARED_FOLDERS = frozenset(
     """/ /bin /boot /dev /etc /home /lib /lib32 /lib64 /libx32 /media /mnt /opt /proc /root /run /sbin /srv /sys
@@ -35,7 +35,15 @@ _EXPECTED = (
     (luigi.DictParameter, 'a JSON object such as {"knn": {"n_neighbors": 5}}'),
 )
 # The sections whose values are parsed before use: irisflow's and those of Luigi's that irisflow relies on.
-_SECTIONS = (iris, quality, service, luigi.interface.core, luigi.notifications.email, luigi.notifications.smtp)
+_SECTIONS = (
+    iris,
+    quality,
+    service,
+    champion,
+    luigi.interface.core,
+    luigi.notifications.email,
+    luigi.notifications.smtp,
+)
 
 
 def _config_files():

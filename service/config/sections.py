@@ -54,6 +54,23 @@ class service(luigi.Config):  # noqa: N801 - the class name is the luigi.cfg sec
     )
 
 
+class champion(luigi.Config):  # noqa: N801 - the class name is the luigi.cfg section name
+    min_accuracy = luigi.FloatParameter(
+        default=0.9, description="A date's best model becomes champion only with at least this test accuracy."
+    )
+    max_dropped_fraction = luigi.FloatParameter(
+        default=0.05, description="... and only when at most this share of the date's rows was dropped by validation."
+    )
+    margin = luigi.FloatParameter(
+        default=0.01,
+        description="How much better than the champion, both scored on the new date's test split, a challenger must be.",
+    )
+    max_age = luigi.TimeDeltaParameter(
+        default=dt.timedelta(days=7),
+        description="The champion's date may be this old before the IrisflowChampionOld alert fires.",
+    )
+
+
 def time_zone(name):
     """The zoneinfo time zone called `name`, or ConfigError."""
     try:

@@ -118,12 +118,13 @@ class Daemon:
         if dates:
             started = time.monotonic()
             inputs = {d.isoformat(): source_fingerprint(d) for d in dates}
-            mails = Counter()
+            mails, decisions = Counter(), []
             for report in self.run(dates):
                 mails.update(sent=report.emails_sent, failed=report.email_failures)
+                decisions.extend(report.decisions)
                 counted.extend(o for o in report.outcomes if self._handle(o, inputs.get(o.date)))
             mails.update(mail.mail_run(self.root, counted, backfill_command))  # one mail a pass
-            metrics.record(RunReport(counted, time.monotonic() - started, mails["sent"], mails["failed"]))
+            metrics.record(RunReport(counted, time.monotonic() - started, mails["sent"], mails["failed"], decisions))
             self.settled.save(self.schedule.window(self.now())[0])
         self.last_pass = PassRecord(self.now(), dates, counted)
         self.update_gauges(self.now())
@@ -184,11 +185,13 @@ class Daemon:
         return self.states.of_dates(self.schedule.window(now))
 
     def update_gauges(self, now: dt.datetime) -> None:
-        """The window's dates by state, the next scheduled run, and the newest complete date's accuracy."""
+        """The window's dates by state, the next scheduled run, the newest complete date's accuracy and the
+        champion's."""
         states = self.window_states(now)
         metrics.record_window(states)
         upcoming = self.schedule.next_run(now)
         metrics.NEXT_RUN.set(upcoming.timestamp() if upcoming else 0)
+        metrics.record_champion(self.root, now.timestamp())
         complete = [s.date for s in states if s.state in SETTLED]
         if complete:
             metrics.record_partition(self.root, complete[-1])

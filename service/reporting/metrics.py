@@ -7,6 +7,7 @@ or push it to a Pushgateway (`export`), as batch jobs do.
 """
 
 import datetime as dt
+import math
 import platform
 import socket
 import time
@@ -133,6 +134,27 @@ EMAIL_FAILURES = Counter(
 SCHEDULER_ERRORS = Counter(
     "irisflow_scheduler_errors_total", "Runs that could not reach the central Luigi scheduler.", registry=REGISTRY
 )
+CHAMPION_DECISIONS = Counter(
+    "irisflow_champion_decisions_total",
+    "Champion decisions, by decision (promoted, kept, blocked, overridden by hand).",
+    ["decision"],
+    registry=REGISTRY,
+)
+CHAMPION_ACCURACY = Gauge(
+    "irisflow_champion_accuracy",
+    "Test accuracy of the champion (the model `irisflow predict` uses) on its own date's test split; NaN: none yet.",
+    registry=REGISTRY,
+)
+CHAMPION_AGE = Gauge(
+    "irisflow_champion_age_seconds",
+    "Seconds since midnight UTC of the champion's date (how old the data it learnt from is); NaN: none yet.",
+    registry=REGISTRY,
+)
+CHAMPION_MAX_AGE = Gauge(
+    "irisflow_champion_max_age_seconds",
+    "[champion] max_age: the champion's age from which IrisflowChampionOld fires.",
+    registry=REGISTRY,
+)
 
 
 PUSH_JOB = "irisflow_batch"  # the Pushgateway job of one-shot runs; the daemon is scraped as job "irisflow"
@@ -162,6 +184,12 @@ def record(report, now=None):
         RUN_DURATION.observe(report.seconds)
     if any(o.reason == "scheduler" for o in ran):
         SCHEDULER_ERRORS.inc()
+    for decision in report.decisions:
+        CHAMPION_DECISIONS.labels(decision["decision"]).inc()
+    if report.decisions:
+        from tasks.config import iris
+
+        record_champion(iris().output_root, now)
     newest = max((o for o in ran if o.accuracy), key=lambda o: o.date, default=None)
     if newest is not None:
         from tasks.config import iris
@@ -236,6 +264,33 @@ def export(textfile=None, pushgateway=None):
         )
 
 
+def record_champion(root, now=None):
+    """The champion's accuracy and age (since midnight UTC of its date) as they are at `now` (Unix time):
+    set after each run that decided something and on each of the daemon's ticks, so a run that decided
+    nothing changes no sample. NaN while there is no champion."""
+    from ..champion.store import read_champion_file
+
+    found = read_champion_file(root) or {}
+    try:
+        day = dt.date.fromisoformat(found["date"])
+        accuracy = float(found["accuracy"])
+    except (TypeError, KeyError, ValueError):
+        CHAMPION_ACCURACY.set(math.nan)
+        CHAMPION_AGE.set(math.nan)
+        return
+    CHAMPION_ACCURACY.set(accuracy)
+    CHAMPION_AGE.set((time.time() if now is None else now) - dt.datetime.combine(day, dt.time(), dt.UTC).timestamp())
+
+
+def _champion_max_age():
+    from ..config import champion
+
+    try:
+        return champion().max_age.total_seconds()
+    except Exception:  # a bad [champion] is every command's one-line error; a scrape still answers
+        return math.nan
+
+
 def _init():
     import luigi
 
@@ -243,6 +298,13 @@ def _init():
     for outcome in ("success", "failure"):
         PIPELINE_RUNS.labels(outcome)
     DRIFT_DETECTED.set(-1)  # no date judged yet
+    from ..champion.store import DECISIONS
+
+    for decision in DECISIONS:
+        CHAMPION_DECISIONS.labels(decision)
+    CHAMPION_ACCURACY.set(math.nan)  # no champion known yet
+    CHAMPION_AGE.set(math.nan)
+    CHAMPION_MAX_AGE.set_function(_champion_max_age)
 
 
 _init()

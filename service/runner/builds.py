@@ -92,7 +92,26 @@ def run_dates(
         time.monotonic() - started,
         emails["sent"],
         emails["failed"],
+        decide_champion(root),
     )
+
+
+def decide_champion(root):
+    """The champion decisions of the dates completed since the last decision (`service.champion`), each
+    also sent as lineage; a decision that cannot be made is logged and left to the next run, never failing
+    this one."""
+    from tasks.lineage import send_champion_decision
+
+    from ..champion import decide_pending
+
+    try:
+        decisions = decide_pending(root)
+    except Exception as exc:  # a damaged model file, a full disk: the dates stay built, the next run decides
+        LOG.error("champion not decided under %s: %s: %s", root, type(exc).__name__, exc)
+        return []
+    for decision in decisions:
+        send_champion_decision(partition.parse_date(decision["date"]), decision)
+    return decisions
 
 
 def _recover_staging(root):

@@ -3,6 +3,7 @@
     /                      dates x steps, coloured by state, with counts; ?month=YYYY-MM, ?year=YYYY or
                            ?start=D&end=D choose the dates (default: the month of today's date)
     /dates/YYYY-MM-DD      one date: validation report with sample rows, models, drift, failure, files
+    /champion              the champion and the timeline of every decision
     /trends?start=D&end=D  accuracy per model, rows rejected and drift over a range (default 90 days)
     /charts/NAME.svg       the trend charts (matplotlib, drawn here)
     /files/[failed/]D/PATH a file of the date's partition or failure record, as it is on disk
@@ -176,6 +177,8 @@ def _route(view, path, query):
         return _html(view.month(view.default_month()))
     if parts[0] == "dates" and len(parts) == 2:
         return _html(view.date(_existing_date(parts[1])))
+    if path == "/champion":
+        return _html(view.champion())
     if path == "/trends":
         return _html(view.trends(*_range(query, view.default_trend_range)))
     if parts[0] == "charts" and len(parts) == 2 and parts[1].removesuffix(".svg") in CHARTS:

@@ -14,6 +14,7 @@ from pathlib import Path
 from tasks import partition
 from tasks.quality import DRIFT, read_drift
 
+from ..champion.store import decisions_by_date
 from ..secrets import mask
 from ..state import DateStates, State
 from .shown import drift_shown, failure_shown, metrics_shown, validation_shown
@@ -102,6 +103,7 @@ class Overview:
             "failure": failure_shown(found.failure),
             "rerun": rerun + (" --force" if row["state"] in ("complete", "stale", "running") else ""),
             "files": self._files(date),
+            "champion_decision": decisions_by_date(self.root).get(date.isoformat()),
         }
 
     def _validation(self, date):

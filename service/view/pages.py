@@ -62,6 +62,10 @@ class ServedLinks:
         return f"/files/{'failed/' if kind == 'failed' else ''}{day}/{urllib.parse.quote(relative)}"
 
     @staticmethod
+    def champion():
+        return "/champion"
+
+    @staticmethod
     def trends(start=None, end=None):
         return "/trends" + (f"?start={start}&end={end}" if start else "")
 
@@ -92,6 +96,10 @@ class StaticLinks:
     def file(self, kind, day, relative):
         folder = (partition.partition_dir if kind == "partition" else partition.failed_dir)(self.overview.root, day)
         return (folder / relative).resolve().as_uri()
+
+    @staticmethod
+    def champion():
+        return "champion.html"
 
     @staticmethod
     def trends(start=None, end=None):
@@ -147,6 +155,13 @@ class PartitionView:
         rerun = f"{invoked_as()} run --date {day.isoformat()}"
         return self.render("date.html", day=day, detail=self.overview.detail(day, rerun))
 
+    def champion(self):
+        """The champion and every decision, newest first."""
+        from ..champion import current
+
+        ledger = current(self.overview.root)
+        return self.render("champion.html", champion=ledger.champion, entries=list(reversed(ledger.entries)))
+
     def trends(self, start, end):
         return self.render("trends.html", start=start, end=end, charts=CHARTS)
 
@@ -187,7 +202,11 @@ def write_report(start, end, out):
     out = Path(out)
     (out / "charts").mkdir(parents=True, exist_ok=True)
     dates = partition.date_range(start, end)
-    pages = {"index.html": view.grid(start, end), "trends.html": view.trends(start, end)}
+    pages = {
+        "index.html": view.grid(start, end),
+        "trends.html": view.trends(start, end),
+        "champion.html": view.champion(),
+    }
     pages.update((f"{day}.html", view.date(day)) for day in dates)
     for name, text in pages.items():
         (out / name).write_text(text)

@@ -120,7 +120,7 @@ def test_report_writes_the_same_pages_as_static_files(tree, tmp_path):
                              "--out", str(out)], cwd=REPO, env=tree.env(), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["2026-01-31.html", f"{GOOD}.html", f"{DRIFTED}.html",
-                                                    f"{BAD}.html", "charts", "index.html", "trends.html"]
+                                                    f"{BAD}.html", "champion.html", "charts", "index.html", "trends.html"]
     index = (out / "index.html").read_text()
     assert f'href="{BAD}.html"' in index and ">1 failed<" in index and "/?month=" not in index
     assert (tree.output_root / "failed" / str(BAD) / "failure.json").resolve().as_uri() in (out / f"{BAD}.html").read_text()

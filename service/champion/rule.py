@@ -1,0 +1,259 @@
+"""The champion rule: which model a consumer should use, decided date by date in date order.
+
+When a date completes, its best model (summary.json's `best_model`) is the challenger. It is blocked when
+the date fails a gate of `[champion]` — drift detected, more than `max_dropped_fraction` of its rows
+dropped by validation, a best accuracy under `min_accuracy` — and otherwise promoted when there is no
+champion yet, or when, both scored on the new date's test split (the same rows), it beats the champion by
+at least `margin`; else the champion is kept.
+
+Dates are decided once each, newest last: after every run (`decide_pending`, called at the end of
+`service.runner.run_dates`) each complete date newer than the last one decided, in ascending order,
+stopping at a date that is being built now — so how many workers built the dates, and in which order they
+finished, changes nothing. A rebuilt older date is not decided again; `replay` re-decides from a date on
+explicitly, and `override` records a manual promotion.
+"""
+
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tasks import partition
+from tasks.models import model_folder, settings_digest
+
+from . import store
+
+LOG = logging.getLogger(__name__)
+TOLERANCE = 1e-9  # accuracies are ratios of small counts: 0.97 - 0.96 must count as 0.01
+VALIDATION = "validation.json"
+
+
+class NoSuchModel(ValueError):
+    """A date or model that cannot be the champion (not complete, not trained that day)."""
+
+
+@dataclass(frozen=True)
+class Gates:
+    """The `[champion]` thresholds."""
+
+    min_accuracy: float
+    max_dropped_fraction: float
+    margin: float
+
+    @classmethod
+    def configured(cls) -> "Gates":
+        from ..config import champion_settings
+
+        rule = champion_settings()
+        return cls(rule.min_accuracy, rule.max_dropped_fraction, rule.margin)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def model_record(root: Path, date: dt.date, model: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the date's summary, the champion record of its model `model` — default its best): its date, name,
+    settings digest, test accuracy, model file (relative to the root) and the sha256 the summary sealed."""
+    summary = partition.read_summary(root, date)
+    if summary is None or not partition.is_complete(root, date):
+        raise NoSuchModel(f"{date}: not a complete date under {root}")
+    name = model or summary["best_model"]
+    metrics = summary["models"].get(name)
+    if metrics is None:
+        raise NoSuchModel(f"{date}: no model {name!r} (trained: {', '.join(sorted(summary['models']))})")
+    settings = metrics.get("settings")
+    relative = f"{model_folder(settings)}/model.joblib" if isinstance(settings, dict) else None
+    sealed = summary["manifest"].get(relative or "")
+    if sealed is None:
+        raise NoSuchModel(f"{date}: model {name!r} has no model file in the date's manifest")
+    record = {
+        "date": date.isoformat(),
+        "model": name,
+        "digest": settings_digest(settings),
+        "accuracy": metrics["accuracy"],
+        "model_file": f"{date.isoformat()}/{relative}",
+        "sha256": sealed["sha256"],
+        "settings": settings,
+    }
+    return summary, record
+
+
+class ModelUnusable(OSError):
+    """The champion's model file is gone or no longer the file that was sealed."""
+
+
+def load_model(root: Path, record: dict[str, Any]):
+    """The fitted estimator of a champion record, after checking the file is the one its date sealed (a
+    pickle runs code when loaded: only the bytes irisflow wrote are loaded)."""
+    import joblib
+
+    path = Path(root) / record["model_file"]
+    try:
+        found = partition.file_record(path)["sha256"]
+    except OSError as exc:
+        raise ModelUnusable(f"{path}: {exc.strerror or exc}") from None
+    if found != record["sha256"]:
+        raise ModelUnusable(f"{path}: content differs from the champion's recorded sha256")
+    return joblib.load(path)
+
+
+def test_rows(root: Path, date: str, settings: dict[str, Any]):
+    """The test split of `date` that a model with `settings` (test_size, seed) was evaluated on."""
+    import pandas as pd
+
+    folder = f"split/test_size-{settings['test_size']:g}_seed-{settings['seed']}"
+    return pd.read_csv(partition.partition_dir(root, date) / folder / "test.csv")
+
+
+def score(root: Path, record: dict[str, Any], rows) -> float:
+    """Accuracy of the record's model on `rows` (a frame with the feature columns and species)."""
+    from sklearn.metrics import accuracy_score
+
+    estimator = load_model(root, record)
+    features = list(record["settings"]["features"])
+    return float(accuracy_score(rows["species"], estimator.predict(rows[features])))
+
+
+def gate(root: Path, date: dt.date, summary: dict[str, Any], gates: Gates) -> tuple[str, str] | None:
+    """(gate, why) of the first gate the date fails, or None when it passes them all."""
+    if summary.get("drift_detected") is True:
+        return "drift", "drift detected against the reference"
+    report = _read_report(partition.partition_dir(root, date) / VALIDATION)
+    rows = report.get("rows") if isinstance(report, dict) else None
+    dropped = report.get("dropped_rows") if isinstance(report, dict) else None
+    if not isinstance(rows, int) or not isinstance(dropped, int) or rows <= 0:
+        return "dropped_rows", f"{VALIDATION} unreadable: the share of dropped rows is unknown"
+    if dropped / rows > gates.max_dropped_fraction + TOLERANCE:
+        return (
+            "dropped_rows",
+            f"{dropped} of {rows} rows dropped, over max_dropped_fraction {gates.max_dropped_fraction:g}",
+        )
+    if summary["best_accuracy"] < gates.min_accuracy - TOLERANCE:
+        return "accuracy", f"best accuracy {summary['best_accuracy']:.3f} under min_accuracy {gates.min_accuracy:g}"
+    return None
+
+
+def _read_report(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def decide(root: Path, date: dt.date, champion: dict[str, Any] | None, gates: Gates) -> dict[str, Any]:
+    """The decision for one complete date against `champion` (a history entry without its seq)."""
+    summary, challenger = model_record(root, date)
+    entry: dict[str, Any] = {
+        "time": _now(),
+        "date": date.isoformat(),
+        "challenger": {key: challenger[key] for key in ("model", "digest", "accuracy")},
+        "scores": None,
+        "champion": champion,
+    }
+    failed = gate(root, date, summary, gates)
+    if failed is not None:
+        entry.update(decision="blocked", gate=failed[0], reason=failed[1])
+        return entry
+    if champion is None:
+        entry.update(decision="promoted", reason="first date to pass the gates", champion=_since(challenger))
+        return entry
+    rows = test_rows(root, date.isoformat(), challenger["settings"])
+    challenger_score = score(root, challenger, rows)
+    try:
+        champion_score: float | None = score(root, champion, rows)
+    except ModelUnusable as exc:
+        champion_score, unusable = None, str(exc)
+    entry["scores"] = {"challenger": challenger_score, "champion": champion_score, "rows": int(len(rows))}
+    if champion_score is None:
+        entry.update(decision="promoted", reason=f"the champion's model cannot be used: {unusable}")
+    elif challenger_score - champion_score >= gates.margin - TOLERANCE:
+        entry.update(
+            decision="promoted",
+            reason=f"{challenger_score:.3f} beats the champion's {champion_score:.3f} by at least {gates.margin:g}",
+        )
+    else:
+        entry.update(
+            decision="kept",
+            reason=f"{challenger_score:.3f} does not beat the champion's {champion_score:.3f} by {gates.margin:g}",
+        )
+        return entry
+    entry["champion"] = _since(challenger)
+    return entry
+
+
+def _since(record: dict[str, Any]) -> dict[str, Any]:
+    return {**record, "since": _now()}
+
+
+def _decide_from(writer: store.Writer, dates: list[dt.date], champion, gates: Gates, replay=False) -> list:
+    """Decide `dates` in order, each against the champion the previous one left; stops before a date that
+    is being built now, so it is decided once complete. Returns the history entries written."""
+    written = []
+    for date in dates:
+        if partition.in_progress(writer.root, date):
+            break
+        if not partition.is_complete(writer.root, date):
+            continue
+        entry = decide(writer.root, date, champion, gates)
+        if replay:
+            entry["replay"] = True
+        written.append(writer.append(entry))
+        champion = entry["champion"]
+    return written
+
+
+def decide_pending(root: partition.StrPath) -> list[dict[str, Any]]:
+    """Decide every complete date newer than the last decided one, oldest first; returns the decisions."""
+    gates = Gates.configured()
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    with store.locked(root) as writer:
+        assert writer is not None
+        ledger = writer.ledger()
+        cursor = ledger.last_decided
+        dates = [d for d in partition.dates_present(root) if cursor is None or d.isoformat() > cursor]
+        return _decide_from(writer, dates, ledger.champion, gates)
+
+
+def replay(root: partition.StrPath, start: dt.date) -> list[dict[str, Any]]:
+    """Decide again every complete date from `start` on, starting from the champion the history had before
+    `start` (the last decision, automatic or manual, of an earlier date)."""
+    gates = Gates.configured()
+    root = Path(root)
+    with store.locked(root) as writer:
+        assert writer is not None
+        earlier = [e for e in writer.ledger().entries if e["date"] < start.isoformat()]
+        champion = earlier[-1]["champion"] if earlier else None
+        dates = [d for d in partition.dates_present(root) if d >= start]
+        return _decide_from(writer, dates, champion, gates, replay=True)
+
+
+def override(root: partition.StrPath, date: dt.date, model: str, reason: str) -> dict[str, Any]:
+    """Make `model` of `date` the champion by hand, recorded with the reason and how it and the champion
+    it replaces score on the date's test split."""
+    root = Path(root)
+    with store.locked(root) as writer:
+        assert writer is not None
+        before = writer.ledger().champion
+        _, chosen = model_record(root, date, model)
+        rows = test_rows(root, date.isoformat(), chosen["settings"])
+        scores = {"challenger": score(root, chosen, rows), "champion": None, "rows": int(len(rows))}
+        if before is not None:
+            try:
+                scores["champion"] = score(root, before, rows)
+            except ModelUnusable:
+                pass
+        entry = {
+            "time": _now(),
+            "date": date.isoformat(),
+            "decision": "overridden",
+            "reason": reason,
+            "challenger": {key: chosen[key] for key in ("model", "digest", "accuracy")},
+            "scores": scores,
+            "champion": _since(chosen),
+        }
+        return writer.append(entry)
