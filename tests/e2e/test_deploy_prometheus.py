@@ -114,6 +114,7 @@ RECEIVERS = {
     "IrisflowCatchupMissingDates": "irisflow-mail", "IrisflowEmailFailing": "irisflow-mail",
     "IrisflowModelAccuracyLow": "irisflow-mail", "IrisflowDataDrift": "irisflow-mail",
     "IrisflowSchedulerUnreachable": "irisflow-mail", "LuigidDown": "irisflow-mail",
+    "IrisflowChampionOld": "irisflow-mail",
 }
 
 
