@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DATE ?=
 
-.PHONY: run test serve bench tools lint format lock clean
+.PHONY: run test test-fast serve bench tools lint format lock clean
 
 # The locks pin every package, transitive ones too, with hashes; irisflow itself goes in as an editable
 # install (the `irisflow` command in $(VENV)/bin, running this checkout's code).
@@ -30,7 +30,7 @@ serve: $(VENV)/.runtime
 ## promtool and prometheus (prometheus), the Pushgateway one-shot runs push to (prometheus-pushgateway),
 ## Alertmanager and amtool (prometheus-alertmanager),
 ## systemd-analyze (systemd), shellcheck (shellcheck), the headless browser of the partition view's test
-## (chromium), and for the boot test (tests/test_systemd_boot.py) systemd-nspawn (systemd-container) and
+## (chromium), and for the boot test (tests/e2e/test_systemd_boot.py) systemd-nspawn (systemd-container) and
 ## debootstrap (debootstrap)
 tools:
 	@missing=$$(for pair in promtool:prometheus prometheus:prometheus prometheus-pushgateway:prometheus-pushgateway \
@@ -44,9 +44,16 @@ tools:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-## test: the whole suite
+## test-fast: the unit and integration lanes (tests/unit, tests/integration) on both cores: what to run
+## while working
+test-fast: $(VENV)/.dev
+	$(PY) -m pytest -n 2 -m "not e2e"
+
+## test: the whole suite: the unit and integration lanes on both cores, then the e2e lane (daemons,
+## luigid, Prometheus, Alertmanager, containers, the browser, packaging) one test at a time
 test: $(VENV)/.dev tools
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 -m "not e2e"
+	$(PY) -m pytest -m e2e
 
 ## bench: the benchmark; prints one figure a line with its goal
 bench: $(VENV)/.runtime
