@@ -12,7 +12,7 @@ from tasks import partition
 
 from ..config import ConfigError
 from ..reporting import summary
-from ..reporting.plan import count, plan
+from ..reporting.plan import FORCED, count, plan
 from ..runner import DateOutcome, RunReport
 from ..state import SETTLED, State, configured
 from . import output
@@ -112,10 +112,7 @@ def _print_plan(args, decisions, chosen):
             )
         )
         return EXIT_OK
-    lines = [
-        f"{d.date}  {'build' if d.build else 'skip':<5}  {d.reason:<10}  {d.found.detail or 'complete'}"
-        for d in decisions
-    ]
+    lines = [f"{d.date}  {'build' if d.build else 'skip':<5}  {d.reason:<10}  {_why(d)}".rstrip() for d in decisions]
     lines.append("reasons: " + ", ".join(f"{n} {reason}" for reason, n in count(decisions).items()))
     lines.append(f"would build {len(chosen)} of {len(decisions)} dates (dry run: nothing was run or written)")
     output.tell("\n".join(lines))
@@ -173,6 +170,13 @@ def _run_backfill(args, chosen):
     finally:
         progress.close()
     return report, (signals[0] if signals else None)
+
+
+def _why(decision):
+    """The plan's few words for a date: its state's detail, or what its reason means."""
+    if decision.reason == FORCED:
+        return "complete; rebuilt as --force asks"
+    return decision.found.detail or {"missing": "no outputs yet", "complete": "nothing to do"}.get(decision.reason, "")
 
 
 def _runs_of_same_status(outcomes):
