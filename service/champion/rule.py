@@ -14,6 +14,7 @@ explicitly, and `override` records a manual promotion.
 """
 
 import datetime as dt
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -86,18 +87,27 @@ class ModelUnusable(OSError):
 
 
 def load_model(root: Path, record: dict[str, Any]):
-    """The fitted estimator of a champion record, after checking the file is the one its date sealed (a
-    pickle runs code when loaded: only the bytes irisflow wrote are loaded)."""
-    import joblib
+    """The fitted estimator of a champion record. A pickle runs code when loaded, so only bytes irisflow
+    sealed are loaded: the file must be the date's own model file, named in its summary's manifest, and the
+    bytes read (once, then unpickled from memory) must have the sha256 that manifest recorded."""
+    import pickle
 
-    path = Path(root) / record["model_file"]
+    date, _, relative = str(record.get("model_file", "")).partition("/")
     try:
-        found = partition.file_record(path)["sha256"]
+        summary = partition.read_summary(root, date)
+    except ValueError:  # not a date: a champion.json no irisflow wrote
+        summary = None
+    sealed = (summary or {}).get("manifest", {}).get(relative) if relative.endswith("/model.joblib") else None
+    if sealed is None or sealed["sha256"] != record.get("sha256"):
+        raise ModelUnusable(f"{record.get('model_file')}: not a model file its date sealed")
+    path = partition.partition_dir(root, date) / relative
+    try:
+        content = path.read_bytes()
     except OSError as exc:
         raise ModelUnusable(f"{path}: {exc.strerror or exc}") from None
-    if found != record["sha256"]:
-        raise ModelUnusable(f"{path}: content differs from the champion's recorded sha256")
-    return joblib.load(path)
+    if hashlib.sha256(content).hexdigest() != sealed["sha256"]:
+        raise ModelUnusable(f"{path}: content differs from the sha256 its date sealed")
+    return pickle.loads(content)  # noqa: S301 - the bytes are the ones the date's manifest sealed
 
 
 def test_rows(root: Path, date: str, settings: dict[str, Any]):

@@ -65,3 +65,48 @@ def test_a_missing_or_extra_column_is_a_one_line_error(irisflow_config, cli, tmp
         assert refused.returncode == 2, name
         assert len(refused.stderr.splitlines()) == 1 and message in refused.stderr and name in refused.stderr
         assert not refused.stdout
+
+
+class _Planted:
+    """A pickle that, once loaded, writes a file: what a planted model would do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_only_the_bytes_its_date_sealed_are_ever_unpickled(irisflow_config, cli, tmp_path):
+    import pickle
+
+    irisflow_config.set("iris", models='["knn"]')
+    assert cli("run", "--date", DAY.isoformat()).returncode == 0
+    rows = tmp_path / "rows.csv"
+    pd.read_csv(IRIS_CSV)[FEATURES].to_csv(rows, index=False)
+    root = irisflow_config.output_root
+    champion_file = root / "champion.json"
+    champion = json.loads(champion_file.read_text())
+    marker = tmp_path / "code-ran"
+
+    # A model file replaced with other bytes.
+    (root / champion["model_file"]).write_bytes(pickle.dumps(_Planted(marker)))
+    replaced = cli("predict", "--input", str(rows))
+    assert replaced.returncode != 0 and "sha256" in replaced.stderr and not marker.exists()
+
+    # A record pointing elsewhere, with that file's own hash (champion.json is rewritten from the history
+    # before predict reads it, so the loader is asked directly).
+    import hashlib
+
+    import pytest
+
+    from service.champion.rule import ModelUnusable, load_model
+
+    planted = tmp_path / "planted.joblib"
+    planted.write_bytes(pickle.dumps(_Planted(marker)))
+    forged = {**champion, "model_file": f"{DAY.isoformat()}/../../{planted.name}",
+              "sha256": hashlib.sha256(planted.read_bytes()).hexdigest()}
+    for record in (forged, {**forged, "model_file": str(planted)}, {**forged, "model_file": "not-a-date/x"}):
+        with pytest.raises(ModelUnusable, match="not a model file its date sealed"):
+            load_model(root, record)
+    assert not marker.exists()
