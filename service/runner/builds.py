@@ -153,7 +153,7 @@ def build_chunk(
             partition.remove_damaged(root, date)
     outcomes = {}
     with ExitStack() as rebuilds:
-        rebuilds.enter_context(partition.building(root, todo))
+        _hold_build_locks(rebuilds, root, todo)
         tokens = {d: rebuilds.enter_context(partition.forced_rebuild(root, d)) for d in todo} if force else {}
         deadline = time.monotonic() + runtime.wait_for_others.total_seconds()
         events: dict[str, list] = {}
@@ -173,6 +173,15 @@ def build_chunk(
             )
     _release_memory()
     return [outcomes.get(d) or DateOutcome(d.isoformat(), "skipped") for d in dates]
+
+
+def _hold_build_locks(stack, root, dates):
+    """Hold the dates' build locks for the build (they show the dates as running): where they cannot be
+    taken (an unwritable output root) the build goes on, and its tasks report the storage error."""
+    try:
+        stack.enter_context(partition.building(root, dates))
+    except OSError as exc:
+        LOG.debug("could not take the build locks under %s: %s", root, storage_error(exc))
 
 
 def _build(tasks, log_level):

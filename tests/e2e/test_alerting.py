@@ -48,7 +48,7 @@ pytestmark = pytest.mark.slow
 # in between absent(up) holds, and an IrisflowDaemonDown fired then is re-sent resolved every minute for
 # a quarter of an hour: once the daemon is really down, each re-send joins its group and mails it again.
 STUCK_GRACE = "12"
-FOR = {"1m": "1s", "5m": "10s", "2h": "16s", "26h": "1h", "36h": "1h"}
+FOR = {"1m": "1s", "5m": "10s", "1h": "1h", "2h": "16s", "26h": "1h", "36h": "1h"}
 KEEP_FIRING_FOR = {"5m": "6s"}
 WINDOW = "8s"  # the one-hour windows of increase() and offset
 SCHEDULE = "*/2 * * * * *"  # a pass every 2 seconds (6 cron fields: seconds first)
