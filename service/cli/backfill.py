@@ -14,7 +14,7 @@ from ..config import ConfigError
 from ..reporting import summary
 from ..reporting.plan import FORCED, count, plan
 from ..runner import DateOutcome, RunReport
-from ..state import SETTLED, State, configured
+from ..state import SETTLED, configured
 from . import output
 from .exits import EXIT_FAILED, EXIT_OK
 from .runs import check_metrics_destinations, export_metrics, log_level, mail_run, workers
@@ -25,7 +25,6 @@ STATUS_WORDS = {
     "failure": "FAILED",
     "unselected": "not selected by --only",
     "cancelled": "left (not finished)",
-    "busy": "being built by another process",
 }
 
 
@@ -56,7 +55,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     if groups:
         output.tell(summary.format_failures(groups, rerun), logging.ERROR)
     counts = {s: sum(o.status == s for o in outcomes) for s in STATUS_WORDS}
-    extra = "".join(f", {counts[s]} {STATUS_WORDS[s]}" for s in ("unselected", "busy", "cancelled") if counts[s])
+    extra = "".join(f", {counts[s]} {STATUS_WORDS[s]}" for s in ("unselected", "cancelled") if counts[s])
     output.tell(
         f"backfill {dates[0]}..{dates[-1]}: {counts['success']} ran, {counts['skipped']} already complete, "
         f"{counts['failure']} failed{extra} in {report.seconds:.1f} s",
@@ -91,8 +90,6 @@ def _backfill_dates(args):
 
 def _not_chosen(decision):
     """The outcome of a date the plan left alone: complete (or stale, kept) dates count as already complete."""
-    if decision.found.state == State.RUNNING:
-        return DateOutcome(decision.date.isoformat(), "busy")
     status = "skipped" if decision.found.state in SETTLED else "unselected"
     return DateOutcome(decision.date.isoformat(), status)
 

@@ -2,8 +2,9 @@
 
 Each date's reason is its state (`service.state`), or `forced` for a complete date that `--force`
 rebuilds. A plain backfill builds the DEFAULT_REASONS; `--only` chooses among PLAN_REASONS, so
-`--only stale` rebuilds exactly the stale dates. Complete and running dates are never built (a running
-date is another process's). Stale, forced and damaged dates are rebuilt from scratch (the runner's
+`--only stale` rebuilds exactly the stale dates. A running date is built too: its build waits for the
+other process's task locks and finds the work done, or does it should that process have died. Complete
+dates are never built. Stale, forced and damaged dates are rebuilt from scratch (the runner's
 `force`: the old partition stays until the new one is complete), since reusing their files would keep
 what made them stale or damaged.
 """
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from ..state import DateState, DateStates, State
 
 # What a plain backfill builds; the other plan reasons (stale, forced, not_due) need `--only`.
-DEFAULT_REASONS = (State.MISSING, State.FAILED, State.WAITING, State.INCOMPLETE, State.DAMAGED)
+DEFAULT_REASONS = (State.MISSING, State.FAILED, State.WAITING, State.INCOMPLETE, State.DAMAGED, State.RUNNING)
 FORCED = "forced"
 PLAN_REASONS = tuple(str(reason) for reason in DEFAULT_REASONS) + (str(State.STALE), FORCED, str(State.NOT_DUE))
 REBUILT_FROM_SCRATCH = (str(State.STALE), FORCED, str(State.DAMAGED))

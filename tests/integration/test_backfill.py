@@ -147,8 +147,8 @@ def test_commands_name_dates_as_ranges_that_read_back_and_take_only_what_the_dat
     assert summary.backfill_command(days, ["missing", "failed"]) == \
         f"python -m service backfill --dates {D[0]}..{D[2]},{D[5]}"
     assert summary.backfill_command([D[0]], ["stale"], workers=2) == \
-        f"python -m service backfill --dates {D[0]} --only missing,failed,waiting,incomplete,damaged,stale --workers 2"
-    assert summary.backfill_command([D[0]], ["forced"]).endswith("--only missing,failed,waiting,incomplete,damaged,forced --force")
+        f"python -m service backfill --dates {D[0]} --only missing,failed,waiting,incomplete,damaged,running,stale --workers 2"
+    assert summary.backfill_command([D[0]], ["forced"]).endswith("--only missing,failed,waiting,incomplete,damaged,running,forced --force")
 
 
 def test_plain_progress_adds_an_eta_line_every_interval():
