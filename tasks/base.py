@@ -28,7 +28,7 @@ class DatePartitionTask(luigi.Task):
 
     date = luigi.DateParameter()
     _seen_done = False
-    _sealed: partition.Sealed | None = None  # the receipt, once done (`sealed`)
+    _sealed = None  # the receipt (partition.Sealed), once done (`sealed`)
     rebuild = luigi.Parameter(
         default="",
         description="Token of a forced rebuild, which builds under the staging root; empty: the date's own partition.",
@@ -148,4 +148,4 @@ class DatePartitionTask(luigi.Task):
 
 @functools.cache
 def _params_of(cls):
-    return tuple(luigi.Task.get_params.__func__(cls))  # type: ignore[attr-defined]
+    return tuple(luigi.Task.get_params.__func__(cls))
