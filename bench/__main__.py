@@ -52,13 +52,18 @@ def main(argv=None, out=sys.stdout):
     )
     with tempfile.TemporaryDirectory(prefix="irisflow-bench-") as tmp:
         try:
-            first, memory, identical, complete = figures.backfill_cold(plan, tmp)
+            cold, identical, complete = figures.backfill_cold(plan, tmp)
+            first, plain, memory = cold
             for figure in (
                 lambda: first,
+                lambda: plain,
                 lambda: figures.backfill_nothing_to_do(plan, complete),
+                lambda: figures.status_verified(plan, complete),
+                lambda: figures.orchestration(plan, tmp),
                 lambda: figures.scaling(plan, tmp),
                 lambda: memory,
                 lambda: figures.daemon_memory(plan, tmp),
+                lambda: figures.daemon_idle(plan, tmp),
                 lambda: figures.one_date_cold(plan, tmp),
                 lambda: figures.drift_per_date(plan, tmp),
                 lambda: figures.view_render(plan, tmp),

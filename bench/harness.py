@@ -8,6 +8,7 @@ included, by sampling /proc.
 
 import os
 import resource
+import socket
 import statistics
 import subprocess
 import sys
@@ -124,13 +125,13 @@ class TreeMemory:
 
     def _sample(self):
         while not self._stop.is_set():
-            sizes = [_memory(pid) for pid in _tree(self.pid)]
+            sizes = [_memory(pid) for pid in tree(self.pid)]
             self.peak_rss = max(self.peak_rss, sum(rss for rss, _ in sizes))
             self.peak_pss = max(self.peak_pss, sum(pss for _, pss in sizes))
             self._stop.wait(self.interval)
 
 
-def _tree(root):
+def tree(root):
     """root and every live descendant of it."""
     children = {}
     for entry in os.listdir("/proc"):
@@ -163,12 +164,19 @@ def _memory(pid):
     return sizes.get("Rss", 0), sizes.get("Pss", 0)
 
 
-def alternate(repeats, first, second):
-    """Measure first(i) and second(i) in turns, so load from other processes hits both alike.
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
-    Returns the two lists of results, in order."""
-    pairs = [(first(i), second(i)) for i in range(repeats)]
-    return [a for a, _ in pairs], [b for _, b in pairs]
+
+def alternate(repeats, *measures):
+    """Measure each of `measures` (callables of the repeat's index) in turns, so load from other processes
+    hits them alike.
+
+    Returns one list of results per measure, in order."""
+    rounds = [[measure(i) for measure in measures] for i in range(repeats)]
+    return [[results[k] for results in rounds] for k in range(len(measures))]
 
 
 def median_seconds(results):

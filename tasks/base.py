@@ -28,6 +28,7 @@ class DatePartitionTask(luigi.Task):
 
     date = luigi.DateParameter()
     _seen_done = False
+    _sealed = None  # the receipt (partition.Sealed), once done (`sealed`)
     rebuild = luigi.Parameter(
         default="",
         description="Token of a forced rebuild, which builds under the staging root; empty: the date's own partition.",
@@ -63,24 +64,45 @@ class DatePartitionTask(luigi.Task):
     def upstream_tasks(self):
         return [task for task in flatten(self.requires()) if isinstance(task, DatePartitionTask)]
 
+    @classmethod
+    def get_params(cls):
+        """Luigi's get_params, worked out once per class: Luigi walks dir(cls) on every call, and calls it
+        for every task instance made or looked up (hundreds a date), while a task class's parameters are
+        fixed once the class exists."""
+        return list(_params_of(cls))
+
+    def sealed(self):
+        """The task's receipt (`partition.Sealed`) once the task is done, else None.
+
+        Read and checked once per build: the completeness check that finds the task done keeps what it
+        read, and the task's own run keeps what it wrote, so downstream tasks' checks, their receipts'
+        inputs and the summary's manifest never read or hash it again (see `complete` on why a done task
+        stays done for an instance's life)."""
+        return self._sealed if self.complete() else None
+
     def input_records(self):
         """{file: sha256} of every upstream output as its receipt recorded it; None if one is not done."""
         records = {}
         for task in self.upstream_tasks:
-            receipt = partition.read_receipt(task.folder, task.receipt)
-            if receipt is None:
+            sealed = task.sealed()
+            if sealed is None:
                 return None
-            records.update({name: record["sha256"] for name, record in receipt["outputs"].items()})
+            records.update({name: record["sha256"] for name, record in sealed.receipt["outputs"].items()})
         return records
 
     def is_done(self):
-        receipt = partition.read_receipt(self.folder, self.receipt)
-        return (
-            receipt is not None
-            and not partition.files_match(self.folder, receipt["outputs"])
+        """Done on disk: the receipt matches the files and the upstream receipts as they are now. Keeps
+        the receipt it read when so."""
+        sealed = partition.read_sealed(self.folder, self.receipt)
+        done = (
+            sealed is not None
+            and not partition.files_match(self.folder, sealed.receipt["outputs"])
             and all(task.complete() for task in self.upstream_tasks)
-            and receipt["inputs"] == self.input_records()
+            and sealed.receipt["inputs"] == self.input_records()
         )
+        if done:
+            self._sealed = sealed
+        return done
 
     def complete(self):
         """is_done(), remembered once true for the life of this instance.
@@ -114,7 +136,16 @@ class DatePartitionTask(luigi.Task):
         together and sealed by the task's receipt (with `extra`, which the block may still fill in)."""
         relative = self.relative_outputs
         with partition.publishing(
-            self.folder, relative.values(), self.receipt, self.input_records() or {}, extra
+            self.folder, relative.values(), self.receipt, self.input_records() or {}, extra, self._published
         ) as temporaries:
             paths = {key: str(temporaries[name]) for key, name in relative.items()}
             yield paths[None] if None in paths else paths
+
+    def _published(self, sealed):
+        """The task's run has written and sealed its outputs: it is done, with this receipt."""
+        self._sealed, self._seen_done = sealed, True
+
+
+@functools.cache
+def _params_of(cls):
+    return tuple(luigi.Task.get_params.__func__(cls))

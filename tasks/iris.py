@@ -253,20 +253,20 @@ class IrisPipeline(DatePartitionTask):
         partition.write_durably(self.folder / partition.SUMMARY, json.dumps(summary, indent=2, sort_keys=True))
 
     def manifest(self):
-        """({file: {size, sha256}} of every receipt and every file they record, or None if a task has no
-        receipt; any history change a receipt records)."""
+        """({file: {size, sha256}} of every receipt and every file they record, or None if a task is not
+        done; any history change a receipt records). The receipts as this build checked or wrote them
+        (`DatePartitionTask.sealed`), so sealing a date reads none of them again."""
         records, changed, pending, seen = {}, None, list(self.upstream_tasks), set()
         while pending:
             task = pending.pop()
             if task.receipt in seen:
                 continue
             seen.add(task.receipt)
-            receipt = partition.read_receipt(task.folder, task.receipt)
-            if receipt is None:
+            sealed = task.sealed()
+            if sealed is None:
                 return None, None
-            records.update(receipt["outputs"])
-            name = f"{partition.RECEIPTS}/{task.receipt}"
-            records[name] = partition.file_record(self.folder / name)
-            changed = changed or receipt.get("history_changed")
+            records.update(sealed.receipt["outputs"])
+            records[f"{partition.RECEIPTS}/{task.receipt}"] = sealed.record
+            changed = changed or sealed.receipt.get("history_changed")
             pending.extend(task.upstream_tasks)
         return dict(sorted(records.items())), changed

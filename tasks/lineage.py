@@ -24,6 +24,8 @@ from typing import Any
 import luigi
 from luigi.task import flatten
 
+from . import config
+
 LOG = logging.getLogger("irisflow.lineage")
 TRANSPORTS = ("none", "file", "http")
 MAX_ERROR_CHARS = 4000  # a validation report names every failing check; the event stays small
@@ -55,6 +57,19 @@ class LineageMisconfigured(ValueError):
 
 def lineage_settings() -> lineage:
     """The `[lineage]` section, checked: LineageMisconfigured names the first bad key."""
+    # Read once per reading of the configuration: every task event asks, and a luigi.Config resolves each
+    # of its keys again on every instantiation. Tied to the very `[iris]` object `tasks.config.settings`
+    # holds (not an equal one), so clearing that cache (each build does, at its start) reads this again.
+    current = config.settings()
+    if _read[0] is not current:
+        _read[:] = [current, _checked()]
+    return _read[1]
+
+
+_read: list[Any] = [None, None]  # [the `[iris]` settings object, the `[lineage]` section read with it]
+
+
+def _checked() -> lineage:
     settings = lineage()
     if settings.transport not in TRANSPORTS:
         raise LineageMisconfigured(

@@ -51,7 +51,7 @@ from .layout import (
 )
 from .locks import building, flock, in_progress, task_lock
 from .rebuilds import forced_rebuild, promote, recover_staging
-from .receipts import files_match, publishing, read_receipt, receipt_name, valid_records
+from .receipts import Sealed, files_match, publishing, read_receipt, read_sealed, receipt_name, valid_records
 
 __all__ = [
     "BUILD_LOCK",
@@ -63,6 +63,7 @@ __all__ = [
     "PARTITION_LOCK",
     "RECEIPTS",
     "STAGING",
+    "Sealed",
     "SUMMARY",
     "StrPath",
     "TEMPORARY",
@@ -86,6 +87,7 @@ __all__ = [
     "quarantine",
     "read_failure",
     "read_receipt",
+    "read_sealed",
     "read_summary",
     "receipt_name",
     "record_failure",

@@ -6,7 +6,8 @@ import json
 import os
 import stat
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -41,14 +42,39 @@ def valid_records(records):
     )
 
 
+def _well_formed(receipt: Any) -> bool:
+    return (
+        isinstance(receipt, dict) and valid_records(receipt.get("outputs")) and isinstance(receipt.get("inputs"), dict)
+    )
+
+
 def read_receipt(part: StrPath, name: str) -> dict[str, Any] | None:
     """The task's receipt as written, or None when it is absent, unreadable or of the wrong shape."""
     receipt = durable.read_json(Path(part) / RECEIPTS / name)
-    if not (
-        isinstance(receipt, dict) and valid_records(receipt.get("outputs")) and isinstance(receipt.get("inputs"), dict)
-    ):
+    return receipt if _well_formed(receipt) else None
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """A receipt's content and the size and sha256 of the receipt file itself (a summary's manifest lists
+    receipts too), from one read of the file, or from the bytes its writer wrote."""
+
+    receipt: dict[str, Any]
+    record: FileRecord
+
+
+def read_sealed(part: StrPath, name: str) -> Sealed | None:
+    """read_receipt, with the receipt file's own record taken from the same bytes."""
+    try:
+        data = (Path(part) / RECEIPTS / name).read_bytes()
+        receipt = json.loads(data)
+    except (OSError, ValueError):
         return None
-    return receipt
+    return Sealed(receipt, _record_of(data)) if _well_formed(receipt) else None
+
+
+def _record_of(data: bytes) -> FileRecord:
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def files_match(part: StrPath, records: Mapping[str, FileRecord], verify: bool = False) -> list[str]:
@@ -77,10 +103,12 @@ def publishing(
     name: str,
     inputs: Mapping[str, str],
     extra: Mapping[str, Any] | None = None,
+    on_sealed: Callable[[Sealed], None] | None = None,
 ) -> Iterator[dict[str, Path]]:
     """Temporary paths for a task's outputs ({relative: Path}); when the block ends without error they are
     fsynced, renamed into place together and sealed by the task's receipt `name`, which records each
-    output's size and sha256, the `inputs` ({relative: sha256}) and `extra`.
+    output's size and sha256, the `inputs` ({relative: sha256}) and `extra`; `on_sealed` is then given
+    the receipt as written, so the writer need not read it back.
 
     The old receipt goes first, so between the first rename and the new receipt the task reads as not
     done, and a rerun replaces whatever had landed. Call it holding the task's lock.
@@ -112,9 +140,11 @@ def publishing(
             durable.replace(temporary, part / relative)
         for folder in {(part / relative).parent for relative in temporaries}:
             durable.fsync_dir(folder)
-        durable.write_durably(
-            receipt, json.dumps({"outputs": records, "inputs": dict(inputs), **(extra or {})}, indent=1, sort_keys=True)
-        )
+        content = {"outputs": records, "inputs": dict(inputs), **(extra or {})}
+        text = json.dumps(content, indent=1, sort_keys=True)
+        durable.write_durably(receipt, text)
+        if on_sealed is not None:
+            on_sealed(Sealed(json.loads(text), _record_of(text.encode())))
     finally:
         for temporary in temporaries.values():
             temporary.unlink(missing_ok=True)
