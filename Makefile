@@ -53,7 +53,7 @@ test-fast: $(VENV)/.dev
 ## luigid, Prometheus, Alertmanager, containers, the browser, packaging) one test at a time
 test: $(VENV)/.dev tools
 	$(PY) -m pytest -n 2 -m "not e2e"
-	$(PY) -m pytest -m e2e
+	$(PY) -m pytest -m e2e --durations=15
 
 ## bench: the benchmark; prints one figure a line with its goal
 bench: $(VENV)/.runtime

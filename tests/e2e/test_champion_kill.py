@@ -14,8 +14,8 @@ from conftest import REPO, write_input
 
 pytestmark = pytest.mark.slow
 DATES = ["2026-04-01", "2026-04-02", "2026-04-03", "2026-04-04"]
-MAX_KILLS = 15
-MAX_SECONDS = 60
+MAX_KILLS = 10
+MAX_SECONDS = 30
 
 
 def complete_lines(root):

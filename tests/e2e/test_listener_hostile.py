@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 BUILT = dt.date(2026, 2, 1)
 IDLE = 2  # seconds: [service] http_idle_timeout of these daemons
 FORGED = "FORGED irisflow.daemon: "  # what a request would write at the start of a log line of its own
-CHECKS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+CHECKS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 class Listener:
