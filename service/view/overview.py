@@ -109,7 +109,7 @@ class Overview:
     def _validation(self, date):
         """(the date's validation report as the page shows it, the folder it lies in), or (None, None)."""
         for where in (partition.partition_dir(self.root, date), partition.failed_dir(self.root, date)):
-            report = validation_shown(_read_json(where / VALIDATION))
+            report = validation_shown(partition.durable.read_json(where / VALIDATION))
             if report is not None:
                 return report, where
         return None, None
@@ -120,7 +120,7 @@ class Overview:
             return {name: metrics_shown(metrics) for name, metrics in summary["models"].items()}
         found = {}
         for path in sorted(partition.partition_dir(self.root, date).glob("models/*/metrics.json")):
-            metrics = metrics_shown(_read_json(path))
+            metrics = metrics_shown(partition.durable.read_json(path))
             if metrics is not None:
                 settings = metrics.get("settings")
                 name = settings.get("model") if isinstance(settings, dict) else None
@@ -192,12 +192,3 @@ class Overview:
             for feature, score in drift.get("features", {}).items():
                 psi.setdefault(feature, [None] * len(dates))[index] = score["psi"]
         return {"dates": list(dates), "accuracy": accuracy, "rejected": rejected, "psi": psi}
-
-
-def _read_json(path):
-    import json
-
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None

@@ -5,13 +5,10 @@ written by another version, or refused while being read must still render: these
 values of the shape the templates and charts expect.
 """
 
+from tasks.partition import is_number
 from tasks.schema import verdict
 
 from ..secrets import mask
-
-
-def _number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def failure_shown(failure):
@@ -41,7 +38,7 @@ def validation_shown(report):
                 {
                     "check": str(entry.get("check", "")),
                     "column": str(entry["column"]) if entry.get("column") is not None else None,
-                    "count": entry.get("count") if _number(entry.get("count")) else None,
+                    "count": entry.get("count") if is_number(entry.get("count")) else None,
                     "examples": [
                         {"line": e["line"] if isinstance(e.get("line"), int) else None, "value": str(e.get("value"))}
                         for e in examples
@@ -50,19 +47,19 @@ def validation_shown(report):
             )
         return shown
 
-    rows = report.get("rows") if _number(report.get("rows")) else None
-    valid = report.get("valid_rows") if _number(report.get("valid_rows")) else None
+    rows = report.get("rows") if is_number(report.get("rows")) else None
+    valid = report.get("valid_rows") if is_number(report.get("valid_rows")) else None
     shown = {
         "file": str(report.get("file", "")),
         "passed": report.get("passed") is True,
         "error": mask(str(report["error"])) if report.get("error") else None,
         "rows": rows,
         "valid_rows": valid,
-        "dropped_rows": report.get("dropped_rows") if _number(report.get("dropped_rows")) else 0,
+        "dropped_rows": report.get("dropped_rows") if is_number(report.get("dropped_rows")) else 0,
         "rejected_rows": rows - valid if rows is not None and valid is not None else None,
-        "invalid_rows": report.get("invalid_rows") if _number(report.get("invalid_rows")) else 0,
+        "invalid_rows": report.get("invalid_rows") if is_number(report.get("invalid_rows")) else 0,
         "max_invalid_fraction": report.get("max_invalid_fraction")
-        if _number(report.get("max_invalid_fraction"))
+        if is_number(report.get("max_invalid_fraction"))
         else 0,
         "failures": entries("failures"),
         "dropped": entries("dropped"),
@@ -76,7 +73,7 @@ def validation_shown(report):
 
 def metrics_shown(metrics):
     """A model's metrics.json as pages show it, or None when it lacks an accuracy and F1 to show."""
-    if not isinstance(metrics, dict) or not (_number(metrics.get("accuracy")) and _number(metrics.get("macro_f1"))):
+    if not isinstance(metrics, dict) or not (is_number(metrics.get("accuracy")) and is_number(metrics.get("macro_f1"))):
         return None
     labels = metrics.get("labels") if isinstance(metrics.get("labels"), list) else []
     matrix = metrics.get("confusion_matrix")
@@ -96,7 +93,7 @@ def drift_shown(report):
     kept = {
         str(name): score
         for name, score in features.items()
-        if isinstance(score, dict) and all(_number(score.get(k)) for k in ("psi", "ks_statistic", "ks_pvalue"))
+        if isinstance(score, dict) and all(is_number(score.get(k)) for k in ("psi", "ks_statistic", "ks_pvalue"))
     }
     species = report.get("species")
     species_ok = (
@@ -104,9 +101,10 @@ def drift_shown(report):
         and isinstance(species.get("shares"), dict)
         and isinstance(species.get("reference_shares"), dict)
         and all(
-            _number(species["shares"].get(k)) and _number(species["reference_shares"].get(k)) for k in species["shares"]
+            is_number(species["shares"].get(k)) and is_number(species["reference_shares"].get(k))
+            for k in species["shares"]
         )
-        and all(_number(species.get(k)) for k in ("chi2_statistic", "chi2_pvalue"))
+        and all(is_number(species.get(k)) for k in ("chi2_statistic", "chi2_pvalue"))
     )
     drifted = report.get("drifted") if isinstance(report.get("drifted"), list) else []
     reference = report.get("reference") if isinstance(report.get("reference"), dict) else None

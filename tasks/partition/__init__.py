@@ -27,7 +27,7 @@ The rules:
 """
 
 from . import durable
-from .completeness import Inspection, inspect, is_complete, read_summary, remove_damaged, valid_summary
+from .completeness import Inspection, inspect, is_complete, is_number, read_summary, remove_damaged, valid_summary
 from .durable import file_record, remove_leftovers, write_durably
 from .failures import clear_failure, quarantine, read_failure, record_failure
 from .layout import (
@@ -80,6 +80,7 @@ __all__ = [
     "in_progress",
     "inspect",
     "is_complete",
+    "is_number",
     "parse_date",
     "partition_dir",
     "promote",

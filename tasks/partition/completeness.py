@@ -8,7 +8,8 @@ from .layout import SUMMARY, DateLike, StrPath, parse_date, partition_dir
 from .receipts import files_match, valid_records
 
 
-def _is_number(value):
+def is_number(value):
+    """A JSON number: int or float, and not a bool (which Python counts as an int)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -21,11 +22,11 @@ def valid_summary(summary: Any, date: DateLike) -> bool:
         isinstance(models, dict)
         and models
         and all(
-            isinstance(m, dict) and _is_number(m.get("accuracy")) and _is_number(m.get("macro_f1"))
+            isinstance(m, dict) and is_number(m.get("accuracy")) and is_number(m.get("macro_f1"))
             for m in models.values()
         )
         and summary.get("best_model") in models
-        and _is_number(summary.get("best_accuracy"))
+        and is_number(summary.get("best_accuracy"))
         and isinstance(summary.get("settings"), dict)
         and valid_records(summary.get("manifest"))
     )
