@@ -21,7 +21,6 @@ and nothing else. A date is in exactly one state, tried in this order:
 import datetime as dt
 import enum
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from tasks import partition
@@ -93,13 +92,14 @@ class DateStates:
     """The states of the dates under `root`: `wanted` is today's pipeline settings
     (`tasks.config.pipeline_settings()`), `schedule` the daemon's `Schedule`, `now` the clock."""
 
-    def __init__(self, root, wanted: dict[str, Any], schedule: Schedule, now=None) -> None:
-        self.root, self.wanted, self.schedule = Path(root), wanted, schedule
+    def __init__(self, root, wanted: dict[str, Any], schedule: Schedule, now=None, lease_seconds=None) -> None:
+        self.root, self.wanted, self.schedule = partition.location(root), wanted, schedule
         self.now = now or (lambda: dt.datetime.now(UTC))
+        self.lease_seconds = lease_seconds or partition.DEFAULT_LEASE_SECONDS
 
     def of(self, date: dt.date, verify: bool = False) -> DateState:
         """The date's state; `verify` also compares every file with its recorded sha256."""
-        if partition.in_progress(self.root, date):
+        if partition.in_progress(self.root, date, self.lease_seconds):
             return DateState(date, State.RUNNING, "a process is building it now")
         found = partition.inspect(self.root, date, verify)
         if found.state == "complete" and found.summary is not None:
@@ -189,7 +189,7 @@ def configured(now=None) -> DateStates:
     from tasks.config import pipeline_settings, settings
 
     schedule = configured_schedule()  # first: it checks the configuration and resolves the output root
-    return DateStates(settings().output_root, pipeline_settings(), schedule, now)
+    return DateStates(settings().output_root, pipeline_settings(), schedule, now, settings().lease_seconds)
 
 
 def today(now: dt.datetime | None = None) -> dt.date:

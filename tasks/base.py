@@ -7,7 +7,6 @@ outputs through the partition contract (`tasks.partition`: temporary files, fsyn
 
 import contextlib
 import functools
-from pathlib import Path
 
 import luigi
 from luigi.task import flatten
@@ -37,9 +36,11 @@ class DatePartitionTask(luigi.Task):
     # Paths, the receipt's name and the upstream tasks are worked out once per instance: they follow from
     # the parameters and the configuration, both fixed for an instance's life (one build), and Luigi and
     # the completeness checks ask for them over and over.
+    _held = None  # the task's lease while it runs on object storage (`partition.task_lock`)
+
     @functools.cached_property
     def root(self):
-        root = Path(config.settings().output_root)
+        root = partition.location(config.settings().output_root)
         return partition.staging_root(root, self.date, self.rebuild) if self.rebuild else root
 
     @functools.cached_property
@@ -47,14 +48,19 @@ class DatePartitionTask(luigi.Task):
         return partition.partition_dir(self.root, self.date)
 
     def target(self, *parts):
-        return luigi.LocalTarget(str(self.folder.joinpath(*parts)))
+        path = self.folder.joinpath(*parts)
+        if partition.is_object(path):
+            from luigi.contrib.s3 import S3Target
+
+            return S3Target(str(path), client=partition.objects.luigi_client())
+        return luigi.LocalTarget(str(path))
 
     @functools.cached_property
     def relative_outputs(self):
         """{output key (None for a single target): path relative to the partition}."""
         outputs = self.output()
         pairs = outputs.items() if isinstance(outputs, dict) else [(None, outputs)]
-        return {key: Path(target.path).relative_to(self.folder).as_posix() for key, target in pairs}
+        return {key: partition.location(target.path).relative_to(self.folder).as_posix() for key, target in pairs}
 
     @functools.cached_property
     def receipt(self):
@@ -121,7 +127,8 @@ class DatePartitionTask(luigi.Task):
         return self._seen_done
 
     def run(self):
-        with partition.task_lock(self.root, self.date, self.receipt):
+        with partition.task_lock(self.root, self.date, self.receipt, config.settings().lease_seconds) as held:
+            self._held = held
             if self.is_done():
                 self.trigger_event(FOUND_DONE, self)
             else:
@@ -136,7 +143,13 @@ class DatePartitionTask(luigi.Task):
         together and sealed by the task's receipt (with `extra`, which the block may still fill in)."""
         relative = self.relative_outputs
         with partition.publishing(
-            self.folder, relative.values(), self.receipt, self.input_records() or {}, extra, self._published
+            self.folder,
+            relative.values(),
+            self.receipt,
+            self.input_records() or {},
+            extra,
+            self._published,
+            self._held.check if self._held is not None else None,
         ) as temporaries:
             paths = {key: str(temporaries[name]) for key, name in relative.items()}
             yield paths[None] if None in paths else paths

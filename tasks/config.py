@@ -18,7 +18,10 @@ class iris(luigi.Config):  # noqa: N801 - the class name is the luigi.cfg sectio
     source = luigi.Parameter(
         default="data/iris.csv", description="The day's input CSV; '{date}' in the path is replaced by YYYY-MM-DD."
     )
-    output_root = luigi.Parameter(default="output", description="Directory holding one YYYY-MM-DD partition per date.")
+    output_root = luigi.Parameter(
+        default="output",
+        description="Directory (or s3://bucket/prefix on object storage) holding one YYYY-MM-DD partition per date.",
+    )
     models = luigi.ListParameter(default=DEFAULT_MODELS, description="Model names to train per date.")
     features = luigi.ListParameter(default=FEATURES, description="Feature columns the models use.")
     hyperparameters: luigi.DictParameter[dict] = luigi.DictParameter(
@@ -40,6 +43,11 @@ class iris(luigi.Config):  # noqa: N801 - the class name is the luigi.cfg sectio
         default=64 * 1024, description="A longer row (quoted line breaks included) is refused."
     )
     max_cell_bytes = luigi.IntParameter(default=4096, description="A file with a longer cell is refused.")
+    # On object storage a task's lock is a lease its holder renews every third of this time: a holder that
+    # died is taken over after at most this long (by the store's clock).
+    lease_seconds = luigi.FloatParameter(
+        default=120.0, description="How long a lease on object storage outlives its holder's last renewal."
+    )
 
 
 @functools.lru_cache(maxsize=1)

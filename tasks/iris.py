@@ -18,7 +18,7 @@ import luigi
 from . import config, lineage, partition  # noqa: F401 - importing lineage hangs its handlers on the tasks' events
 from .base import DatePartitionTask
 from .config import data_dir, pipeline_settings, plain, quality, source_path
-from .files import read_csv, read_json, write_csv, write_json, write_model
+from .files import local_copy, read_csv, read_json, write_csv, write_json, write_model
 
 LOG = logging.getLogger("irisflow.tasks")
 
@@ -29,7 +29,12 @@ class IrisData(luigi.ExternalTask):
     date = luigi.DateParameter()
 
     def output(self):
-        return luigi.LocalTarget(source_path(self.date))
+        source = source_path(self.date)
+        if partition.objects.is_object_url(source):
+            from luigi.contrib.s3 import S3Target
+
+            return S3Target(source, client=partition.objects.luigi_client())
+        return luigi.LocalTarget(source)
 
 
 class Extract(DatePartitionTask):
@@ -46,10 +51,9 @@ class Extract(DatePartitionTask):
 
         previous = self.previous_snapshot()
         extra = {}
-        with self.publishing(extra) as snapshot:
-            snapshot_source(
-                self.input().path, snapshot, data_dir=data_dir(), max_bytes=config.settings().max_source_bytes
-            )
+        max_bytes = config.settings().max_source_bytes
+        with self.publishing(extra) as snapshot, local_copy(self.input().path, max_bytes) as (source, folder):
+            snapshot_source(source, snapshot, data_dir=folder or data_dir(), max_bytes=max_bytes)
             now = partition.file_record(snapshot)["sha256"]
             if previous and previous != now:
                 LOG.warning(
@@ -88,7 +92,8 @@ class Validate(DatePartitionTask):
         # Relative to the output root, so the report (and its hash) is the same wherever the root lives.
         described = f"{source_path(self.date)} (snapshot {self.date.isoformat()}/{Path(self.input().path).name})"
         try:
-            frame = read_source(self.input().path, settings.max_source_bytes, shown_as=described)
+            with local_copy(self.input().path, settings.max_source_bytes) as (snapshot, _):
+                frame = read_source(snapshot, settings.max_source_bytes, shown_as=described)
             valid, report = validate_frame(
                 frame, source=described, min_rows=settings.min_rows, max_invalid_fraction=settings.max_invalid_fraction
             )
@@ -138,7 +143,7 @@ class Drift(DatePartitionTask):
         settings = quality()
         if settings.reference:
             return {"file": settings.reference}
-        root = Path(config.settings().output_root)
+        root = partition.location(config.settings().output_root)
         return {
             "dates": [d.isoformat() for d in history_dates(root, self.date, settings.reference_days)],
             "root": str(root),

@@ -18,7 +18,6 @@ import logging
 import os
 import urllib.parse
 import uuid
-from pathlib import Path
 from typing import Any
 
 import luigi
@@ -155,10 +154,11 @@ def _event(state, run_id, job_name, date, inputs=(), outputs=(), facets=None):
     )
 
 
-def _run_id_file(date: dt.date) -> Path:
+def _run_id_file(date: dt.date):
     from .config import settings
+    from .partition import location
 
-    return Path(settings().output_root) / RUN_IDS / f"{date.isoformat()}.run"
+    return location(settings().output_root) / RUN_IDS / f"{date.isoformat()}.run"
 
 
 def _task_event(task, kind: str, error: BaseException | None = None) -> None:
@@ -242,8 +242,10 @@ def send_champion_decision(date: dt.date, decision: dict[str, Any]) -> None:
             def _get_schema() -> str:
                 return FACET_SCHEMA
 
+        from .partition.durable import read_bytes
+
         try:
-            run_id = _run_id_file(date).read_text().strip()
+            run_id = read_bytes(_run_id_file(date), 64).decode().strip()
             uuid.UUID(run_id)
         except (OSError, ValueError):
             run_id = str(_new_run_id())

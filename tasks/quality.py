@@ -11,8 +11,6 @@ Only `read_drift` is used by code that must stay light (the metrics and the part
 pandas and scipy are imported inside the functions that compute.
 """
 
-import json
-
 from . import partition
 
 DRIFT = "drift.json"
@@ -190,8 +188,9 @@ def _read_validated(root, dates):
     import pandas as pd
 
     from .config import FEATURES
+    from .files import read_table
 
-    frames = [pd.read_csv(partition.partition_dir(root, day) / "validated.csv") for day in dates]
+    frames = [read_table(partition.partition_dir(root, day) / "validated.csv") for day in dates]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*FEATURES, "species"])
 
 
@@ -226,10 +225,7 @@ def describe_drift(report):
 def read_drift(root, date):
     """The date's drift.json from its partition, else from its failure record's folder; None if absent."""
     for folder in (partition.partition_dir(root, date), partition.failed_dir(root, date)):
-        try:
-            report = json.loads((folder / DRIFT).read_text())
-        except (OSError, ValueError):
-            continue
+        report = partition.durable.read_json(folder / DRIFT)
         if isinstance(report, dict):
             return report
     return None

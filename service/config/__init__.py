@@ -34,7 +34,7 @@ from tasks.lineage import LineageMisconfigured, lineage_settings
 from tasks.models import check_model_names
 
 from ..secrets import mask
-from .checks import check_files, check_readable, check_values, resolve_paths
+from .checks import check_files, check_object_storage, check_readable, check_values, resolve_paths
 from .sections import ConfigError, central_scheduler, champion, scheduler_url, service, time_zone
 
 __all__ = [
@@ -56,6 +56,7 @@ def checked_settings():
     config = get_config()
     check_readable(config)
     check_values(config)
+    check_object_storage(config)
     resolve_paths(config)
     try:
         settings, runtime, drift, rule = iris(), service(), quality(), champion()
@@ -82,6 +83,8 @@ def checked_settings():
     ]
     if too_small:
         problems.append(f"[iris] {', '.join(too_small)} must be positive integers (input limits)")
+    if not settings.lease_seconds > 0:
+        problems.append("[iris] lease_seconds must be above 0")
     try:
         check_model_names(settings.hyperparameters)
     except ValueError as exc:

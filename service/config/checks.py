@@ -1,6 +1,7 @@
 """The checks of the configuration files and values, before any setting is used: a malformed file named by
 file and line, a bad value by section, key, value and what is expected (a secret's value never shown),
-and every path setting resolved once to an absolute path that is no URL and no shared system folder."""
+and every path setting resolved once to an absolute path that is no URL and no shared system folder, or, for
+the output root and the source, an s3:// URL of a bucket and prefix (the store's connection in `[s3]`)."""
 
 import configparser
 import os
@@ -10,7 +11,7 @@ import luigi.interface
 import luigi.notifications
 from luigi.configuration import LuigiConfigParser
 
-from tasks import config as task_config
+from tasks import config as task_config, partition
 from tasks.config import iris, quality
 
 from ..secrets import is_secret_key, mask
@@ -146,7 +147,7 @@ def check_values(config):
 
 def _local_path(where, value, folder):
     """The absolute path of a path setting (`..` resolved), or ConfigError naming `where` ('luigi.cfg
-    [iris] output_root'): empty, a URL (irisflow serves no object storage), or, for a `folder` irisflow
+    [iris] output_root'): empty, a URL, or, for a `folder` irisflow
     writes or reads a tree in, a folder other software shares (as written or through symlinks)."""
     if not value.strip():
         raise ConfigError(f"{where}: is empty; give a path")
@@ -163,20 +164,66 @@ def _local_path(where, value, folder):
     return absolute
 
 
+# The keys of [s3] irisflow passes on (through Luigi's S3Client) to boto3: where the store is, not who one is.
+S3_KEYS = {"endpoint_url": "the store's URL", "region_name": "the region", "verify": "TLS verification"}
+
+
+def check_object_storage(config):
+    """[s3] holds where the store is, never credentials: those come from the environment or boto3's chain
+    (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, ~/.aws, an instance role), so luigi.cfg can be shown and
+    shipped. The endpoint must be a plain http(s) URL: a user name or password in it is refused, masked."""
+    if not config.has_section("s3"):
+        return
+    defaults = set(config.defaults())
+    for key in config.options("s3"):
+        if key in defaults:
+            continue
+        value = config.get("s3", key)
+        if key.startswith("aws_") or is_secret_key(key):
+            raise ConfigError(
+                f"luigi.cfg [s3] {key}: credentials do not belong in luigi.cfg; set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY in the service's environment (or use boto3's credential chain)"
+            )
+        if key not in S3_KEYS:
+            raise ConfigError(f"luigi.cfg [s3] {key}: unknown key; irisflow reads {', '.join(sorted(S3_KEYS))}")
+        if key == "endpoint_url" and not re.fullmatch(r"https?://[A-Za-z0-9.\[\]:-]+(:\d+)?/?", value):
+            raise ConfigError(
+                f"luigi.cfg [s3] endpoint_url: {_shown('url', value)} is not an http(s)://host[:port] URL "
+                "(credentials never go in it)"
+            )
+
+
+def _root_or_local_path(where, value, folder):
+    """An s3://bucket/prefix URL as it is, checked (a bad one named, masked), or else `_local_path`."""
+    if _URL.match(value) and not value.startswith(partition.layout.SCHEME):
+        raise ConfigError(
+            f"{where}: {_shown('path', value)} is a URL: irisflow reads and writes local paths and "
+            "s3://bucket/prefix URLs only"
+        )
+    if not value.startswith(partition.layout.SCHEME):
+        return _local_path(where, value, folder)
+    try:
+        partition.location(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {mask(str(exc))}") from None
+    return value
+
+
 def resolve_paths(config):
     """Check every path setting and write it back resolved, so every reader in this process (the tasks,
     status, the view) uses the same absolute path, whatever the working directory becomes."""
     settings, runtime, drift = iris(), service(), quality()
     resolved = {
-        ("iris", "output_root"): _local_path("luigi.cfg [iris] output_root", settings.output_root, folder=True),
-        ("iris", "source"): _local_path("luigi.cfg [iris] source", settings.source, folder=False),
+        ("iris", "output_root"): _root_or_local_path("luigi.cfg [iris] output_root", settings.output_root, True),
+        ("iris", "source"): _root_or_local_path("luigi.cfg [iris] source", settings.source, False),
         ("service", "state_dir"): _local_path("luigi.cfg [service] state_dir", runtime.state_dir, folder=True),
     }
     if drift.reference is not None:  # an empty value means no pinned reference, as Luigi reads it
         resolved["quality", "reference"] = _local_path("luigi.cfg [quality] reference", drift.reference, False)
     # Each day's input is read only from inside this folder (tasks.config.data_dir).
     source_folder = os.path.dirname(resolved["iris", "source"].split("{date}", 1)[0])
-    _local_path("luigi.cfg [iris] source's folder", source_folder, folder=True)
+    if not partition.objects.is_object_url(source_folder):
+        _local_path("luigi.cfg [iris] source's folder", source_folder, folder=True)
     for (section, option), path in resolved.items():
         if config.get(section, option, None) != path:
             config.set(section, option, path.replace("%", "%%"))

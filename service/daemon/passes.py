@@ -22,6 +22,7 @@ from pathlib import Path
 
 from apscheduler.jobstores.base import JobLookupError
 
+from tasks import partition
 from tasks.config import pipeline_settings
 
 from ..config import ConfigError, checked_settings
@@ -58,10 +59,10 @@ class Daemon:
             raise ConfigError("luigi.cfg [service]: " + "; ".join(problems))
         self.schedule = Schedule(self.trigger, runtime.catchup_days, runtime.data_deadline)
         self.retry_interval = runtime.retry_interval
-        self.root = Path(settings.output_root)
+        self.root = partition.location(settings.output_root)
         self.scheduler = scheduler
         self.now = now or (lambda: dt.datetime.now(UTC))
-        self.states = DateStates(self.root, pipeline_settings(), self.schedule, self.now)
+        self.states = DateStates(self.root, pipeline_settings(), self.schedule, self.now, settings.lease_seconds)
         self.log_level = log_level
         self.stopping = multiprocessing.get_context("spawn").Event()
         self.children = ChildRuns(self.stopping, log_level)

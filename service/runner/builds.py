@@ -22,7 +22,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack, closing
-from pathlib import Path
 
 import luigi
 import luigi.interface
@@ -65,7 +64,7 @@ def run_dates(
     """
     settings, runtime = checked_settings()
     started = time.monotonic()
-    root = Path(settings.output_root)
+    root = partition.location(settings.output_root)
     _recover_staging(root)
     dates = sorted(set(dates))
     todo = dates if force else [d for d in dates if not partition.is_complete(root, d, verify)]
@@ -116,7 +115,7 @@ def decide_champion(root):
 
 def _recover_staging(root):
     try:
-        partition.recover_staging(root)
+        partition.recover_staging(root, task_config.settings().lease_seconds)
     except OSError as exc:  # an unreadable or full output root: each date's build reports it
         LOG.warning("could not clean up forced rebuilds under %s: %s", root, storage_error(exc))
 
@@ -146,7 +145,7 @@ def build_chunk(
     """
     _, runtime = checked_settings()
     task_config.settings.cache_clear()  # this build reads the configuration as it is now
-    root = Path(task_config.settings().output_root)
+    root = partition.location(task_config.settings().output_root)
     todo = [d for d in dates if force or not partition.is_complete(root, d, verify)]
     if verify:
         for date in todo:
@@ -154,7 +153,8 @@ def build_chunk(
     outcomes = {}
     with ExitStack() as rebuilds:
         _hold_build_locks(rebuilds, root, todo)
-        tokens = {d: rebuilds.enter_context(partition.forced_rebuild(root, d)) for d in todo} if force else {}
+        lease = task_config.settings().lease_seconds
+        tokens = {d: rebuilds.enter_context(partition.forced_rebuild(root, d, lease)) for d in todo} if force else {}
         deadline = time.monotonic() + runtime.wait_for_others.total_seconds()
         events: dict[str, list] = {}
         crash, pending = None, todo
@@ -179,7 +179,7 @@ def _hold_build_locks(stack, root, dates):
     """Hold the dates' build locks for the build (they show the dates as running): where they cannot be
     taken (an unwritable output root) the build goes on, and its tasks report the storage error."""
     try:
-        stack.enter_context(partition.building(root, dates))
+        stack.enter_context(partition.building(root, dates, task_config.settings().lease_seconds))
     except OSError as exc:
         LOG.debug("could not take the build locks under %s: %s", root, storage_error(exc))
 
@@ -294,9 +294,4 @@ def _settle_rebuild(root, date, token, succeeded):
     if succeeded:
         partition.promote(root, date, token)
         return
-    rejected = partition.failed_dir(partition.staging_root(root, date, token), date)
-    if rejected.exists():
-        partition.clear_failure(root, date)
-        target = partition.failed_dir(root, date)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        rejected.replace(target)
+    partition.adopt_failure(partition.staging_root(root, date, token), root, date)

@@ -15,6 +15,10 @@ runner, `status` and a no-op backfill decide what to do without loading pandas o
                                         build.lock, held by a build of the date from start to end
     {root}/.staging/{date}-{token}/     a forced rebuild in progress (and its .lock)
 
+The root is a local (or shared POSIX) folder, or a prefix on S3-compatible object storage
+(`s3://bucket/prefix`, `objects`), with the same layout and the same rules: on a store every write is one
+whole PUT, the locks are leases (`leases`), and a forced rebuild is promoted through its summary (`rebuilds`).
+
 The rules:
 - A task's outputs are written to temporary files, fsynced, renamed into place, and then sealed by its
   receipt; a task is done only when its receipt matches its files and the inputs it was built from, so
@@ -26,10 +30,19 @@ The rules:
   where the exchange had to be two renames, finished) by the next run.
 """
 
-from . import durable
-from .completeness import Inspection, inspect, is_complete, is_number, read_summary, remove_damaged, valid_summary
+from . import durable, objects
+from .completeness import (
+    Inspection,
+    inspect,
+    is_complete,
+    is_number,
+    read_summary,
+    remove_damaged,
+    sealed_folder,
+    valid_summary,
+)
 from .durable import file_record, remove_leftovers, write_durably
-from .failures import clear_failure, quarantine, read_failure, record_failure
+from .failures import adopt_failure, clear_failure, quarantine, read_failure, record_failure
 from .layout import (
     BUILD_LOCK,
     FAILURE,
@@ -41,25 +54,32 @@ from .layout import (
     TEMPORARY,
     DateLike,
     FileRecord,
+    ObjectPath,
     StrPath,
     date_range,
     dates_present,
     failed_dir,
+    is_object,
+    location,
     parse_date,
     partition_dir,
     staging_root,
 )
+from .leases import DEFAULT_LEASE_SECONDS, LeaseLost
 from .locks import building, flock, in_progress, task_lock
 from .rebuilds import forced_rebuild, promote, recover_staging
 from .receipts import Sealed, files_match, publishing, read_receipt, read_sealed, receipt_name, valid_records
 
 __all__ = [
     "BUILD_LOCK",
+    "DEFAULT_LEASE_SECONDS",
     "DateLike",
     "FAILURE",
     "FileRecord",
     "Inspection",
+    "LeaseLost",
     "LOCKS",
+    "ObjectPath",
     "PARTITION_LOCK",
     "RECEIPTS",
     "STAGING",
@@ -67,6 +87,7 @@ __all__ = [
     "SUMMARY",
     "StrPath",
     "TEMPORARY",
+    "adopt_failure",
     "building",
     "clear_failure",
     "date_range",
@@ -79,8 +100,11 @@ __all__ = [
     "forced_rebuild",
     "in_progress",
     "inspect",
+    "is_object",
     "is_complete",
     "is_number",
+    "location",
+    "objects",
     "parse_date",
     "partition_dir",
     "promote",
@@ -95,6 +119,7 @@ __all__ = [
     "recover_staging",
     "remove_damaged",
     "remove_leftovers",
+    "sealed_folder",
     "staging_root",
     "task_lock",
     "valid_records",

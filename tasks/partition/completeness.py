@@ -1,10 +1,15 @@
-"""When a date is whole: its summary seals a manifest of every file; `inspect` names what is wrong."""
+"""When a date is whole: its summary seals a manifest of every file; `inspect` names what is wrong.
 
+On a store a summary may name a generation (`generation`: the staging folder of a forced rebuild being
+promoted, see `rebuilds`): the files it lists are then there, not beside it.
+"""
+
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import durable
-from .layout import SUMMARY, DateLike, StrPath, parse_date, partition_dir
+from . import durable, objects
+from .layout import STAGING, SUMMARY, DateLike, StrPath, parse_date, partition_dir
 from .receipts import files_match, valid_records
 
 
@@ -29,7 +34,21 @@ def valid_summary(summary: Any, date: DateLike) -> bool:
         and is_number(summary.get("best_accuracy"))
         and isinstance(summary.get("settings"), dict)
         and valid_records(summary.get("manifest"))
+        and ("generation" not in summary or _valid_generation(summary["generation"], date))
     )
+
+
+def _valid_generation(generation: Any, date: DateLike) -> bool:
+    day = parse_date(date).isoformat()
+    return isinstance(generation, str) and bool(re.fullmatch(rf"{STAGING}/{day}-[0-9a-f]+", generation))
+
+
+def sealed_folder(root: StrPath, date: DateLike, summary: dict[str, Any] | None) -> Any:
+    """The folder holding the files a (valid) summary lists: the date's partition, or on a store the
+    generation it names while a forced rebuild is being promoted."""
+    generation = (summary or {}).get("generation")
+    base = objects.location(root)
+    return partition_dir(base / generation if generation else base, date)
 
 
 def read_summary(root: StrPath, date: DateLike) -> dict[str, Any] | None:
@@ -49,6 +68,8 @@ class Inspection:
 
 def inspect(root: StrPath, date: DateLike, verify: bool = False) -> Inspection:
     """The date's state from its files alone; `verify` also compares every file's sha256."""
+    if objects.is_object(objects.location(root)):
+        return _inspect_objects(objects.location(root), date, verify)
     part = partition_dir(root, date)
     if not part.exists():
         return Inspection("missing")
@@ -67,6 +88,27 @@ def inspect(root: StrPath, date: DateLike, verify: bool = False) -> Inspection:
     return Inspection("damaged" if damaged else "incomplete", problems, summary)
 
 
+def _inspect_objects(root, date, verify):
+    """`inspect` on a store: one LIST of the date's prefix and one GET of its summary (a second LIST when
+    the summary names a generation)."""
+    part = partition_dir(root, date)
+    present = objects.sizes(part)
+    if not present:
+        return Inspection("missing")
+    if SUMMARY not in present:
+        return Inspection("incomplete", [f"{SUMMARY}: absent"])
+    summary = read_summary(root, date)
+    if summary is None:
+        return Inspection("damaged", [f"{SUMMARY}: unreadable or not an irisflow summary"])
+    folder = sealed_folder(root, date, summary)
+    listed = present if folder == part else objects.sizes(folder)
+    problems = files_match(folder, summary["manifest"], verify, listed)
+    if not problems:
+        return Inspection("complete", [], summary)
+    damaged = any(not problem.endswith(": absent") for problem in problems)
+    return Inspection("damaged" if damaged else "incomplete", problems, summary)
+
+
 def is_complete(root: StrPath, date: DateLike, verify: bool = False) -> bool:
     return inspect(root, date, verify).state == "complete"
 
@@ -77,9 +119,9 @@ def remove_damaged(root: StrPath, date: DateLike) -> None:
     found = inspect(root, date, verify=True)
     if found.state != "damaged" or found.summary is None:
         return
-    part = partition_dir(root, date)
+    part, folder = partition_dir(root, date), sealed_folder(root, date, found.summary)
     for problem in found.problems:
         name = problem.partition(": ")[0]
         if name in found.summary["manifest"]:
-            durable.remove(part / name)
+            durable.remove(folder / name)
     durable.remove(part / SUMMARY)

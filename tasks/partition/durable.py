@@ -1,4 +1,8 @@
-"""Files written so that they survive a crash whole or not at all: temporary file, fsync, rename, fsync the folder."""
+"""Files written so that they survive a crash whole or not at all: temporary file, fsync, rename, fsync the folder.
+
+Each primitive also takes an object path (`objects.ObjectPath`) and then asks the store, where a PUT is
+already whole or nothing, so the contract's other modules are written once for both backends.
+"""
 
 import hashlib
 import json
@@ -8,11 +12,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from . import objects
 from .layout import TEMPORARY, FileRecord, StrPath
+
+MAX_JSON_BYTES = 64 * 1024 * 1024  # far above any summary, receipt or report irisflow writes
 
 
 def file_record(path: StrPath) -> FileRecord:
     """{"size": bytes, "sha256": hex} of a file."""
+    if objects.is_object(path):
+        return objects.file_record(path)
     with open(path, "rb") as handle:
         digest = hashlib.file_digest(handle, "sha256").hexdigest()
         return {"size": os.fstat(handle.fileno()).st_size, "sha256": digest}
@@ -49,6 +58,9 @@ def make_dirs(folder):
 
 def write_durably(path: StrPath, text: str) -> None:
     """Write a small text file atomically and durably (temporary file, fsync, rename, fsync the folder)."""
+    if objects.is_object(path):
+        objects.write_bytes(path, text.encode())
+        return
     path = Path(path)
     make_dirs(path.parent)
     temporary = path.with_name(f"{path.name}{TEMPORARY}{uuid.uuid4().hex[:8]}")
@@ -65,6 +77,9 @@ def write_durably(path: StrPath, text: str) -> None:
 
 def remove(path):
     """Remove a file, or a folder standing where a file belongs."""
+    if objects.is_object(path):
+        objects.remove([path])
+        return
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     else:
@@ -80,7 +95,10 @@ def replace(source, destination):
 
 def remove_leftovers(part: StrPath) -> None:
     """Delete temporaries that killed writers left anywhere in the partition. Only for the summary's writer:
-    it runs once every task of the date is done, when no honest writer has a temporary open."""
+    it runs once every task of the date is done, when no honest writer has a temporary open. A store
+    has no temporaries: its writes are whole PUTs."""
+    if objects.is_object(part):
+        return
     for leftover in Path(part).rglob(f"*{TEMPORARY}*"):
         if leftover.is_file():
             leftover.unlink(missing_ok=True)
@@ -92,8 +110,25 @@ def remove_temporaries(path):
         leftover.unlink(missing_ok=True)
 
 
+def read_bytes(path: StrPath, limit: int | None = None) -> bytes:
+    """A file's bytes (on a store at most `limit`+1 of them); FileNotFoundError when it is absent."""
+    if objects.is_object(path):
+        data = objects.read_bytes(path, limit)
+        if data is None:
+            raise FileNotFoundError(f"{path}: absent")
+        return data
+    return Path(path).read_bytes()
+
+
 def read_json(path: StrPath) -> Any:
-    """A JSON file's content, or None when it is absent or unreadable (any damage reads as absence)."""
+    """A JSON file's content, or None when it is absent or unreadable (any damage reads as absence).
+    An object that cannot be read because the store fails is an error (StoreError), not an absence."""
+    if objects.is_object(path):
+        data = objects.read_bytes(path, MAX_JSON_BYTES)
+        try:
+            return json.loads(data) if data is not None and len(data) <= MAX_JSON_BYTES else None
+        except ValueError:
+            return None
     try:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):

@@ -3,8 +3,10 @@
 import datetime as dt
 import os
 import re
-from pathlib import Path
-from typing import TypedDict
+from pathlib import Path, PurePosixPath
+from typing import Any, TypedDict
+
+from typing_extensions import TypeIs
 
 SUMMARY = "summary.json"
 FAILURE = "failure.json"
@@ -18,6 +20,8 @@ _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _STAGED_RE = re.compile(r"(\d{4}-\d{2}-\d{2})-([0-9a-f]+)")
 _RENAME_EXCHANGE = 2
+SCHEME = "s3://"  # an output root on object storage: s3://bucket/prefix (see `objects`)
+_BUCKET_RE = re.compile(r"(?!xn--)(?!.*-s3alias$)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 StrPath = str | os.PathLike[str]
 DateLike = dt.date | str  # a date, or its YYYY-MM-DD text
@@ -26,6 +30,52 @@ DateLike = dt.date | str  # a date, or its YYYY-MM-DD text
 class FileRecord(TypedDict):
     size: int
     sha256: str
+
+
+class ObjectPath(PurePosixPath):
+    """An object key as a path: `s3://bucket/a/b` is the absolute path /bucket/a/b."""
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return SCHEME + text[1:] if self.is_absolute() else text
+
+    @property
+    def bucket(self) -> str:
+        return self.parts[1]
+
+    @property
+    def key(self) -> str:
+        return "/".join(self.parts[2:])
+
+
+def is_object_url(text: Any) -> bool:
+    return isinstance(text, str) and text.startswith(SCHEME)
+
+
+def parse_object_url(url: str) -> ObjectPath:
+    """An `s3://bucket[/prefix]` URL as an ObjectPath; ValueError (naming what is wrong) for anything else."""
+    if not is_object_url(url):
+        raise ValueError(f"{url!r} is not an s3://bucket/prefix URL")
+    rest = url[len(SCHEME) :]
+    bucket, _, prefix = rest.partition("/")
+    if not _BUCKET_RE.fullmatch(bucket) or ".." in bucket:
+        raise ValueError(f"{bucket!r} is not a valid S3 bucket name (3-63 lower-case letters, digits, '.', '-')")
+    if any(part in ("", ".", "..") for part in prefix.strip("/").split("/") if prefix.strip("/")):
+        raise ValueError(f"{url!r}: the prefix has an empty, '.' or '..' component")
+    if "?" in rest or "#" in rest or "@" in bucket:
+        raise ValueError(f"{url!r}: an S3 URL names a bucket and a prefix only")
+    return ObjectPath("/" + bucket, *[p for p in prefix.split("/") if p])
+
+
+def location(root: "str | os.PathLike[str]") -> "Path | ObjectPath":
+    """The output root (or any contract path) as a path of its backend."""
+    if isinstance(root, ObjectPath):
+        return root
+    return parse_object_url(root) if isinstance(root, str) and is_object_url(root) else Path(root)
+
+
+def is_object(path: Any) -> TypeIs[ObjectPath]:
+    return isinstance(path, ObjectPath)
 
 
 def parse_date(text: DateLike) -> dt.date:
@@ -48,26 +98,30 @@ def date_range(start: dt.date, end: dt.date) -> list[dt.date]:
 
 
 def partition_dir(root: StrPath, date: DateLike) -> Path:
-    return Path(root) / parse_date(date).isoformat()
+    return location(root) / parse_date(date).isoformat()  # type: ignore[return-value]
 
 
 def failed_dir(root: StrPath, date: DateLike) -> Path:
-    return Path(root) / "failed" / parse_date(date).isoformat()
+    return location(root) / "failed" / parse_date(date).isoformat()  # type: ignore[return-value]
 
 
 def staging_root(root: StrPath, date: DateLike, token: str) -> Path:
     """The output root a forced rebuild of `date` (identified by `token`, hex digits) builds into."""
     if not re.fullmatch(r"[0-9a-f]+", token or ""):
         raise ValueError(f"invalid rebuild token {token!r}: expected hex digits")
-    return Path(root) / STAGING / f"{parse_date(date).isoformat()}-{token}"
+    return location(root) / STAGING / f"{parse_date(date).isoformat()}-{token}"  # type: ignore[return-value]
 
 
 def dates_present(root: StrPath) -> list[dt.date]:
     """Every date that has a partition or a failure record under root, sorted."""
-    root = Path(root)
+    base = location(root)
     names: set[str] = set()
-    for parent in (root, root / "failed"):
-        if parent.is_dir():
+    for parent in (base, base / "failed"):
+        if is_object(parent):
+            from . import objects  # the store's client only where a root is on a store
+
+            names.update(name for name in objects.children(parent) if _DATE_RE.fullmatch(name))
+        elif isinstance(parent, Path) and parent.is_dir():
             names.update(p.name for p in parent.iterdir() if _DATE_RE.fullmatch(p.name))
     dates = []
     for name in sorted(names):

@@ -1,11 +1,17 @@
-"""The locks that keep two builders of one task apart, and tell whether a date is being built now."""
+"""The locks that keep two builders of one task apart, and tell whether a date is being built now.
+
+On a local (or shared POSIX) root they are flock locks; on a store, leases (`leases`), which expire after
+`lease_seconds` when their holder stops renewing them.
+"""
 
 import contextlib
 import fcntl
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from .layout import BUILD_LOCK, LOCKS, PARTITION_LOCK, DateLike, StrPath, parse_date
+from . import leases
+from .layout import BUILD_LOCK, LOCKS, PARTITION_LOCK, DateLike, StrPath, is_object, location, parse_date
+from .leases import DEFAULT_LEASE_SECONDS
 
 
 @contextlib.contextmanager
@@ -17,19 +23,32 @@ def flock(path, mode):
 
 
 @contextlib.contextmanager
-def task_lock(root: StrPath, date: DateLike, name: str) -> Iterator[None]:
+def task_lock(
+    root: StrPath, date: DateLike, name: str, lease_seconds: float = DEFAULT_LEASE_SECONDS
+) -> Iterator["leases.TaskLease | None"]:
     """Held while a task of the date runs, by whichever process runs it (runner, stock luigi, a worker on
     another host sharing the root): the same task never runs twice at once, and a forced rebuild's swap
-    (which takes the partition lock exclusively) never happens under a running task."""
+    (which takes the partition lock exclusively) never happens under a running task. Yields the lease on
+    a store (check it before sealing), None on a file system."""
+    base = location(root)
+    if is_object(base):
+        with leases.task_lease(base, date, name, lease_seconds) as lease:
+            yield lease
+        return
     folder = Path(root) / LOCKS / parse_date(date).isoformat()
     with flock(folder / PARTITION_LOCK, fcntl.LOCK_SH), flock(folder / f"{name}.lock", fcntl.LOCK_EX):
-        yield
+        yield None
 
 
 @contextlib.contextmanager
-def building(root: StrPath, dates: Iterable[DateLike]) -> Iterator[None]:
+def building(root: StrPath, dates: Iterable[DateLike], lease_seconds: float = DEFAULT_LEASE_SECONDS) -> Iterator[None]:
     """Held (shared) by a build for each of its dates from start to end, so the date reads as running
     between its tasks too, and during a forced rebuild, whose tasks lock their staging root instead."""
+    base = location(root)
+    if is_object(base):
+        with leases.building(base, dates, lease_seconds):
+            yield
+        return
     with contextlib.ExitStack() as held:
         for date in dates:
             folder = Path(root) / LOCKS / parse_date(date).isoformat()
@@ -37,9 +56,12 @@ def building(root: StrPath, dates: Iterable[DateLike]) -> Iterator[None]:
         yield
 
 
-def in_progress(root: StrPath, date: DateLike) -> bool:
+def in_progress(root: StrPath, date: DateLike, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> bool:
     """True when some process holds the date's build or partition lock now: a build or a task is at work
     on it. Asked without waiting (and without creating anything); a lock found free is released at once."""
+    base = location(root)
+    if is_object(base):
+        return leases.in_progress(base, date, lease_seconds)
     folder = Path(root) / LOCKS / parse_date(date).isoformat()
     for name in (BUILD_LOCK, PARTITION_LOCK):
         try:

@@ -4,14 +4,16 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import stat
+import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from . import durable
+from . import durable, objects
 from .layout import _SHA256_RE, RECEIPTS, TEMPORARY, FileRecord, StrPath
 
 
@@ -65,9 +67,17 @@ class Sealed:
 
 def read_sealed(part: StrPath, name: str) -> Sealed | None:
     """read_receipt, with the receipt file's own record taken from the same bytes."""
+    path = objects.location(part) / RECEIPTS / name
     try:
-        data = (Path(part) / RECEIPTS / name).read_bytes()
+        if objects.is_object(path):
+            data = objects.read_bytes(path, durable.MAX_JSON_BYTES)
+            if data is None:
+                return None
+        else:
+            data = path.read_bytes()
         receipt = json.loads(data)
+    except objects.StoreError:
+        raise
     except (OSError, ValueError):
         return None
     return Sealed(receipt, _record_of(data)) if _well_formed(receipt) else None
@@ -77,8 +87,13 @@ def _record_of(data: bytes) -> FileRecord:
     return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
-def files_match(part: StrPath, records: Mapping[str, FileRecord], verify: bool = False) -> list[str]:
-    """Problems of the files against their records ("name: what is wrong"); [] when they all match."""
+def files_match(
+    part: StrPath, records: Mapping[str, FileRecord], verify: bool = False, present: Mapping[str, int] | None = None
+) -> list[str]:
+    """Problems of the files against their records ("name: what is wrong"); [] when they all match.
+    `present` ({name: size}, from one LIST) stands for the files when `part` is on a store."""
+    if objects.is_object(part):
+        return _objects_match(part, records, verify, objects.sizes(part) if present is None else present)
     problems = []
     for name, record in records.items():
         path = Path(part) / name
@@ -96,6 +111,18 @@ def files_match(part: StrPath, records: Mapping[str, FileRecord], verify: bool =
     return problems
 
 
+def _objects_match(part, records, verify, present):
+    problems = []
+    for name, record in records.items():
+        if name not in present:
+            problems.append(f"{name}: absent")
+        elif present[name] != record["size"]:
+            problems.append(f"{name}: {present[name]} bytes, recorded {record['size']}")
+        elif verify and objects.file_record(part / name)["sha256"] != record["sha256"]:
+            problems.append(f"{name}: content differs from its recorded sha256")
+    return problems
+
+
 @contextlib.contextmanager
 def publishing(
     part: StrPath,
@@ -104,6 +131,7 @@ def publishing(
     inputs: Mapping[str, str],
     extra: Mapping[str, Any] | None = None,
     on_sealed: Callable[[Sealed], None] | None = None,
+    still_held: Callable[[], None] | None = None,
 ) -> Iterator[dict[str, Path]]:
     """Temporary paths for a task's outputs ({relative: Path}); when the block ends without error they are
     fsynced, renamed into place together and sealed by the task's receipt `name`, which records each
@@ -111,8 +139,15 @@ def publishing(
     the receipt as written, so the writer need not read it back.
 
     The old receipt goes first, so between the first rename and the new receipt the task reads as not
-    done, and a rerun replaces whatever had landed. Call it holding the task's lock.
+    done, and a rerun replaces whatever had landed. Call it holding the task's lock; `still_held` is
+    called before anything is replaced, and raises when that lock (a lease on a store) was lost.
+
+    On a store the temporaries are local files, each uploaded whole (one PUT) in place of the rename.
     """
+    if objects.is_object(part):
+        with _publishing_objects(part, relative_outputs, name, inputs, extra, on_sealed, still_held) as temporaries:
+            yield temporaries
+        return
     part = Path(part)
     temporaries = {}
     for relative in relative_outputs:
@@ -132,6 +167,8 @@ def publishing(
         for relative, temporary in temporaries.items():
             durable.fsync_file(temporary)
             records[relative] = durable.file_record(temporary)
+        if still_held is not None:
+            still_held()
         receipt = part / RECEIPTS / name
         if os.path.lexists(receipt):
             durable.remove(receipt)
@@ -140,14 +177,42 @@ def publishing(
             durable.replace(temporary, part / relative)
         for folder in {(part / relative).parent for relative in temporaries}:
             durable.fsync_dir(folder)
-        content = {"outputs": records, "inputs": dict(inputs), **(extra or {})}
-        text = json.dumps(content, indent=1, sort_keys=True)
-        durable.write_durably(receipt, text)
-        if on_sealed is not None:
-            on_sealed(Sealed(json.loads(text), _record_of(text.encode())))
+        _seal(receipt, records, inputs, extra, on_sealed)
     finally:
         for temporary in temporaries.values():
             temporary.unlink(missing_ok=True)
+
+
+def _seal(receipt, records, inputs, extra, on_sealed):
+    """Write the task's receipt (the last of its writes) and hand it to `on_sealed`."""
+    content = {"outputs": records, "inputs": dict(inputs), **(extra or {})}
+    text = json.dumps(content, indent=1, sort_keys=True)
+    durable.write_durably(receipt, text)
+    if on_sealed is not None:
+        on_sealed(Sealed(json.loads(text), _record_of(text.encode())))
+
+
+@contextlib.contextmanager
+def _publishing_objects(part, relative_outputs, name, inputs, extra, on_sealed, still_held):
+    """`publishing` on a store: local temporaries, then the old receipt deleted, each output one PUT, the
+    new receipt last."""
+    scratch = Path(tempfile.mkdtemp(prefix="irisflow-outputs-"))
+    try:
+        temporaries = {
+            relative: scratch / f"{index}-{PurePosixPath(relative).name}"
+            for index, relative in enumerate(relative_outputs)
+        }
+        yield temporaries
+        records = {relative: durable.file_record(temporary) for relative, temporary in temporaries.items()}
+        if still_held is not None:
+            still_held()
+        receipt = part / RECEIPTS / name
+        objects.remove([receipt])
+        for relative, temporary in temporaries.items():
+            objects.upload(temporary, part / relative)
+        _seal(receipt, records, inputs, extra, on_sealed)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _remove_empty_folders(part, paths):

@@ -90,12 +90,13 @@ def test_a_bad_value_names_section_key_value_and_what_is_expected(irisflow_confi
         ("iris", "output_root", "", "is empty; give a path"),
         ("iris", "output_root", "/", "'/' is /, a folder other software shares: give irisflow a folder of its own"),
         ("iris", "output_root", "/usr/../etc", "'/usr/../etc' is /etc, a folder other software shares"),
-        ("iris", "output_root", "s3://bucket/parts", "'s3://bucket/parts' is a URL: irisflow reads and writes local paths only"),
-        ("iris", "output_root", "gs://bucket", "is a URL: irisflow reads and writes local paths only"),
+        ("iris", "output_root", "s3://Bad_Bucket/parts", "'Bad_Bucket' is not a valid S3 bucket name"),
+        ("iris", "output_root", "s3://bucket/a/../b", "the prefix has an empty, '.' or '..' component"),
+        ("iris", "output_root", "gs://bucket", "is a URL: irisflow reads and writes local paths and s3://bucket/prefix"),
         ("service", "state_dir", "/var", "'/var' is /var, a folder other software shares"),
         ("service", "state_dir", "http://host/state", "is a URL: irisflow reads and writes local paths only"),
         ("quality", "reference", "https://host/reference.csv", "is a URL: irisflow reads and writes local paths only"),
-        ("iris", "source", "s3://bucket/{date}.csv", "is a URL: irisflow reads and writes local paths only"),
+        ("iris", "source", "ftp://host/{date}.csv", "is a URL: irisflow reads and writes local paths and s3://"),
     ],
 )
 def test_a_path_setting_must_be_a_local_folder_of_irisflow_s_own(irisflow_config, cli, section, key, value, words):
@@ -144,15 +145,34 @@ def test_a_secret_key_s_value_is_never_shown(irisflow_config, cli):
     error = _one_line_error(result)
     assert error == (
         "luigi.cfg [iris] output_root: 'http://irisflow:***@127.0.0.1:1/parts' is a URL: "
-        "irisflow reads and writes local paths only"
+        "irisflow reads and writes local paths and s3://bucket/prefix URLs only"
     )
     assert "not-shown" not in result.stdout + result.stderr
 
 
 def test_the_daemon_and_the_worker_check_the_configuration_too(irisflow_config, cli):
-    irisflow_config.set("iris", output_root="s3://bucket/parts")
+    irisflow_config.set("iris", output_root="gs://bucket/parts")
     irisflow_config.set("core", default_scheduler_host="127.0.0.1", default_scheduler_port=free_port())
     for command in ("serve", "worker"):
         error = _one_line_error(cli(command, timeout=120))
-        assert error.startswith("luigi.cfg [iris] output_root: 's3://bucket/parts' is a URL"), command
+        assert error.startswith("luigi.cfg [iris] output_root: 'gs://bucket/parts' is a URL"), command
     assert not os.path.exists(irisflow_config.state_dir / "daemon.lock")
+
+
+@pytest.mark.parametrize(
+    "key, value, words",
+    [
+        ("aws_secret_access_key", "wJalr-not-shown", "credentials do not belong in luigi.cfg; set AWS_ACCESS_KEY_ID"),
+        ("aws_access_key_id", "AKIA-not-shown", "credentials do not belong in luigi.cfg"),
+        ("endpoint_url", "http://key:not-shown@127.0.0.1:1", "'http://key:***@127.0.0.1:1' is not an http(s)://host[:port]"),
+        ("endpoint_url", "file:///etc/passwd", "is not an http(s)://host[:port] URL"),
+        ("max_pool", "8", "unknown key; irisflow reads endpoint_url, region_name, verify"),
+    ],
+)
+def test_the_object_store_s_section_holds_where_it_is_never_credentials(irisflow_config, cli, key, value, words):
+    """[s3] is passed on to boto3: only where the store is; keys and secrets come from the environment."""
+    irisflow_config.set("s3", **{key: value})
+    result = cli("status")
+    error = _one_line_error(result)
+    assert error.startswith(f"luigi.cfg [s3] {key}: ") and words in error, error
+    assert "not-shown" not in result.stdout + result.stderr
