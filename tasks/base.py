@@ -37,6 +37,7 @@ class DatePartitionTask(luigi.Task):
     # the parameters and the configuration, both fixed for an instance's life (one build), and Luigi and
     # the completeness checks ask for them over and over.
     _held = None  # the task's lease while it runs on object storage (`partition.task_lock`)
+    _receipt_found = True  # whether is_done found a receipt (one to replace) when it last looked
 
     @functools.cached_property
     def root(self):
@@ -100,6 +101,7 @@ class DatePartitionTask(luigi.Task):
         """Done on disk: the receipt matches the files and the upstream receipts as they are now. Keeps
         the receipt it read when so."""
         sealed = partition.read_sealed(self.folder, self.receipt)
+        self._receipt_found = sealed is not None
         done = (
             sealed is not None
             and not partition.files_match(self.folder, sealed.receipt["outputs"])
@@ -129,10 +131,15 @@ class DatePartitionTask(luigi.Task):
     def run(self):
         with partition.task_lock(self.root, self.date, self.receipt, config.settings().lease_seconds) as held:
             self._held = held
-            if self.is_done():
+            if self._may_be_done(held) and self.is_done():
                 self.trigger_event(FOUND_DONE, self)
             else:
                 self.produce()
+
+    def _may_be_done(self, held):
+        """Whether another process may have done the task since this one found it not done. Not so when
+        the check found no receipt and its lease is the first any task of the date had: none wrote it before."""
+        return held is None or not held.first or self._receipt_found
 
     def produce(self):
         raise NotImplementedError
@@ -150,6 +157,7 @@ class DatePartitionTask(luigi.Task):
             extra,
             self._published,
             self._held.check if self._held is not None else None,
+            self._receipt_found,
         ) as temporaries:
             paths = {key: str(temporaries[name]) for key, name in relative.items()}
             yield paths[None] if None in paths else paths

@@ -11,6 +11,8 @@ Only `read_drift` is used by code that must stay light (the metrics and the part
 pandas and scipy are imported inside the functions that compute.
 """
 
+from typing import Any
+
 from . import partition
 
 DRIFT = "drift.json"
@@ -190,8 +192,31 @@ def _read_validated(root, dates):
     from .config import FEATURES
     from .files import read_table
 
-    frames = [read_table(partition.partition_dir(root, day) / "validated.csv") for day in dates]
+    frames = []
+    for day in dates:
+        path = partition.partition_dir(root, day) / VALIDATED
+        sealed = _SEALED.get((str(root), str(day)))
+        key = (str(path), sealed)
+        if sealed is None or key not in _FRAMES:
+            frame = read_table(path)
+            if sealed is None:
+                frames.append(frame)
+                continue
+            _FRAMES[key] = frame
+            while len(_FRAMES) > MAX_CACHED_FRAMES:
+                _FRAMES.pop(next(iter(_FRAMES)))
+        frames.append(_FRAMES[key])
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*FEATURES, "species"])
+
+
+# A complete date stays complete while a process builds other dates, and a day's reference is mostly the
+# previous day's reference: the dates found complete (with the sha256 their summary seals validated.csv
+# with) and the frames read by that sha256 are kept, so a backfill checks and reads each date's history
+# once rather than `reference_days` times (on object storage, a LIST and a GET each time).
+_SEALED: dict[tuple[str, str], str] = {}
+_FRAMES: dict[tuple[str, str], Any] = {}
+MAX_CACHED_FRAMES = 400
+VALIDATED = "validated.csv"
 
 
 def history_dates(root, date, days):
@@ -199,7 +224,17 @@ def history_dates(root, date, days):
     import datetime as dt
 
     candidates = [date - dt.timedelta(days=n) for n in range(days, 0, -1)]
-    return [day for day in candidates if partition.is_complete(root, day)]
+    return [day for day in candidates if _complete(root, day)]
+
+
+def _complete(root, day):
+    if (str(root), str(day)) in _SEALED:
+        return True
+    found = partition.inspect(root, day)
+    if found.state != "complete" or found.summary is None:
+        return False
+    _SEALED[str(root), str(day)] = found.summary["manifest"].get(VALIDATED, {}).get("sha256", "")
+    return True
 
 
 def describe_drift(report):

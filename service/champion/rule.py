@@ -15,7 +15,6 @@ explicitly, and `override` records a manual promotion.
 
 import datetime as dt
 import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,7 +101,7 @@ def load_model(root: Path, record: dict[str, Any]):
         raise ModelUnusable(f"{record.get('model_file')}: not a model file its date sealed")
     path = partition.partition_dir(root, date) / relative
     try:
-        content = path.read_bytes()
+        content = partition.durable.read_bytes(path)
     except OSError as exc:
         raise ModelUnusable(f"{path}: {exc.strerror or exc}") from None
     if hashlib.sha256(content).hexdigest() != sealed["sha256"]:
@@ -112,10 +111,10 @@ def load_model(root: Path, record: dict[str, Any]):
 
 def test_rows(root: Path, date: str, settings: dict[str, Any]):
     """The test split of `date` that a model with `settings` (test_size, seed) was evaluated on."""
-    import pandas as pd
+    from tasks.files import read_table
 
     folder = f"split/test_size-{settings['test_size']:g}_seed-{settings['seed']}"
-    return pd.read_csv(partition.partition_dir(root, date) / folder / "test.csv")
+    return read_table(partition.partition_dir(root, date) / folder / "test.csv")
 
 
 def score(root: Path, record: dict[str, Any], rows) -> float:
@@ -131,7 +130,7 @@ def gate(root: Path, date: dt.date, summary: dict[str, Any], gates: Gates) -> tu
     """(gate, why) of the first gate the date fails, or None when it passes them all."""
     if summary.get("drift_detected") is True:
         return "drift", "drift detected against the reference"
-    report = _read_report(partition.partition_dir(root, date) / VALIDATION)
+    report = partition.durable.read_json(partition.partition_dir(root, date) / VALIDATION)
     rows = report.get("rows") if isinstance(report, dict) else None
     dropped = report.get("dropped_rows") if isinstance(report, dict) else None
     if not isinstance(rows, int) or not isinstance(dropped, int) or rows <= 0:
@@ -145,12 +144,6 @@ def gate(root: Path, date: dt.date, summary: dict[str, Any], gates: Gates) -> tu
         return "accuracy", f"best accuracy {summary['best_accuracy']:.3f} under min_accuracy {gates.min_accuracy:g}"
     return None
 
-
-def _read_report(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def decide(root: Path, date: dt.date, champion: dict[str, Any] | None, gates: Gates) -> dict[str, Any]:
@@ -201,9 +194,11 @@ def _since(record: dict[str, Any]) -> dict[str, Any]:
 def _decide_from(writer: store.Writer, dates: list[dt.date], champion, gates: Gates, replay=False) -> list:
     """Decide `dates` in order, each against the champion the previous one left; stops before a date that
     is being built now, so it is decided once complete. Returns the history entries written."""
-    written = []
+    from tasks.config import settings
+
+    written, lease_seconds = [], settings().lease_seconds
     for date in dates:
-        if partition.in_progress(writer.root, date):
+        if partition.in_progress(writer.root, date, lease_seconds):
             break
         if not partition.is_complete(writer.root, date):
             continue

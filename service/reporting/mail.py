@@ -4,7 +4,8 @@ One mail per run, not one per date: the runner turns Luigi's per-task failure ma
 and a `run`, a `backfill` or a daemon pass calls `mail_run` once at its end. That mail names every date
 that failed, grouped by reason and step (`service.reporting.summary`), and, once, every date that failed and was
 mailed before and is complete now ("recovered"). Which dates were mailed as failed is kept in
-`{output_root}/failed/mailed.json`, beside the failure records, so the CLI and the daemon agree. Every
+`{output_root}/failed/mailed.json`, beside the failure records, so the CLI and the daemon agree (with an
+output root on object storage, in `[service] state_dir`). Every
 mail goes through `luigi.notifications.send_error_email` and so obeys the same configuration and rules
 (nothing without `[email] receiver`, nothing from a terminal unless `[email] force_send`).
 
@@ -160,14 +161,25 @@ def mail_run(root, outcomes, rerun):
     return mails
 
 
+def _records_folder(root):
+    """Where the record of mailed dates lives: beside the failure records on a file system; in this
+    host's `[service] state_dir` when the output root is on object storage (each host mails its runs)."""
+    if partition.is_object(partition.location(root)):
+        from ..config.sections import service
+
+        return Path(service().state_dir)
+    return Path(root) / "failed"
+
+
 @contextmanager
 def _mailed_dates(root):
     """{date: {"reason", "step"}} of the dates mailed as failed and not yet as recovered, locked and saved
     back; if the record cannot be read or written (a full disk) the mail still goes, as if none were."""
-    record = Path(root) / "failed" / MAILED
+    folder = _records_folder(root)
+    record = folder / MAILED
     try:
-        record.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(Path(root) / "failed" / ".mailed.lock", "a")
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = open(folder / ".mailed.lock", "a")
     except OSError as exc:
         MAIL_LOG.error("cannot keep the record of mailed dates %s: %s", record, exc)
         yield {}

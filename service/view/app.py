@@ -40,6 +40,9 @@ CHART_DATES = (dt.date(dt.MINYEAR + 2, 1, 1), dt.date(dt.MAXYEAR - 2, 12, 31))
 IDLE_TIMEOUT = 15  # seconds an open connection may stay silent (the default of [service] http_idle_timeout)
 MAX_CONNECTIONS = 32  # connections served at once, each by a thread of its own
 BACKLOG = 128  # connections the kernel holds, unaccepted, while MAX_CONNECTIONS are served
+# A served file is read whole into memory; the largest a partition holds is a copy of an input (at most
+# [iris] max_source_bytes, 200 MB by default).
+MAX_SERVED_BYTES = 1 << 30
 TEXT_TYPES = {".json": "application/json", ".csv": "text/csv", ".txt": "text/plain"}
 SECURITY_HEADERS = [
     ("Content-Security-Policy", "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'"),
@@ -214,7 +217,7 @@ def _file(path):
     content_type = TEXT_TYPES.get(path.suffix)
     headers = [] if content_type else [("Content-Disposition", f'attachment; filename="{path.name}"')]
     return (
-        path.read_bytes(),
+        partition.durable.read_bytes(path, MAX_SERVED_BYTES),
         (f"{content_type}; charset=utf-8" if content_type else "application/octet-stream"),
         headers,
     )

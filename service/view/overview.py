@@ -7,11 +7,14 @@ a report file holds, only values of the expected shape reach a page: a date reje
 failed before Validate, or with a summary of the wrong shape renders like any other.
 """
 
+import fnmatch
+import io
 import os
 from collections import Counter
 from pathlib import Path
 
 from tasks import partition
+from tasks.partition.durable import MAX_JSON_BYTES, files_in
 from tasks.quality import DRIFT, read_drift
 
 from ..champion.store import decisions_by_date
@@ -33,6 +36,14 @@ STEP_NAMES = tuple(name for name, _ in STEPS)
 VALIDATION = "validation.json"
 MAX_SAMPLE_LINE = 1_000_000  # sample rows are looked up in the input only this far
 MAX_SAMPLE_CHARS = 500
+
+
+def _text_lines(path):
+    """The file's lines as text (undecodable bytes replaced); on a store, its first MAX_JSON_BYTES."""
+    if partition.is_object(path):
+        data = partition.durable.read_bytes(path, MAX_JSON_BYTES)
+        return io.StringIO(data.decode("utf-8", errors="replace"))
+    return open(path, encoding="utf-8", errors="replace")
 
 
 class Overview:
@@ -69,8 +80,8 @@ class Overview:
         """Each step of the date: complete, failed, running or missing."""
         if found.state in (State.COMPLETE, State.STALE):
             return {name: "complete" for name in STEP_NAMES}
-        part = partition.partition_dir(self.root, date)
-        steps = {name: "complete" if (part / marker).exists() else "missing" for name, marker in STEPS}
+        present = {name.split("/", 1)[0] for name in files_in(partition.partition_dir(self.root, date))}
+        steps = {name: "complete" if marker in present else "missing" for name, marker in STEPS}
         failure = found.failure if found.state == State.FAILED else None
         if failure is not None:
             step = failure.get("step") if failure.get("step") in STEP_NAMES else STEP_NAMES[0]
@@ -119,12 +130,13 @@ class Overview:
         if summary is not None:
             return {name: metrics_shown(metrics) for name, metrics in summary["models"].items()}
         found = {}
-        for path in sorted(partition.partition_dir(self.root, date).glob("models/*/metrics.json")):
-            metrics = metrics_shown(partition.durable.read_json(path))
+        part = partition.partition_dir(self.root, date)
+        for relative in sorted(fnmatch.filter(files_in(part), "models/*/metrics.json")):
+            metrics = metrics_shown(partition.durable.read_json(part / relative))
             if metrics is not None:
                 settings = metrics.get("settings")
                 name = settings.get("model") if isinstance(settings, dict) else None
-                found[str(name or path.parent.name)] = metrics
+                found[str(name or relative.split("/")[1])] = metrics
         return found
 
     def _samples(self, validation, where):
@@ -139,7 +151,7 @@ class Overview:
         }
         found = {}
         try:
-            with open(where / "input.csv", encoding="utf-8", errors="replace") as handle:
+            with _text_lines(where / "input.csv") as handle:
                 for number, text in enumerate(handle, start=1):
                     if number > max(wanted, default=0):
                         break
@@ -156,9 +168,7 @@ class Overview:
             ("partition", partition.partition_dir(self.root, date)),
             ("failed", partition.failed_dir(self.root, date)),
         ):
-            for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
-                if path.is_file() and not path.is_symlink():
-                    files.append((kind, path.relative_to(folder).as_posix(), path.stat().st_size))
+            files.extend((kind, relative, size) for relative, size in sorted(files_in(folder).items()))
         return files
 
     def file_path(self, kind, date, relative):
@@ -173,6 +183,8 @@ class Overview:
             or any(part in ("", ".", "..") for part in relative.split("/"))
         ):
             return None
+        if partition.is_object(folder):
+            return folder / relative if relative in files_in(folder) else None
         base, path = os.path.realpath(folder), os.path.realpath(folder / relative)
         if os.path.commonpath([base, path]) != base or not os.path.isfile(path):
             return None

@@ -41,7 +41,7 @@ from .completeness import (
     sealed_folder,
     valid_summary,
 )
-from .durable import file_record, remove_leftovers, write_durably
+from .durable import dates_present, file_record, remove_leftovers, write_durably
 from .failures import adopt_failure, clear_failure, quarantine, read_failure, record_failure
 from .layout import (
     BUILD_LOCK,
@@ -57,7 +57,6 @@ from .layout import (
     ObjectPath,
     StrPath,
     date_range,
-    dates_present,
     failed_dir,
     is_object,
     location,

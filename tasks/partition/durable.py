@@ -4,6 +4,7 @@ Each primitive also takes an object path (`objects.ObjectPath`) and then asks th
 already whole or nothing, so the contract's other modules are written once for both backends.
 """
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import objects
-from .layout import TEMPORARY, FileRecord, StrPath
+from .layout import _DATE_RE, TEMPORARY, FileRecord, StrPath, parse_date
 
 MAX_JSON_BYTES = 64 * 1024 * 1024  # far above any summary, receipt or report irisflow writes
 
@@ -120,6 +121,20 @@ def read_bytes(path: StrPath, limit: int | None = None) -> bytes:
     return Path(path).read_bytes()
 
 
+def files_in(folder: StrPath) -> dict[str, int]:
+    """{path relative to the folder: size} of every regular file (or object) under it; {} when absent."""
+    if objects.is_object(folder):
+        return objects.sizes(folder)
+    folder = Path(folder)
+    if not folder.is_dir():
+        return {}
+    return {
+        path.relative_to(folder).as_posix(): path.stat().st_size
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and not path.is_symlink()
+    }
+
+
 def read_json(path: StrPath) -> Any:
     """A JSON file's content, or None when it is absent or unreadable (any damage reads as absence).
     An object that cannot be read because the store fails is an error (StoreError), not an absence."""
@@ -133,3 +148,21 @@ def read_json(path: StrPath) -> Any:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
+
+
+def dates_present(root: StrPath) -> list[dt.date]:
+    """Every date that has a partition or a failure record under root, sorted."""
+    base = objects.location(root)
+    names: set[str] = set()
+    for parent in (base, base / "failed"):
+        if objects.is_object(parent):
+            names.update(name for name in objects.children(parent) if _DATE_RE.fullmatch(name))
+        elif isinstance(parent, Path) and parent.is_dir():
+            names.update(p.name for p in parent.iterdir() if _DATE_RE.fullmatch(p.name))
+    dates = []
+    for name in sorted(names):
+        try:
+            dates.append(parse_date(name))
+        except ValueError:
+            continue
+    return dates

@@ -110,23 +110,3 @@ def staging_root(root: StrPath, date: DateLike, token: str) -> Path:
     if not re.fullmatch(r"[0-9a-f]+", token or ""):
         raise ValueError(f"invalid rebuild token {token!r}: expected hex digits")
     return location(root) / STAGING / f"{parse_date(date).isoformat()}-{token}"  # type: ignore[return-value]
-
-
-def dates_present(root: StrPath) -> list[dt.date]:
-    """Every date that has a partition or a failure record under root, sorted."""
-    base = location(root)
-    names: set[str] = set()
-    for parent in (base, base / "failed"):
-        if is_object(parent):
-            from . import objects  # the store's client only where a root is on a store
-
-            names.update(name for name in objects.children(parent) if _DATE_RE.fullmatch(name))
-        elif isinstance(parent, Path) and parent.is_dir():
-            names.update(p.name for p in parent.iterdir() if _DATE_RE.fullmatch(p.name))
-    dates = []
-    for name in sorted(names):
-        try:
-            dates.append(parse_date(name))
-        except ValueError:
-            continue
-    return dates

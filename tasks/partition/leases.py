@@ -4,23 +4,23 @@ a heartbeat, and expiring by the store's clock so that a dead holder does not bl
     {root}/.locks/{date}/{task}.lease-{n}   n counts up; the highest n says who holds the task now:
                                             a non-empty object is a holder (its host and pid), an empty
                                             one says the last holder let go
-    {root}/.locks/{date}/build-{token}      a build of the date is under way (`building`)
+    {root}/.locks/{date}/build.lease-{n}    the same for a whole date, taken by a build (`building`)
 
-To take a task's lease a process LISTs the date's locks and creates key n+1 with `If-None-Match: *`,
-n being the highest key there, when that one is free (empty) or expired: of any number of processes, on
-any number of hosts, exactly one creates each key, so exactly one holds the lease. A holder rewrites its
-key every third of the lease time (the store stamps it anew), lets go by creating n+1 empty, and, before it
-seals its outputs, checks that its key is still the highest, so a holder that stalled past its lease while
-another took over fails rather than both writing a date's outputs unnoticed.
+To take a task's lease a process creates key n+1 with `If-None-Match: *`, n being the highest key there,
+when that one is free (empty) or expired: of any number of processes, on any number of hosts, exactly one
+creates each key, so exactly one holds the lease. A holder rewrites its key every third of the lease time
+(the store stamps it anew), lets go by writing it empty, and, before it seals its outputs, makes sure its
+key is still the highest, so a holder that stalled past its lease while another took over fails rather
+than both writing a date's outputs unnoticed.
 """
 
+import concurrent.futures
 import contextlib
 import os
 import re
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 
 from . import objects
@@ -41,27 +41,23 @@ def _holder() -> bytes:
 
 
 class Heartbeat:
-    """Keeps objects alive: writes each at start and again every third of `seconds`, until stopped."""
+    """Keeps leases alive: renews each every third of `seconds`, until stopped."""
 
-    def __init__(self, paths: Iterable[ObjectPath], seconds: float):
-        self.paths, self.interval = list(paths), seconds / 3
+    def __init__(self, held: "Iterable[TaskLease | Marker]", seconds: float):
+        self.held, self.interval = list(held), seconds / 3
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="irisflow-lease-heartbeat", daemon=True)
 
-    def start(self, write_first: bool = True) -> "Heartbeat":
-        if write_first:
-            self.write()
-        self._thread.start()
+    def start(self) -> "Heartbeat":
+        if self.held:
+            self._thread.start()
         return self
-
-    def write(self) -> None:
-        for path in self.paths:
-            objects.write_bytes(path, _holder())
 
     def _beat(self):
         while not self._stopped.wait(self.interval):
-            with contextlib.suppress(OSError):  # a missed beat shortens the lease; the seal's check decides
-                self.write()
+            for lease in self.held:
+                with contextlib.suppress(OSError):  # a missed beat shortens the lease; `check` decides
+                    lease.renew()
 
     def stop(self) -> None:
         self._stopped.set()
@@ -89,54 +85,108 @@ def _lease_key(folder: ObjectPath, task: str, number: int) -> ObjectPath:
     return folder / f"{task}.lease-{number:08d}"
 
 
+DATE = "build"  # the lease a build takes for a whole date (`building`), in place of one per task
+
+
 class TaskLease:
-    """The lease of one task of one date, held from `acquire` to `release`."""
+    """The lease of one task of one date (or, named DATE, of the whole date), held from `acquire` (or a
+    successful `try_acquire`) to `release`.
+
+    Lease numbers are never reused and never deleted (a process that LISTed a moment ago must not be able
+    to create a number someone already passed), so the first lease of a task is one conditional PUT of
+    number 1, and later ones a LIST and a PUT. Letting go writes the holder's own key empty.
+
+    A date's lease and its tasks' leases exclude each other: whoever creates one then LISTs the date's
+    leases and lets go again when the other kind is held by someone else. Of two processes that race, at
+    least one sees the other (the store orders their writes), so they never both go on.
+    """
 
     def __init__(self, root: ObjectPath, date: DateLike, task: str, seconds: float = DEFAULT_LEASE_SECONDS):
         self.folder, self.task, self.seconds = _folder(root, date), task, seconds
         self.number = 0
-        self._heartbeat: Heartbeat | None = None
+        self.first = False  # no lease of the date had ever been taken before this one
+        self.renewed = 0.0  # when (time.monotonic) the last write of the lease began
 
-    def acquire(self) -> None:
+    def try_acquire(self) -> bool:
+        """One attempt: True when this process now holds the lease."""
+        number = 1  # first try: a lease never taken before
         while True:
-            top, held = self._look()
-            if not held and objects.create(_lease_key(self.folder, self.task, top + 1), _holder()):
-                self.number = top + 1
-                self._heartbeat = Heartbeat([_lease_key(self.folder, self.task, self.number)], self.seconds)
-                self._heartbeat.start(write_first=False)
-                return
-            time.sleep(POLL_SECONDS)
+            started = time.monotonic()
+            if objects.create(_lease_key(self.folder, self.task, number), _holder()):
+                found = objects.sizes_and_ages(self.folder)
+                if self._conflict(found):
+                    objects.write_bytes(_lease_key(self.folder, self.task, number), b"")
+                    return False
+                self.number, self.renewed = number, started
+                self.first = number == 1 and all(
+                    not _LEASE_RE.fullmatch(name) for name in found if name != self.key.name
+                )
+                return True
+            found = objects.sizes_and_ages(self.folder)
+            newest = _newest(found, self.task)
+            if newest is None or _live(found[newest], self.seconds) or self._conflict(found):
+                return False
+            number = _number(newest) + 1
 
-    def _look(self) -> tuple[int, bool]:
-        """(the task's highest lease number, or 0; whether that lease is held now)."""
-        found = objects.sizes_and_ages(self.folder)
-        newest = _newest(found, self.task)
-        if newest is None:
-            return 0, False
-        return int(_LEASE_RE.fullmatch(newest)["n"]), _live(found[newest], self.seconds)  # type: ignore[index]
+    def _conflict(self, found) -> bool:
+        """Whether a lease of the other kind (a task's against the date's, or the other way) is held."""
+        tasks = {m["task"] for name in found if (m := _LEASE_RE.fullmatch(name))}
+        others = [DATE] if self.task != DATE else [task for task in tasks if task != DATE]
+        return any((name := _newest(found, task)) is not None and _live(found[name], self.seconds) for task in others)
+
+    @property
+    def key(self) -> ObjectPath:
+        return _lease_key(self.folder, self.task, self.number)
+
+    def acquire(self) -> "TaskLease":
+        """Wait for the lease (polling while another process holds it), then keep it alive."""
+        while not self.try_acquire():
+            time.sleep(POLL_SECONDS)
+        self._heartbeat = Heartbeat([self], self.seconds).start()
+        return self
 
     def check(self) -> None:
-        """Raise LeaseLost unless this lease is still the task's newest: call it before sealing outputs."""
-        top, _ = self._look()
-        if top != self.number:
+        """Raise LeaseLost unless this lease is still the task's newest: call it before sealing outputs.
+
+        Nobody can have taken over a lease renewed less than half its time ago (its age on the store is
+        counted from a stamp made after the renewal began), so only a holder that stalled asks the store."""
+        if time.monotonic() - self.renewed < self.seconds / 2:
+            return
+        if _newest(objects.sizes_and_ages(self.folder), self.task) != self.key.name:
             raise LeaseLost(
                 f"{self.folder}/{self.task}: the lease ran out ([iris] lease_seconds = {self.seconds:g}) and "
                 "another process took the task over; this run's outputs are not sealed"
             )
 
+    def renew(self) -> None:
+        started = time.monotonic()
+        objects.write_bytes(self.key, _holder())
+        self.renewed = started
+
     def release(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.stop()
-        if self.number and objects.create(_lease_key(self.folder, self.task, self.number + 1), b""):
-            objects.remove(
-                _lease_key(self.folder, self.task, n) for n in range(max(1, self.number - 1), self.number + 1)
-            )
+        heartbeat = getattr(self, "_heartbeat", None)
+        if heartbeat is not None:
+            heartbeat.stop()
+        if self.number:
+            objects.write_bytes(self.key, b"")
+
+
+def _number(name: str) -> int:
+    return int(_LEASE_RE.fullmatch(name)["n"])  # type: ignore[index]
+
+
+# The date leases this process holds ({(root, date): lease}), taken by `building`: its tasks run under them.
+_DATES_HELD: dict[tuple[str, str], TaskLease] = {}
 
 
 @contextlib.contextmanager
 def task_lease(root: ObjectPath, date: DateLike, task: str, seconds: float) -> Iterator[TaskLease]:
-    lease = TaskLease(root, date, task, seconds)
-    lease.acquire()
+    """The task's lease, or the date's when this process holds it (`building`)."""
+    held = _DATES_HELD.get((str(root), parse_date(date).isoformat()))
+    if held is not None:
+        yield held
+        return
+    lease = TaskLease(root, date, task, seconds).acquire()
     try:
         yield lease
     finally:
@@ -145,21 +195,38 @@ def task_lease(root: ObjectPath, date: DateLike, task: str, seconds: float) -> I
 
 @contextlib.contextmanager
 def building(root: ObjectPath, dates: Iterable[DateLike], seconds: float) -> Iterator[None]:
-    """A marker per date, kept alive while the build lasts, so the dates read as running on every host."""
-    token = uuid.uuid4().hex[:12]
-    markers = [_folder(root, date) / f"build-{token}" for date in dates]
-    heartbeat = Heartbeat(markers, seconds).start()
+    """The dates' leases, for as long as the build lasts: the dates read as running on every host, and the
+    tasks of a date run under its lease, with no request of their own. A date whose lease another process
+    holds (or one of whose tasks is leased) is left to task leases: its tasks wait for each other."""
+    taken = []
+    for date in dates:
+        lease = TaskLease(root, date, DATE, seconds)
+        if lease.try_acquire():
+            taken.append(lease)
+            _DATES_HELD[str(root), parse_date(date).isoformat()] = lease
+    heartbeat = Heartbeat(taken, seconds).start()
     try:
         yield
     finally:
         heartbeat.stop()
-        objects.remove(markers)
+        for lease in taken:
+            _DATES_HELD.pop((str(root), lease.folder.name), None)
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(TaskLease.release, taken))
+
+
+class Marker:
+    """An object that says "alive" while its heartbeat renews it (a forced rebuild's staging folder)."""
+
+    def __init__(self, path: ObjectPath):
+        self.path = path
+
+    def renew(self) -> None:
+        objects.write_bytes(self.path, _holder())
 
 
 def in_progress(root: ObjectPath, date: DateLike, seconds: float) -> bool:
-    """True when a live build marker or a held task lease of the date is there: one LIST."""
+    """True when the date's lease or one of its tasks' is held now: one LIST."""
     found = objects.sizes_and_ages(_folder(root, date))
     tasks = {m["task"] for name in found if (m := _LEASE_RE.fullmatch(name))}
-    markers = [name for name in found if name.startswith("build-")]
-    newest = [_newest(found, task) for task in tasks]
-    return any(_live(found[name], seconds) for name in markers + [n for n in newest if n is not None])
+    return any((name := _newest(found, task)) is not None and _live(found[name], seconds) for task in tasks)

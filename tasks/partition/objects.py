@@ -116,7 +116,12 @@ def create(path: ObjectPath, data: bytes) -> bool:
 
 
 def upload(local: Path, path: ObjectPath) -> None:
-    """A local file as the object: one PUT, in parts only above MULTIPART_THRESHOLD."""
+    """A local file as the object: one PUT, in parts (boto3's transfer manager) only above
+    MULTIPART_THRESHOLD, whose threads and futures cost more than a small file's whole PUT."""
+    if os.path.getsize(local) <= MULTIPART_THRESHOLD:
+        with open(local, "rb") as handle:
+            _call(path, "put_object", Bucket=path.bucket, Key=path.key, Body=handle)
+        return
     import botocore.exceptions
     from boto3.s3.transfer import TransferConfig
 

@@ -37,7 +37,9 @@ def forced_rebuild(root: StrPath, date: DateLike, lease_seconds: float = leases.
     where = staging_root(root, date, token)
     if objects.is_object(where):
         marker = where.with_name(where.name + ".lock")
-        heartbeat = leases.Heartbeat([marker], lease_seconds).start()
+        alive = leases.Marker(marker)
+        alive.renew()
+        heartbeat = leases.Heartbeat([alive], lease_seconds).start()
         try:
             yield token
         finally:

@@ -1,5 +1,6 @@
 """Receipts: what each task wrote (size and sha256 of each output) and read, and publishing a task's outputs under one."""
 
+import concurrent.futures
 import contextlib
 import hashlib
 import json
@@ -132,6 +133,7 @@ def publishing(
     extra: Mapping[str, Any] | None = None,
     on_sealed: Callable[[Sealed], None] | None = None,
     still_held: Callable[[], None] | None = None,
+    replacing: bool = True,
 ) -> Iterator[dict[str, Path]]:
     """Temporary paths for a task's outputs ({relative: Path}); when the block ends without error they are
     fsynced, renamed into place together and sealed by the task's receipt `name`, which records each
@@ -142,10 +144,13 @@ def publishing(
     done, and a rerun replaces whatever had landed. Call it holding the task's lock; `still_held` is
     called before anything is replaced, and raises when that lock (a lease on a store) was lost.
 
-    On a store the temporaries are local files, each uploaded whole (one PUT) in place of the rename.
+    On a store the temporaries are local files, each uploaded whole (one PUT) in place of the rename, and
+    the old receipt is deleted only when `replacing` (the task's writer saw one).
     """
     if objects.is_object(part):
-        with _publishing_objects(part, relative_outputs, name, inputs, extra, on_sealed, still_held) as temporaries:
+        with _publishing_objects(
+            part, relative_outputs, name, inputs, extra, on_sealed, still_held, replacing
+        ) as temporaries:
             yield temporaries
         return
     part = Path(part)
@@ -193,9 +198,9 @@ def _seal(receipt, records, inputs, extra, on_sealed):
 
 
 @contextlib.contextmanager
-def _publishing_objects(part, relative_outputs, name, inputs, extra, on_sealed, still_held):
-    """`publishing` on a store: local temporaries, then the old receipt deleted, each output one PUT, the
-    new receipt last."""
+def _publishing_objects(part, relative_outputs, name, inputs, extra, on_sealed, still_held, replacing):
+    """`publishing` on a store: local temporaries, then the old receipt deleted, the outputs uploaded side
+    by side (one PUT each), the new receipt last."""
     scratch = Path(tempfile.mkdtemp(prefix="irisflow-outputs-"))
     try:
         temporaries = {
@@ -207,9 +212,14 @@ def _publishing_objects(part, relative_outputs, name, inputs, extra, on_sealed, 
         if still_held is not None:
             still_held()
         receipt = part / RECEIPTS / name
-        objects.remove([receipt])
-        for relative, temporary in temporaries.items():
-            objects.upload(temporary, part / relative)
+        if replacing:
+            objects.remove([receipt])
+        with concurrent.futures.ThreadPoolExecutor(len(temporaries) or 1) as uploads:
+            for done in [
+                uploads.submit(objects.upload, temporary, part / relative)
+                for relative, temporary in temporaries.items()
+            ]:
+                done.result()
         _seal(receipt, records, inputs, extra, on_sealed)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
