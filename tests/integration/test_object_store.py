@@ -145,10 +145,13 @@ def test_requests_without_the_right_secret_are_refused(seaweedfs, s3, s3_bucket)
     assert s3.list_objects_v2(Bucket=s3_bucket)["KeyCount"] == 0
 
 
-def test_luigis_s3_client_takes_endpoint_and_region_from_luigi_cfg(irisflow_config, seaweedfs, s3, s3_bucket):
-    # Luigi hands each key of [s3] to boto3.resource("s3", ...) as a keyword argument.
-    irisflow_config.set("s3", endpoint_url=seaweedfs.endpoint_url, region_name=seaweedfs.REGION,
-                        aws_access_key_id=seaweedfs.ACCESS_KEY, aws_secret_access_key=seaweedfs.SECRET_KEY)
+def test_luigis_s3_client_takes_endpoint_and_region_from_luigi_cfg(irisflow_config, monkeypatch, seaweedfs, s3,
+                                                                   s3_bucket):
+    # Luigi hands each key of [s3] to boto3.resource("s3", ...) as a keyword argument; the credentials come
+    # from the environment, as in the deployed service ([s3] never holds them).
+    irisflow_config.set("s3", endpoint_url=seaweedfs.endpoint_url, region_name=seaweedfs.REGION)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweedfs.ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweedfs.SECRET_KEY)
     client = S3Client()
     report = S3Target(f"s3://{s3_bucket}/runs/2024-01-01/report.json", client=client)
 
