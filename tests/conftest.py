@@ -27,7 +27,9 @@ import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client.parser import text_string_to_metric_families
 
+from tasks import partition
 from tasks.config import settings as task_settings
+from tasks.partition import objects
 
 REPO = Path(__file__).resolve().parents[1]
 LANES = ("unit", "integration", "e2e")
@@ -72,6 +74,15 @@ class IrisflowConfig:
         self._monkeypatch.setenv("LUIGI_CONFIG_PATH", str(self.path))
         _reload_luigi_config([str(self.path)])
 
+    def on_store(self, server, bucket, prefix="output"):
+        """Put the output root on object storage: s3://bucket/prefix on `server` (a SeaweedFS), its endpoint
+        in [s3] and its keys in the environment, as an operator configures it."""
+        self.output_root = partition.location(f"s3://{bucket}/{prefix}")
+        self._monkeypatch.setenv("AWS_ACCESS_KEY_ID", server.ACCESS_KEY)
+        self._monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", server.SECRET_KEY)
+        self.set("s3", endpoint_url=server.endpoint_url, region_name=server.REGION)
+        return self.set("iris", output_root=self.output_root)
+
     def env(self, **extra):
         """The environment a subprocess needs to see this configuration."""
         return {**os.environ, "LUIGI_CONFIG_PATH": str(self.path), "PYTHONPATH": str(REPO), **extra}
@@ -88,6 +99,7 @@ def _reload_luigi_config(extra_paths):
         config.remove_section(section)
     parser.reload()
     task_settings.cache_clear()
+    objects._luigi_client_for.cache_clear()  # the store's client reads [s3] once
     # A process reads its configuration once: tasks made under another one (their paths, what they found
     # done) must not be handed out again, as Luigi would from its instance cache.
     luigi.task_register.Register.clear_instance_cache()
@@ -100,6 +112,54 @@ def irisflow_config(tmp_path, monkeypatch):
     yield config
     monkeypatch.undo()
     _reload_luigi_config([])
+
+
+@pytest.fixture(params=["disk", "store"])
+def backend_config(request, irisflow_config):
+    """irisflow_config with the output root on a local disk, then on object storage (a fresh bucket of the
+    session's SeaweedFS): the partition contract must hold the same on both."""
+    if request.param == "store":
+        server = request.getfixturevalue("seaweedfs")
+        irisflow_config.on_store(server, request.getfixturevalue("s3_bucket"))
+    return irisflow_config
+
+
+class PartitionFiles:
+    """The files of one date's partition, on either backend, as tests read and damage them: names relative
+    to the partition."""
+
+    def __init__(self, root, date):
+        self.folder = partition.partition_dir(root, date)
+        self.on_store = partition.is_object(self.folder)
+
+    def names(self):
+        return sorted(partition.durable.files_in(self.folder))
+
+    def read_all(self):
+        return {name: self.read(name) for name in self.names()}
+
+    def read(self, name):
+        return partition.durable.read_bytes(self.folder / name)
+
+    def write(self, name, content):
+        if self.on_store:
+            partition.objects.write_bytes(self.folder / name, content)
+        else:
+            (self.folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (self.folder / name).write_bytes(content)
+
+    def delete(self, name):
+        if self.on_store:
+            partition.objects.remove([self.folder / name])
+        else:
+            (self.folder / name).unlink()
+
+    def match(self, pattern):
+        """The first name matching a glob pattern (`*` within one path component)."""
+        import fnmatch
+
+        return next(name for name in self.names() if fnmatch.fnmatch(name, pattern) and
+                    name.count("/") == pattern.count("/"))
 
 
 def run_cli(config, *args, timeout=300, **kwargs):
