@@ -21,6 +21,7 @@ import re
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 
 from . import objects
@@ -37,7 +38,8 @@ class LeaseLost(RuntimeError):
 
 
 def _holder() -> bytes:
-    return f"{socket.gethostname()} pid {os.getpid()}".encode()
+    """What a lease says while held: who holds it, and a token of this taking (see `objects.create`)."""
+    return f"{socket.gethostname()} pid {os.getpid()} {uuid.uuid4().hex}".encode()
 
 
 class Heartbeat:

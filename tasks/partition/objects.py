@@ -103,14 +103,19 @@ def write_bytes(path: ObjectPath, data: bytes) -> None:
 
 
 def create(path: ObjectPath, data: bytes) -> bool:
-    """Create the object only when no object has the key (`If-None-Match: *`); False when one has."""
+    """Create the object only when no object has the key (`If-None-Match: *`); False when one has.
+
+    `data` must be this writer's own (a token in it): the client retries a request whose answer was lost,
+    and the retry of a PUT that had landed is refused, so a refusal is checked against what the key holds."""
     import botocore.exceptions
 
     try:
         client().put_object(Bucket=path.bucket, Key=path.key, Body=data, IfNoneMatch="*")
     except botocore.exceptions.ClientError as exc:
         if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
-            return False
+            return read_bytes(path) == data
+        raise _error(exc, path) from None
+    except botocore.exceptions.BotoCoreError as exc:
         raise _error(exc, path) from None
     return True
 
