@@ -54,12 +54,18 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def model_record(root: Path, date: dt.date, model: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(the date's summary, the champion record of its model `model` — default its best): its date, name,
-    settings digest, test accuracy, model file (relative to the root) and the sha256 the summary sealed."""
-    summary = partition.read_summary(root, date)
-    if summary is None or not partition.is_complete(root, date):
+def _complete_summary(root: Path, date: dt.date) -> dict[str, Any]:
+    """The summary of a complete date (NoSuchModel for any other)."""
+    found = partition.inspect(root, date)
+    if found.state != "complete" or found.summary is None:
         raise NoSuchModel(f"{date}: not a complete date under {root}")
+    return found.summary
+
+
+def model_record(date: dt.date, summary: dict[str, Any], model: str | None = None) -> dict[str, Any]:
+    """The champion record of the complete date's model `model` (default its best), from its summary: its
+    date, name, settings digest, test accuracy, model file (relative to the root) and the sha256 the
+    summary sealed."""
     name = model or summary["best_model"]
     metrics = summary["models"].get(name)
     if metrics is None:
@@ -78,7 +84,7 @@ def model_record(root: Path, date: dt.date, model: str | None = None) -> tuple[d
         "sha256": sealed["sha256"],
         "settings": settings,
     }
-    return summary, record
+    return record
 
 
 class ModelUnusable(OSError):
@@ -117,13 +123,44 @@ def test_rows(root: Path, date: str, settings: dict[str, Any]):
     return read_table(partition.partition_dir(root, date) / folder / "test.csv")
 
 
-def score(root: Path, record: dict[str, Any], rows) -> float:
-    """Accuracy of the record's model on `rows` (a frame with the feature columns and species)."""
-    from sklearn.metrics import accuracy_score
+class Scorer:
+    """How champion records' models score on a date's test rows, each model file loaded (through
+    `load_model`'s checks) once per pass over the dates: a champion kept for months, or a challenger
+    promoted and then defending the next date, is not read, hashed and unpickled again for every date.
+    Only the last `KEEP` models are held (a date needs two: its challenger and the champion), so a long
+    pass does not keep every date's model in memory."""
 
-    estimator = load_model(root, record)
-    features = list(record["settings"]["features"])
-    return float(accuracy_score(rows["species"], estimator.predict(rows[features])))
+    KEEP = 2
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._loaded: dict[tuple[str, str], Any] = {}  # (model file, sha256) -> estimator, oldest first
+
+    def on_own_split(self, record: dict[str, Any]) -> float:
+        """The record's accuracy on its own date's test split: TrainModel measured it on exactly those rows,
+        and the date sealed it in its summary with the model file's sha256, so predicting them again would
+        only give the same number. The model file is loaded all the same, so a file that is not the sealed
+        one stops the decision as it would have (ModelUnusable), and the model is at hand should it win."""
+        self._estimator(record)
+        return float(record["accuracy"])
+
+    def __call__(self, record: dict[str, Any], rows) -> float:
+        """Accuracy of the record's model on `rows` (a frame with the feature columns and species); raises
+        ModelUnusable as `load_model` does."""
+        predicted = self._estimator(record).predict(rows[list(record["settings"]["features"])])
+        # The share of rows predicted right, as scikit-learn's accuracy_score computes it, without its checks
+        # of the labels' types: they cost as much as the prediction, on rows the schema has checked.
+        return float((predicted == rows["species"].to_numpy()).mean())
+
+    def _estimator(self, record: dict[str, Any]):
+        key = (record["model_file"], record["sha256"])
+        estimator = self._loaded.pop(key, None)
+        if estimator is None:
+            estimator = load_model(self.root, record)
+        self._loaded[key] = estimator  # the newest last
+        while len(self._loaded) > self.KEEP:
+            del self._loaded[next(iter(self._loaded))]
+        return estimator
 
 
 def gate(root: Path, date: dt.date, summary: dict[str, Any], gates: Gates) -> tuple[str, str] | None:
@@ -145,10 +182,11 @@ def gate(root: Path, date: dt.date, summary: dict[str, Any], gates: Gates) -> tu
     return None
 
 
-
-def decide(root: Path, date: dt.date, champion: dict[str, Any] | None, gates: Gates) -> dict[str, Any]:
-    """The decision for one complete date against `champion` (a history entry without its seq)."""
-    summary, challenger = model_record(root, date)
+def decide(
+    root: Path, date: dt.date, summary: dict[str, Any], champion: dict[str, Any] | None, gates: Gates, score: Scorer
+) -> dict[str, Any]:
+    """The decision for one complete date (its summary) against `champion` (a history entry without its seq)."""
+    challenger = model_record(date, summary)
     entry: dict[str, Any] = {
         "time": _now(),
         "date": date.isoformat(),
@@ -164,9 +202,9 @@ def decide(root: Path, date: dt.date, champion: dict[str, Any] | None, gates: Ga
         entry.update(decision="promoted", reason="first date to pass the gates", champion=_since(challenger))
         return entry
     rows = test_rows(root, date.isoformat(), challenger["settings"])
-    challenger_score = score(root, challenger, rows)
+    challenger_score = score.on_own_split(challenger)
     try:
-        champion_score: float | None = score(root, champion, rows)
+        champion_score: float | None = score(champion, rows)
     except ModelUnusable as exc:
         champion_score, unusable = None, str(exc)
     entry["scores"] = {"challenger": challenger_score, "champion": champion_score, "rows": int(len(rows))}
@@ -196,13 +234,14 @@ def _decide_from(writer: store.Writer, dates: list[dt.date], champion, gates: Ga
     is being built now, so it is decided once complete. Returns the history entries written."""
     from tasks.config import settings
 
-    written, lease_seconds = [], settings().lease_seconds
+    written, score, lease_seconds = [], Scorer(writer.root), settings().lease_seconds
     for date in dates:
         if partition.in_progress(writer.root, date, lease_seconds):
             break
-        if not partition.is_complete(writer.root, date):
+        found = partition.inspect(writer.root, date)
+        if found.state != "complete" or found.summary is None:
             continue
-        entry = decide(writer.root, date, champion, gates)
+        entry = decide(writer.root, date, found.summary, champion, gates, score)
         if replay:
             entry["replay"] = True
         written.append(writer.append(entry))
@@ -244,12 +283,13 @@ def override(root: partition.StrPath, date: dt.date, model: str, reason: str) ->
     with store.locked(root) as writer:
         assert writer is not None
         before = writer.ledger().champion
-        _, chosen = model_record(root, date, model)
+        chosen = model_record(date, _complete_summary(root, date), model)
         rows = test_rows(root, date.isoformat(), chosen["settings"])
-        scores = {"challenger": score(root, chosen, rows), "champion": None, "rows": int(len(rows))}
+        score = Scorer(root)
+        scores = {"challenger": score.on_own_split(chosen), "champion": None, "rows": int(len(rows))}
         if before is not None:
             try:
-                scores["champion"] = score(root, before, rows)
+                scores["champion"] = score(before, rows)
             except ModelUnusable:
                 pass
         entry = {
