@@ -140,6 +140,9 @@ class DateStates:
         return self.schedule.today(self.now())
 
     def of_dates(self, dates, verify: bool = False) -> list[DateState]:
+        """The states of the dates, in order; on a store, asked side by side."""
+        if partition.is_object(self.root):
+            return partition.objects.in_parallel(lambda date: self.of(date, verify), dates)
         return [self.of(date, verify) for date in dates]
 
 

@@ -17,7 +17,6 @@ import datetime as dt
 import hashlib
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from tasks import partition
@@ -54,7 +53,7 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def _complete_summary(root: Path, date: dt.date) -> dict[str, Any]:
+def _complete_summary(root: partition.StrPath, date: dt.date) -> dict[str, Any]:
     """The summary of a complete date (NoSuchModel for any other)."""
     found = partition.inspect(root, date)
     if found.state != "complete" or found.summary is None:
@@ -91,7 +90,7 @@ class ModelUnusable(OSError):
     """The champion's model file is gone or no longer the file that was sealed."""
 
 
-def load_model(root: Path, record: dict[str, Any]):
+def load_model(root: partition.StrPath, record: dict[str, Any]):
     """The fitted estimator of a champion record. A pickle runs code when loaded, so only bytes irisflow
     sealed are loaded: the file must be the date's own model file, named in its summary's manifest, and the
     bytes read (once, then unpickled from memory) must have the sha256 that manifest recorded."""
@@ -115,7 +114,7 @@ def load_model(root: Path, record: dict[str, Any]):
     return pickle.loads(content)  # noqa: S301 - the bytes are the ones the date's manifest sealed
 
 
-def test_rows(root: Path, date: str, settings: dict[str, Any]):
+def test_rows(root: partition.StrPath, date: str, settings: dict[str, Any]):
     """The test split of `date` that a model with `settings` (test_size, seed) was evaluated on."""
     from tasks.files import read_table
 
@@ -132,7 +131,7 @@ class Scorer:
 
     KEEP = 2
 
-    def __init__(self, root: Path):
+    def __init__(self, root: partition.StrPath):
         self.root = root
         self._loaded: dict[tuple[str, str], Any] = {}  # (model file, sha256) -> estimator, oldest first
 
@@ -163,7 +162,7 @@ class Scorer:
         return estimator
 
 
-def gate(root: Path, date: dt.date, summary: dict[str, Any], gates: Gates) -> tuple[str, str] | None:
+def gate(root: partition.StrPath, date: dt.date, summary: dict[str, Any], gates: Gates) -> tuple[str, str] | None:
     """(gate, why) of the first gate the date fails, or None when it passes them all."""
     if summary.get("drift_detected") is True:
         return "drift", "drift detected against the reference"
@@ -183,7 +182,12 @@ def gate(root: Path, date: dt.date, summary: dict[str, Any], gates: Gates) -> tu
 
 
 def decide(
-    root: Path, date: dt.date, summary: dict[str, Any], champion: dict[str, Any] | None, gates: Gates, score: Scorer
+    root: partition.StrPath,
+    date: dt.date,
+    summary: dict[str, Any],
+    champion: dict[str, Any] | None,
+    gates: Gates,
+    score: Scorer,
 ) -> dict[str, Any]:
     """The decision for one complete date (its summary) against `champion` (a history entry without its seq)."""
     challenger = model_record(date, summary)
@@ -252,8 +256,8 @@ def _decide_from(writer: store.Writer, dates: list[dt.date], champion, gates: Ga
 def decide_pending(root: partition.StrPath) -> list[dict[str, Any]]:
     """Decide every complete date newer than the last decided one, oldest first; returns the decisions."""
     gates = Gates.configured()
-    root = Path(root)
-    if not root.is_dir():
+    root = partition.location(root)
+    if not partition.is_object(root) and not root.is_dir():
         return []
     with store.locked(root) as writer:
         assert writer is not None
@@ -267,7 +271,7 @@ def replay(root: partition.StrPath, start: dt.date) -> list[dict[str, Any]]:
     """Decide again every complete date from `start` on, starting from the champion the history had before
     `start` (the last decision, automatic or manual, of an earlier date)."""
     gates = Gates.configured()
-    root = Path(root)
+    root = partition.location(root)
     with store.locked(root) as writer:
         assert writer is not None
         earlier = [e for e in writer.ledger().entries if e["date"] < start.isoformat()]
@@ -279,7 +283,7 @@ def replay(root: partition.StrPath, start: dt.date) -> list[dict[str, Any]]:
 def override(root: partition.StrPath, date: dt.date, model: str, reason: str) -> dict[str, Any]:
     """Make `model` of `date` the champion by hand, recorded with the reason and how it and the champion
     it replaces score on the date's test split."""
-    root = Path(root)
+    root = partition.location(root)
     with store.locked(root) as writer:
         assert writer is not None
         before = writer.ledger().champion

@@ -5,6 +5,9 @@ the history does not explain.
     {output_root}/champion.json            the champion after the last decision: a copy for readers
     {output_root}/.locks/champion.lock     held (flock) by whoever decides, so no two decisions interleave
 
+On object storage (an s3:// output root) the same two objects sit under the root, the lock is a lease
+(`tasks.partition.leases`), and an append rewrites the history object whole: one PUT, never torn.
+
 A decision is written history first: its line is appended with one write and fsynced, then champion.json is
 replaced atomically (`tasks.partition.write_durably`) when the champion changed. So at any instant the files
 either agree, or the history's last line is a promotion whose champion.json had not been replaced yet; and
@@ -71,8 +74,16 @@ def _valid_entry(entry: Any) -> bool:
     return "champion" in entry
 
 
-def _history_bytes(root: Path) -> bytes:
+def _history_bytes(root: Any) -> bytes:
     path = root / HISTORY
+    if partition.is_object(path):
+        try:
+            data = partition.durable.read_bytes(path, MAX_HISTORY_BYTES)
+        except FileNotFoundError:
+            return b""
+        if len(data) > MAX_HISTORY_BYTES:
+            raise HistoryUnreadable(f"{path}: larger than {MAX_HISTORY_BYTES} bytes; not a history irisflow wrote")
+        return data
     try:
         with open(path, "rb") as handle:
             if not os.path.isfile(path):
@@ -88,7 +99,7 @@ def _history_bytes(root: Path) -> bytes:
 def read(root: partition.StrPath) -> Ledger:
     """The decisions of the history under `root`; a torn last line (a writer killed mid-append) and lines
     of another shape are left out."""
-    return _parse(_history_bytes(Path(root)))
+    return _parse(_history_bytes(partition.location(root)))
 
 
 def _parse(data: bytes) -> Ledger:
@@ -106,7 +117,10 @@ def _parse(data: bytes) -> Ledger:
 
 def read_champion_file(root: partition.StrPath) -> dict[str, Any] | None:
     """champion.json as it is on disk (None when absent or unreadable)."""
-    path = Path(root) / CHAMPION
+    path = partition.location(root) / CHAMPION
+    if partition.is_object(path):
+        found = partition.durable.read_json(path)
+        return found if isinstance(found, dict) else None
     try:
         with open(path, "rb") as handle:
             found = json.loads(handle.read(MAX_CHAMPION_BYTES))
@@ -122,8 +136,8 @@ class Writer:
     to it as it is written: nobody else writes while the lock is held, and a decision over N dates reads
     the history once instead of N times (which a long backfill paid as the square of its dates)."""
 
-    def __init__(self, root: Path):
-        self.root = root
+    def __init__(self, root: Any, lease=None):
+        self.root, self._lease = root, lease
         self._ledger: Ledger | None = None
         self._repair()
 
@@ -140,6 +154,8 @@ class Writer:
         ledger = self.ledger()
         entry = {"seq": len(ledger.entries) + 1, **entry}
         path = self.root / HISTORY
+        if partition.is_object(path):
+            return self._put_history(path, ledger, entry)
         created = not path.exists()
         line = (json.dumps(entry, sort_keys=True) + "\n").encode()
         self._ledger = None  # until the line is known to be written whole
@@ -157,8 +173,22 @@ class Writer:
         self._match_champion_file(entry["champion"])
         return entry
 
+    def _put_history(self, path, ledger: Ledger, entry: dict[str, Any]) -> dict[str, Any]:
+        """append on a store: the whole history again in one PUT, made while this writer's lease holds."""
+        self._lease.check()
+        entries = [*ledger.entries, json.loads(json.dumps(entry, sort_keys=True))]
+        self._ledger = None
+        partition.objects.write_bytes(path, b"".join((json.dumps(e, sort_keys=True) + "\n").encode() for e in entries))
+        self._ledger = Ledger(entries)
+        self._match_champion_file(entry["champion"])
+        return entry
+
     def _repair(self) -> None:
         """Cut a torn last line, drop a killed writer's temporary, and make champion.json agree with the history."""
+        if partition.is_object(self.root):
+            self._ledger = read(self.root)
+            self._match_champion_file(self._ledger.champion)
+            return
         for leftover in self.root.glob(f"{CHAMPION}{partition.TEMPORARY}*"):
             leftover.unlink(missing_ok=True)
         path = self.root / HISTORY
@@ -172,13 +202,20 @@ class Writer:
 
     def _match_champion_file(self, champion: dict[str, Any] | None) -> None:
         path = self.root / CHAMPION
-        if read_champion_file(self.root) == champion and (champion is not None or not path.exists()):
+        if read_champion_file(self.root) == champion and (champion is not None or not _exists(path)):
             return
         if champion is None:
+            if partition.is_object(path):
+                partition.objects.remove([path])
+                return
             path.unlink(missing_ok=True)
             _fsync_dir(self.root)
         else:
             partition.write_durably(path, json.dumps(champion, indent=2, sort_keys=True))
+
+
+def _exists(path) -> bool:
+    return bool(partition.durable.read_json(path)) if partition.is_object(path) else path.exists()
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -193,7 +230,20 @@ def _fsync_dir(folder: Path) -> None:
 def locked(root: partition.StrPath, wait: bool = True) -> Iterator[Writer | None]:
     """The champion lock of `root`, held for the block: yields a Writer (after repairing what a killed
     writer left), or None without `wait` when another process holds it."""
-    root = Path(root)
+    root = partition.location(root)
+    if partition.is_object(root):
+        from tasks.config import settings
+
+        lease = partition.leases.TaskLease(root, None, "champion", settings().lease_seconds)
+        if not wait and not lease.try_acquire():
+            yield None
+            return
+        lease.acquire() if wait else lease.keep_alive()
+        try:
+            yield Writer(root, lease)
+        finally:
+            lease.release()
+        return
     lock = root / partition.LOCKS / LOCK
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a+") as handle:
@@ -225,7 +275,8 @@ def decisions_by_date(root: partition.StrPath) -> dict[str, dict[str, Any]]:
 def current(root: partition.StrPath) -> Ledger:
     """The history, with champion.json brought into agreement with it when nobody is deciding now."""
     ledger = read(root)
-    if read_champion_file(root) != ledger.champion and Path(root).is_dir():
+    where = partition.location(root)
+    if read_champion_file(root) != ledger.champion and (partition.is_object(where) or where.is_dir()):
         with locked(root, wait=False) as writer:
             if writer is not None:
                 return writer.ledger()

@@ -4,7 +4,8 @@ its predictions. The rule and the files are `service.champion`'s."""
 import argparse
 import json
 import sys
-from pathlib import Path
+
+from tasks import partition
 
 from ..config import ConfigError, checked_settings
 from . import output
@@ -14,8 +15,8 @@ from .inspection import _check_readable_file
 PREDICTION = "predicted_species"
 
 
-def _root() -> Path:
-    return Path(checked_settings()[0].output_root)
+def _root():
+    return partition.location(checked_settings()[0].output_root)
 
 
 def _public(record):
@@ -102,7 +103,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..champion import current, load_model
 
     settings, _ = checked_settings()
-    root = Path(settings.output_root)
+    root = partition.location(settings.output_root)
     _check_readable_file(args.input)
     champion = current(root).champion
     if champion is None:

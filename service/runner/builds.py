@@ -67,7 +67,7 @@ def run_dates(
     root = partition.location(settings.output_root)
     _recover_staging(root)
     dates = sorted(set(dates))
-    todo = dates if force else [d for d in dates if not partition.is_complete(root, d, verify)]
+    todo = dates if force else partition.incomplete_dates(root, dates, verify)
     pending = set(todo)
     outcomes = {d.isoformat(): DateOutcome(d.isoformat(), "skipped") for d in dates if d not in pending}
     done = len(outcomes)
@@ -146,7 +146,7 @@ def build_chunk(
     _, runtime = checked_settings()
     task_config.settings.cache_clear()  # this build reads the configuration as it is now
     root = partition.location(task_config.settings().output_root)
-    todo = [d for d in dates if force or not partition.is_complete(root, d, verify)]
+    todo = list(dates) if force else partition.incomplete_dates(root, list(dates), verify)
     if verify:
         for date in todo:
             partition.remove_damaged(root, date)

@@ -30,9 +30,10 @@ The rules:
   where the exchange had to be two renames, finished) by the next run.
 """
 
-from . import durable, objects
+from . import durable, leases, objects
 from .completeness import (
     Inspection,
+    incomplete_dates,
     inspect,
     is_complete,
     is_number,
@@ -98,11 +99,13 @@ __all__ = [
     "flock",
     "forced_rebuild",
     "in_progress",
+    "incomplete_dates",
     "inspect",
     "is_object",
     "is_complete",
     "is_number",
     "location",
+    "leases",
     "objects",
     "parse_date",
     "partition_dir",

@@ -113,6 +113,13 @@ def is_complete(root: StrPath, date: DateLike, verify: bool = False) -> bool:
     return inspect(root, date, verify).state == "complete"
 
 
+def incomplete_dates(root: StrPath, dates: list[Any], verify: bool = False) -> list[Any]:
+    """The dates that are not complete, in order; on a store, asked side by side."""
+    ask = lambda date: is_complete(root, date, verify)  # noqa: E731 - a question per date
+    done = objects.in_parallel(ask, dates) if objects.is_object(objects.location(root)) else map(ask, dates)
+    return [date for date, complete in zip(dates, done, strict=True) if not complete]
+
+
 def remove_damaged(root: StrPath, date: DateLike) -> None:
     """Delete every file whose content no longer matches the date's manifest, so the tasks that wrote
     them (and everything built from them) run again; the summary goes too, as it vouched for them."""

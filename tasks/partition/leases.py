@@ -103,8 +103,16 @@ class TaskLease:
     least one sees the other (the store orders their writes), so they never both go on.
     """
 
-    def __init__(self, root: ObjectPath, date: DateLike, task: str, seconds: float = DEFAULT_LEASE_SECONDS):
-        self.folder, self.task, self.seconds = _folder(root, date), task, seconds
+    def __init__(
+        self,
+        root: ObjectPath,
+        date: DateLike | None,
+        task: str,
+        seconds: float = DEFAULT_LEASE_SECONDS,
+    ):
+        """The lease `task` of `date` under `root`; with no date, a lease of the root's own (.locks/)."""
+        self.folder = _folder(root, date) if date is not None else root / LOCKS
+        self.task, self.seconds = task, seconds
         self.number = 0
         self.first = False  # no lease of the date had ever been taken before this one
         self.renewed = 0.0  # when (time.monotonic) the last write of the lease began
@@ -144,6 +152,10 @@ class TaskLease:
         """Wait for the lease (polling while another process holds it), then keep it alive."""
         while not self.try_acquire():
             time.sleep(POLL_SECONDS)
+        return self.keep_alive()
+
+    def keep_alive(self) -> "TaskLease":
+        """Renew the lease (taken by `try_acquire`) until `release`."""
         self._heartbeat = Heartbeat([self], self.seconds).start()
         return self
 
