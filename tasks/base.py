@@ -97,10 +97,23 @@ class DatePartitionTask(luigi.Task):
             records.update({name: record["sha256"] for name, record in sealed.receipt["outputs"].items()})
         return records
 
+    def input(self):
+        """Luigi's input targets; on a store each upstream output's target carries the sha256 its receipt
+        sealed (`sealed_sha256`), so reading it may use bytes this process already holds (`files.read_sealed`)."""
+        inputs = super().input()
+        if partition.is_object(self.folder):
+            records = self.input_records() or {}
+            for target in flatten(inputs):
+                where = partition.location(target.path)
+                if self.folder in where.parents:
+                    target.sealed_sha256 = records.get(where.relative_to(self.folder).as_posix())
+        return inputs
+
     def is_done(self):
         """Done on disk: the receipt matches the files and the upstream receipts as they are now. Keeps
         the receipt it read when so."""
-        sealed = partition.read_sealed(self.folder, self.receipt)
+        unwritten = partition.leases.never_written(self.root, self.date)
+        sealed = None if unwritten else partition.read_sealed(self.folder, self.receipt)
         self._receipt_found = sealed is not None
         done = (
             sealed is not None

@@ -23,6 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from . import objects
 from .layout import LOCKS, DateLike, parse_date
@@ -191,6 +192,13 @@ def _number(name: str) -> int:
 
 # The date leases this process holds ({(root, date): lease}), taken by `building`: its tasks run under them.
 _DATES_HELD: dict[tuple[str, str], TaskLease] = {}
+
+
+def never_written(root: Any, date: DateLike) -> bool:
+    """True when this process holds the date's lease and it was the first lease the date ever had: no
+    leased writer wrote a receipt of the date before it, and none can while it is held."""
+    held = _DATES_HELD.get((str(root), parse_date(date).isoformat()))
+    return held is not None and held.first
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@ Connection settings are Luigi's own: `luigi.contrib.s3.S3Client` reads the `[s3]
 roles), which is where irisflow wants them.
 """
 
+import collections
 import concurrent.futures
 import functools
 import hashlib
@@ -218,6 +219,29 @@ def copy(source: ObjectPath, destination: ObjectPath) -> None:
         Key=destination.key,
         CopySource={"Bucket": source.bucket, "Key": source.key},
     )
+
+
+# Small objects this process wrote, or read and found as sealed, by their sha256: a date's later tasks read
+# what its earlier ones wrote (five models read one split), and a reader that knows the sha256 the writer's
+# receipt sealed is given the bytes with no GET, whatever happened to the cache meanwhile.
+_KNOWN: "collections.OrderedDict[str, tuple[str, bytes]]" = collections.OrderedDict()
+MAX_KNOWN_BYTES = 1024 * 1024  # an object above this is not kept
+MAX_KNOWN = 64  # objects kept, the least recently used dropped first
+
+
+def remember(path: ObjectPath, sha256: str, data: bytes) -> None:
+    """Keep the object's bytes, which have this sha256, for `known`."""
+    if len(data) <= MAX_KNOWN_BYTES:
+        _KNOWN[str(path)] = (sha256, data)
+        _KNOWN.move_to_end(str(path))
+        while len(_KNOWN) > MAX_KNOWN:
+            _KNOWN.popitem(last=False)
+
+
+def known(path: ObjectPath, sha256: str) -> bytes | None:
+    """The object's bytes when this process holds them with this sha256, else None."""
+    found = _KNOWN.get(str(path))
+    return found[1] if found is not None and found[0] == sha256 else None
 
 
 PARALLEL_REQUESTS = 16  # requests one process has in flight when it asks about many dates at once

@@ -220,6 +220,9 @@ def _publishing_objects(part, relative_outputs, name, inputs, extra, on_sealed, 
                 for relative, temporary in temporaries.items()
             ]:
                 done.result()
+        for relative, temporary in temporaries.items():
+            if records[relative]["size"] <= objects.MAX_KNOWN_BYTES:
+                objects.remember(part / relative, records[relative]["sha256"], temporary.read_bytes())
         _seal(receipt, records, inputs, extra, on_sealed)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
