@@ -95,6 +95,8 @@ class StaticLinks:
 
     def file(self, kind, day, relative):
         folder = (partition.partition_dir if kind == "partition" else partition.failed_dir)(self.overview.root, day)
+        if partition.is_object(folder):  # no browser opens an object: the page names its s3:// URL
+            return str(folder / relative)
         return (folder / relative).resolve().as_uri()
 
     @staticmethod

@@ -1,12 +1,13 @@
 """Every surface tells the same state for every date: `status --json`, the view's month grid and date pages,
-the pages `report` writes, and the daemon's metrics, over a range that holds every state a date can be in."""
+the pages `report` writes, and the daemon's metrics, over a range that holds every state a date can be in;
+with the output root on a local disk and on object storage."""
 import datetime as dt
 import json
 import re
 
 import pytest
 
-from conftest import Clock, write_input
+from conftest import Clock, PartitionFiles, write_input
 from service.reporting import metrics
 from service.state import State
 from tasks import partition
@@ -15,7 +16,7 @@ UTC = dt.timezone.utc
 
 
 @pytest.fixture
-def every_state(irisflow_config, cli, tmp_path):
+def every_state(backend_config, cli, tmp_path):
     """{date: the state it must be in}: complete, stale, damaged, failed (refused), missing, waiting (input
     not there before its deadline), running (a process holds it now, for the test's duration), not due."""
     now = dt.datetime.now(UTC)
@@ -24,18 +25,18 @@ def every_state(irisflow_config, cli, tmp_path):
     today = now.date()
     day = {n: today + dt.timedelta(days=n) for n in range(-6, 2)}
     incoming = tmp_path / "in"
-    irisflow_config.set("iris", source=f"{incoming}/{{date}}.csv", models='["knn"]')
+    backend_config.set("iris", source=f"{incoming}/{{date}}.csv", models='["knn"]')
     # Each date is scheduled at its midnight, and input is waited for two days after it.
-    irisflow_config.set("service", schedule="0 0 * * *", timezone="UTC", data_deadline="2 days", catchup_days=7)
+    backend_config.set("service", schedule="0 0 * * *", timezone="UTC", data_deadline="2 days", catchup_days=7)
     for n in (-6, -5, -4):
         write_input(incoming, day[n])
     write_input(incoming, day[-3], bad=True)
     assert cli("run", "--date", str(day[-5])).returncode == 0  # built with knn alone: stale below
-    irisflow_config.set("iris", models='["knn", "decision_tree"]')
+    backend_config.set("iris", models='["knn", "decision_tree"]')
     assert cli("backfill", "--dates", f"{day[-6]},{day[-4]},{day[-3]}").returncode == 1  # day -3 is refused
     assert cli("run", "--date", str(day[-1])).returncode == 1  # its input is not there yet
-    damaged = partition.partition_dir(irisflow_config.output_root, day[-4]) / "validated.csv"
-    damaged.write_text(damaged.read_text() + "5.0,3.0,1.5,0.2,setosa\n")
+    damaged = PartitionFiles(backend_config.output_root, day[-4])
+    damaged.write("validated.csv", damaged.read("validated.csv") + b"5.0,3.0,1.5,0.2,setosa\n")
     expected = {
         day[-6]: State.COMPLETE,
         day[-5]: State.STALE,
@@ -46,11 +47,11 @@ def every_state(irisflow_config, cli, tmp_path):
         day[0]: State.RUNNING,
         day[1]: State.NOT_DUE,
     }
-    with partition.building(irisflow_config.output_root, [day[0]]):  # a build of today, in progress
+    with partition.building(backend_config.output_root, [day[0]]):  # a build of today, in progress
         yield expected
 
 
-def test_status_the_view_report_and_metrics_agree_date_by_date(every_state, irisflow_config, cli, tmp_path):
+def test_status_the_view_report_and_metrics_agree_date_by_date(every_state, cli, tmp_path):
     dates = sorted(every_state)
     first, last = str(dates[0]), str(dates[-1])
     want = {str(date): str(state) for date, state in every_state.items()}
