@@ -99,7 +99,8 @@ def never_built(date, stopped):
 
 def outcome_of(root, date, events, crash):
     """The date's outcome from its events in one build (`crash`: the exception that ended the build, or None)."""
-    outcome = DateOutcome(date.isoformat(), "success" if partition.is_complete(root, date) else "failure")
+    found = partition.inspect(root, date)
+    outcome = DateOutcome(date.isoformat(), "success" if found.state == "complete" else "failure")
     found_done = [task for kind, task, _ in events if kind == "found_done"]
     events = [(kind, task, value) for kind, task, value in events if not any(task is t for t in found_done)]
     outcome.tasks = [
@@ -118,8 +119,8 @@ def outcome_of(root, date, events, crash):
     if validated:
         outcome.validation = _validation_report(root, date, validated[-1][0] == "success")
     if outcome.status == "success":
-        summary = partition.read_summary(root, date)
-        outcome.accuracy = {name: m["accuracy"] for name, m in summary["models"].items()}
+        assert found.summary is not None  # a complete date is one with a well-formed summary
+        outcome.accuracy = {name: m["accuracy"] for name, m in found.summary["models"].items()}
         return outcome
     failures = [(task, exc) for kind, task, exc in events if kind == "failure"]
     missing = [task for kind, task, _ in events if kind == "missing"]
