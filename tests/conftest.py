@@ -65,14 +65,22 @@ class IrisflowConfig:
         return self
 
     def apply(self):
-        lines = []
-        for section, values in self.sections.items():
-            lines.append(f"[{section}]")
-            lines.extend(f"{key} = {value}" for key, value in values.items())
-            lines.append("")
-        self.path.write_text("\n".join(lines))
+        self.write(self.path)
         self._monkeypatch.setenv("LUIGI_CONFIG_PATH", str(self.path))
         _reload_luigi_config([str(self.path)])
+
+    def write(self, path, **overrides):
+        """This configuration written to `path`, with the keys of `overrides` ({section: {key: value}})
+        replaced, and applied nowhere: for a process that must see settings of its own (another host's
+        state_dir) while sharing the rest."""
+        lines = []
+        for section in {**self.sections, **overrides}:
+            lines.append(f"[{section}]")
+            values = {**self.sections.get(section, {}), **overrides.get(section, {})}
+            lines.extend(f"{key} = {value}" for key, value in values.items())
+            lines.append("")
+        Path(path).write_text("\n".join(lines))
+        return path
 
     def on_store(self, server, bucket, prefix="output"):
         """Put the output root on object storage: s3://bucket/prefix on `server` (a SeaweedFS), its endpoint
@@ -213,18 +221,18 @@ def tool(name):
     return path
 
 
-def free_port():
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+def free_port(address="127.0.0.1"):
+    """A TCP port on `address` (one of this machine's) that nothing listens on right now."""
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((address, 0))
         return sock.getsockname()[1]
 
 
-def port_is_free(port):
-    """Whether nothing listens on TCP `port` of 127.0.0.1 right now."""
+def port_is_free(port, address="127.0.0.1"):
+    """Whether nothing listens on TCP `port` of `address` right now."""
     with socket.socket() as sock:
         try:
-            sock.bind(("127.0.0.1", port))
+            sock.bind((address, port))
         except OSError:
             return False
         return True
@@ -260,7 +268,8 @@ WEED = Path(sysconfig.get_path("scripts")) / "weed"  # SeaweedFS, from the seawe
 
 class SeaweedFS:
     """A real S3 server, SeaweedFS's `weed mini` (master, volume server, filer and S3 gateway in one process),
-    on free loopback ports, with its data and log in `root`.
+    on free ports of `ip` (loopback unless told: an address of this machine that other network namespaces
+    reach, for hosts of their own), with its data and log in `root`.
 
     Real and not a mock because the object-storage backend stands on what a store does, not on what a mock's
     author believed: a PUT with If-None-Match: * refused with 412 once another writer has the key, exactly one
@@ -271,21 +280,21 @@ class SeaweedFS:
     SECRET_KEY = "irisflow-test-secret"
     REGION = "us-east-1"
 
-    def __init__(self, root):
-        self.root = Path(root)
+    def __init__(self, root, ip="127.0.0.1"):
+        self.root, self.ip = Path(root), ip
         self.log = self.root / "weed.log"
-        self.ports = self._free_ports()
-        self.endpoint_url = f"http://127.0.0.1:{self.ports['s3.port']}"
+        self.ports = self._free_ports(ip)
+        self.endpoint_url = f"http://{ip}:{self.ports['s3.port']}"
         self.process = None
 
     @staticmethod
-    def _free_ports():
+    def _free_ports(ip):
         """A distinct free port for each of weed's listeners. The admin server's gRPC port is its HTTP port +
         10000, the only one weed's maintenance worker dials whatever -admin.port.grpc says."""
         taken = set()
 
         def pick(fits=lambda port: True):
-            while (port := free_port()) in taken or not fits(port):
+            while (port := free_port(ip)) in taken or not fits(port):
                 pass
             taken.add(port)
             return port
@@ -293,7 +302,7 @@ class SeaweedFS:
         ports = {f"{service}.port{grpc}": pick() for service in ("master", "volume", "filer", "s3")
                  for grpc in ("", ".grpc")}
         ports["admin.port"] = pick(lambda port: port <= 55535 and port + 10000 not in taken
-                                  and port_is_free(port + 10000))
+                                  and port_is_free(port + 10000, ip))
         ports["admin.port.grpc"] = ports["admin.port"] + 10000
         return ports
 
@@ -302,7 +311,7 @@ class SeaweedFS:
         server, filer and gateway one after another, looking for each every 200 ms)."""
         data = self.root / "data"
         data.mkdir()
-        command = [str(WEED), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        command = [str(WEED), "mini", f"-dir={data}", f"-ip={self.ip}", f"-ip.bind={self.ip}",
                    *(f"-{flag}={port}" for flag, port in self.ports.items()),
                    # Off: WebDAV, the Iceberg and Lance catalogues, the admin UI (not the admin server and its
                    # worker: those always run), and the anonymous usage report sent over the network.

@@ -177,7 +177,15 @@ def build_chunk(
 
 def _hold_build_locks(stack, root, dates):
     """Hold the dates' build locks for the build (they show the dates as running): where they cannot be
-    taken (an unwritable output root) the build goes on, and its tasks report the storage error."""
+    taken (an unwritable output root) the build goes on, and its tasks report the storage error.
+
+    None on object storage through a central scheduler. There a date's lease keeps every other process's
+    task leases out of the date until this build ends, while luigid may hand a task of the date to another
+    host's worker: that task would wait for this build, and this build (through luigid) for that task,
+    until `[service] wait_for_others`. luigid already keeps each task on one worker, and each task still
+    takes its own lease, which keeps out any process not on luigid."""
+    if central_scheduler() and partition.is_object(root):
+        return
     try:
         stack.enter_context(partition.building(root, dates, task_config.settings().lease_seconds))
     except OSError as exc:
