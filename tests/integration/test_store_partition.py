@@ -1,0 +1,108 @@
+"""The partition contract's own concurrency on object storage, against a real SeaweedFS: the leases that
+stand in for flock (taken with a conditional PUT, renewed, expiring by the store's clock)."""
+import threading
+import time
+
+import pytest
+
+from tasks import partition
+from tasks.partition import leases, objects
+
+DAY = partition.parse_date("2026-11-24")
+TASK = "TrainModel-0123456789.json"  # a task's lease is named by its receipt
+
+
+@pytest.fixture
+def root(store_config):
+    return store_config.output_root
+
+
+def _race(contenders):
+    """Every contender's try_acquire() at the same moment, each in its thread: their answers in order."""
+    start, answers = threading.Barrier(len(contenders)), [None] * len(contenders)
+
+    def attempt(index):
+        start.wait()
+        answers[index] = contenders[index].try_acquire()
+
+    threads = [threading.Thread(target=attempt, args=(index,)) for index in range(len(contenders))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answers
+
+
+def _lease_ages(root):
+    """{lease object's name: its age in seconds by the store's clock}, from one LIST."""
+    return {name: age for name, (_, age) in objects.sizes_and_ages(root / partition.LOCKS / DAY.isoformat()).items()}
+
+
+def test_exactly_one_of_many_threads_takes_a_lease_and_again_once_it_is_let_go(root):
+    for round_ in range(3):  # the first lease is one conditional PUT; later ones a LIST and a PUT
+        contenders = [leases.TaskLease(root, DAY, TASK) for _ in range(8)]
+        answers = _race(contenders)
+        assert answers.count(True) == 1, (round_, answers)
+        holder = contenders[answers.index(True)]
+        assert not leases.TaskLease(root, DAY, TASK).try_acquire()
+        assert partition.in_progress(root, DAY)
+        holder.release()
+        assert not partition.in_progress(root, DAY)
+
+
+def test_a_date_lease_and_a_task_lease_of_the_date_exclude_each_other(root):
+    date = leases.TaskLease(root, DAY, leases.DATE)
+    assert date.try_acquire()
+    assert not leases.TaskLease(root, DAY, TASK).try_acquire()
+    assert leases.TaskLease(root, DAY.replace(day=25), TASK).try_acquire()  # another date's task is free
+    date.release()
+    task = leases.TaskLease(root, DAY, TASK)
+    assert task.try_acquire()
+    assert not leases.TaskLease(root, DAY, leases.DATE).try_acquire()
+    assert leases.TaskLease(root, DAY, "Split-0123456789.json").try_acquire()  # tasks only exclude the date
+    task.release()
+
+    for round_ in range(5):  # racing: never a date holder beside a task holder (both may lose and retry)
+        contenders = [leases.TaskLease(root, DAY, name) for name in (leases.DATE, TASK, leases.DATE, "Drift-1.json")]
+        answers = _race(contenders)
+        kinds = {contender.task == leases.DATE for contender, won in zip(contenders, answers) if won}
+        assert len(kinds) <= 1 and answers[::2].count(True) <= 1, (round_, answers)
+        for contender, won in zip(contenders, answers):
+            if won:
+                contender.release()
+
+
+def test_an_expired_lease_is_taken_over_and_its_stalled_holder_cannot_seal(root):
+    seconds = 3.0
+    stalled = leases.TaskLease(root, DAY, TASK, seconds)
+    assert stalled.try_acquire()  # no heartbeat: its holder stalls from now on
+    stalled.check()  # just taken: still its own
+    successor = leases.TaskLease(root, DAY, TASK, seconds)
+    while not successor.try_acquire():
+        ages = _lease_ages(root)
+        assert ages[stalled.key.name] < seconds + 1, ages  # not taken over before it expired ...
+        time.sleep(0.1)
+    assert _lease_ages(root)[stalled.key.name] >= seconds  # ... and taken over once it had
+    assert successor.number == stalled.number + 1
+    with pytest.raises(partition.LeaseLost, match="lease_seconds = 3"):
+        stalled.check()
+    successor.check()
+    successor.release()
+
+
+def test_a_holder_that_renews_its_lease_keeps_it(root):
+    seconds = 3.0
+    holder = leases.TaskLease(root, DAY, TASK, seconds).acquire()  # with its heartbeat
+    try:
+        rival = leases.TaskLease(root, DAY, TASK, seconds)
+        deadline = time.monotonic() + seconds + 2  # longer than an unrenewed lease lasts (stamps are whole seconds)
+        while time.monotonic() < deadline:
+            assert not rival.try_acquire()
+            time.sleep(0.1)
+        holder.renewed -= seconds  # as if it had stalled: check() asks the store, which still shows it
+        holder.check()
+    finally:
+        holder.release()
+    assert rival.try_acquire()
+    rival.release()
+
