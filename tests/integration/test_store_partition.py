@@ -1,10 +1,15 @@
 """The partition contract's own concurrency on object storage, against a real SeaweedFS: the leases that
-stand in for flock (taken with a conditional PUT, renewed, expiring by the store's clock)."""
+stand in for flock (taken with a conditional PUT, renewed, expiring by the store's clock), and forced
+rebuilds promoted through the summary while readers look."""
+import collections
+import contextlib
+import json
 import threading
 import time
 
 import pytest
 
+from service.runner import run_dates
 from tasks import partition
 from tasks.partition import leases, objects
 
@@ -106,3 +111,38 @@ def test_a_holder_that_renews_its_lease_keeps_it(root):
     assert rival.try_acquire()
     rival.release()
 
+
+@contextlib.contextmanager
+def _reading(root):
+    """A thread asking `partition.inspect` about DAY over and over for the block: {state: times seen}, and
+    the problems of each answer that was not "complete"."""
+    seen, problems, stop = collections.Counter(), [], threading.Event()
+
+    def read():
+        while not stop.is_set():
+            found = partition.inspect(root, DAY)
+            seen[found.state] += 1
+            if found.state != "complete":
+                problems.append(found.problems)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        yield seen, problems
+    finally:
+        stop.set()
+        reader.join()
+
+
+def test_readers_see_the_old_or_the_new_complete_partition_throughout_forced_rebuilds(store_config):
+    root = store_config.output_root
+    store_config.set("iris", models='["knn"]')
+    assert [o.status for o in run_dates([DAY]).outcomes] == ["success"]
+    for models in (["decision_tree"], ["knn", "decision_tree"], ["knn"]):
+        store_config.set("iris", models=json.dumps(models))  # not while a reader runs: it reloads [s3] too
+        with _reading(root) as (seen, problems):
+            assert [o.status for o in run_dates([DAY], force=True).outcomes] == ["success"]
+        assert set(seen) == {"complete"} and seen["complete"] > 10, (models, seen, problems[:3])
+        assert sorted(partition.read_summary(root, DAY)["models"]) == sorted(models)
+        assert partition.is_complete(root, DAY, verify=True)
+        assert partition.durable.files_in(root / partition.STAGING) == {}
