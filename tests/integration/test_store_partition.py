@@ -6,9 +6,11 @@ import contextlib
 import json
 import threading
 import time
+import uuid
 
 import pytest
 
+from conftest import PartitionFiles
 from service.runner import run_dates
 from tasks import partition
 from tasks.partition import leases, objects
@@ -77,6 +79,17 @@ def test_a_date_lease_and_a_task_lease_of_the_date_exclude_each_other(root):
                 contender.release()
 
 
+
+def test_promotions_of_a_date_take_turns_and_neither_wait_for_nor_hold_off_its_builds(root):
+    build = leases.TaskLease(root, DAY, leases.DATE)
+    assert build.try_acquire()
+    promotion = leases.TaskLease(root, DAY, leases.PROMOTION)
+    assert promotion.try_acquire()  # a build holds its date's lease to its end, maybe waiting on others
+    assert not leases.TaskLease(root, DAY, leases.PROMOTION).try_acquire()
+    build.release()
+    assert leases.TaskLease(root, DAY, leases.DATE).try_acquire()
+    promotion.release()
+
 def test_an_expired_lease_is_taken_over_and_its_stalled_holder_cannot_seal(root):
     seconds = 3.0
     stalled = leases.TaskLease(root, DAY, TASK, seconds)
@@ -143,6 +156,61 @@ def test_readers_see_the_old_or_the_new_complete_partition_throughout_forced_reb
         with _reading(root) as (seen, problems):
             assert [o.status for o in run_dates([DAY], force=True).outcomes] == ["success"]
         assert set(seen) == {"complete"} and seen["complete"] > 10, (models, seen, problems[:3])
-        assert sorted(partition.read_summary(root, DAY)["models"]) == sorted(models)
+        summary = partition.read_summary(root, DAY)
+        assert sorted(summary["models"]) == sorted(models)
+        _sealed_alone(root, summary)
         assert partition.is_complete(root, DAY, verify=True)
         assert partition.durable.files_in(root / partition.STAGING) == {}
+
+
+
+def _staged(store_config, *models):
+    """DAY built with knn, then one forced rebuild per list of models built under its staging root and not
+    promoted, as a forced run leaves it just before the promotion: their tokens."""
+    import luigi
+
+    from tasks.iris import IrisPipeline
+
+    store_config.set("iris", models='["knn"]')
+    assert [o.status for o in run_dates([DAY]).outcomes] == ["success"]
+    tokens = []
+    for chosen in models:
+        store_config.set("iris", models=json.dumps(chosen))
+        tokens.append(uuid.uuid4().hex[:12])
+        assert luigi.build([IrisPipeline(date=DAY, rebuild=tokens[-1])], local_scheduler=True, log_level="WARNING")
+    return tokens
+
+
+def _sealed_alone(root, summary):
+    """The partition holds its summary and exactly the files the summary lists."""
+    assert PartitionFiles(root, DAY).names() == sorted([*summary["manifest"], partition.SUMMARY])
+
+
+def test_two_promotions_of_a_date_at_once_happen_one_after_the_other(store_config, monkeypatch):
+    """Two forced rebuilds of one date that end together (two hosts, two operators) promote one after the
+    other, as the exclusive partition lock orders two swaps on a disk. Interleaved, the first to finish
+    sealed files the other had just deleted, and readers saw the date incomplete."""
+    root = store_config.output_root
+    tokens = _staged(store_config, ["knn", "decision_tree"], ["decision_tree"])  # the second has no knn files
+    copying, copy, copied = threading.Event(), objects.copy, []
+
+    def slow_copy(source, destination):  # a slow store: the first promotion has copied its knn files, and
+        copy(source, destination)        # copies on, when the second starts
+        copied.append(destination)
+        if len(copied) == 12:
+            copying.set()
+        time.sleep(0.05)
+
+    monkeypatch.setattr(objects, "copy", slow_copy)
+    with _reading(root) as (seen, problems):
+        first = threading.Thread(target=partition.promote, args=(root, DAY, tokens[0]))
+        first.start()
+        assert copying.wait(timeout=60)
+        partition.promote(root, DAY, tokens[1])
+        first.join()
+    assert set(seen) == {"complete"}, (seen, problems[:3])
+    summary = partition.read_summary(root, DAY)
+    assert list(summary["models"]) == ["decision_tree"] and "generation" not in summary
+    _sealed_alone(root, summary)
+    assert partition.is_complete(root, DAY, verify=True)
+
