@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from conftest import PartitionFiles
+from conftest import PartitionFiles, poll
 from service.runner import run_dates
 from tasks import partition
 from tasks.partition import leases, objects
@@ -214,3 +214,51 @@ def test_two_promotions_of_a_date_at_once_happen_one_after_the_other(store_confi
     _sealed_alone(root, summary)
     assert partition.is_complete(root, DAY, verify=True)
 
+
+class Killed(Exception):
+    """The promoting process dies here."""
+
+
+@pytest.mark.parametrize(("request_", "nth"), [("remove", 1), ("copy", 6)],
+                         ids=["after the summary naming the generation", "midway through the copies"])
+def test_a_promotion_cut_short_reads_complete_and_the_next_run_finishes_it(store_config, monkeypatch, request_,
+                                                                            nth):
+    """A forced run killed while it promotes leaves the live summary naming its generation, the old files
+    partly deleted or the new ones partly copied in, and a staging marker that nobody renews. Here the
+    promotion stops before its nth request of the kind, as a kill would stop it (but that its lease is let
+    go rather than left to expire)."""
+    root = store_config.output_root
+    store_config.set("iris", lease_seconds=3)
+    [token] = _staged(store_config, ["knn", "decision_tree"])
+    marker = partition.staging_root(root, DAY, token).with_name(f"{DAY}-{token}.lock")
+    leases.Marker(marker).renew()  # as the forced run's heartbeat last left it
+    made, real = [], getattr(objects, request_)
+
+    def dies(*args):
+        made.append(args)
+        if len(made) == nth:
+            raise Killed
+        real(*args)
+
+    monkeypatch.setattr(objects, request_, dies)
+    with pytest.raises(Killed):
+        partition.promote(root, DAY, token, 3)
+    monkeypatch.setattr(objects, request_, real)
+
+    # The live summary names the staged rebuild, whose files readers read until the promotion is done.
+    assert partition.read_summary(root, DAY)["generation"] == f"{partition.STAGING}/{DAY}-{token}"
+    found = partition.inspect(root, DAY, verify=True)
+    assert found.state == "complete" and sorted(found.summary["models"]) == ["decision_tree", "knn"]
+
+    # While the rebuild's marker is younger than lease_seconds its builder may be at work: a run leaves it.
+    assert [o.status for o in run_dates([DAY]).outcomes] == ["skipped"]
+    assert "generation" in partition.read_summary(root, DAY)
+
+    poll("the dead rebuild's marker to expire",
+         lambda: objects.sizes_and_ages(marker.parent)[marker.name][1] >= 3, timeout=30)
+    assert [o.status for o in run_dates([DAY]).outcomes] == ["skipped"]
+    summary = partition.read_summary(root, DAY)
+    assert "generation" not in summary and sorted(summary["models"]) == ["decision_tree", "knn"]
+    _sealed_alone(root, summary)
+    assert partition.is_complete(root, DAY, verify=True)
+    assert partition.durable.files_in(root / partition.STAGING) == {}
