@@ -122,14 +122,17 @@ def irisflow_config(tmp_path, monkeypatch):
     _reload_luigi_config([])
 
 
+@pytest.fixture
+def store_config(irisflow_config, seaweedfs, s3_bucket):
+    """irisflow_config with the output root on object storage: a fresh bucket of the session's SeaweedFS."""
+    return irisflow_config.on_store(seaweedfs, s3_bucket)
+
+
 @pytest.fixture(params=["disk", "store"])
 def backend_config(request, irisflow_config):
-    """irisflow_config with the output root on a local disk, then on object storage (a fresh bucket of the
-    session's SeaweedFS): the partition contract must hold the same on both."""
-    if request.param == "store":
-        server = request.getfixturevalue("seaweedfs")
-        irisflow_config.on_store(server, request.getfixturevalue("s3_bucket"))
-    return irisflow_config
+    """irisflow_config with the output root on a local disk, then on object storage (`store_config`): the
+    partition contract must hold the same on both."""
+    return request.getfixturevalue("store_config") if request.param == "store" else irisflow_config
 
 
 class PartitionFiles:

@@ -300,6 +300,6 @@ def _settle_rebuild(root, date, token, succeeded):
     records (if any) replace the date's failure records. The staging folder goes when its
     `partition.forced_rebuild` ends."""
     if succeeded:
-        partition.promote(root, date, token)
+        partition.promote(root, date, token, task_config.settings().lease_seconds)
         return
     partition.adopt_failure(partition.staging_root(root, date, token), root, date)

@@ -90,21 +90,29 @@ def inspect(root: StrPath, date: DateLike, verify: bool = False) -> Inspection:
 
 def _inspect_objects(root, date, verify):
     """`inspect` on a store: one LIST of the date's prefix and one GET of its summary (a second LIST when
-    the summary names a generation)."""
+    the summary names a generation).
+
+    The LIST and the GET are two moments, and a forced rebuild's promotion (`rebuilds`) may take a step
+    between them: a listing made while it copied the new files in, then the new summary it wrote next; or
+    the summary naming its generation, then a listing of the generation made once it was gone. A complete
+    partition would then read as incomplete, so files that do not match their summary are looked at once
+    more, with a LIST made after that GET. (Missing, no summary or a broken one is never such a tear: a
+    promotion replaces the live summary, and never removes it.)"""
     part = partition_dir(root, date)
-    present = objects.sizes(part)
-    if not present:
-        return Inspection("missing")
-    if SUMMARY not in present:
-        return Inspection("incomplete", [f"{SUMMARY}: absent"])
-    summary = read_summary(root, date)
-    if summary is None:
-        return Inspection("damaged", [f"{SUMMARY}: unreadable or not an irisflow summary"])
-    folder = sealed_folder(root, date, summary)
-    listed = present if folder == part else objects.sizes(folder)
-    problems = files_match(folder, summary["manifest"], verify, listed)
-    if not problems:
-        return Inspection("complete", [], summary)
+    for _look in range(2):
+        present = objects.sizes(part)
+        if not present:
+            return Inspection("missing")
+        if SUMMARY not in present:
+            return Inspection("incomplete", [f"{SUMMARY}: absent"])
+        summary = read_summary(root, date)
+        if summary is None:
+            return Inspection("damaged", [f"{SUMMARY}: unreadable or not an irisflow summary"])
+        folder = sealed_folder(root, date, summary)
+        listed = present if folder == part else objects.sizes(folder)
+        problems = files_match(folder, summary["manifest"], verify, listed)
+        if not problems:
+            return Inspection("complete", [], summary)
     damaged = any(not problem.endswith(": absent") for problem in problems)
     return Inspection("damaged" if damaged else "incomplete", problems, summary)
 

@@ -5,6 +5,7 @@ a heartbeat, and expiring by the store's clock so that a dead holder does not bl
                                             a non-empty object is a holder (its host and pid), an empty
                                             one says the last holder let go
     {root}/.locks/{date}/build.lease-{n}    the same for a whole date, taken by a build (`building`)
+    {root}/.locks/{date}/promotion.lease-{n}  the same for a forced rebuild's promotion (`rebuilds`)
 
 To take a task's lease a process creates key n+1 with `If-None-Match: *`, n being the highest key there,
 when that one is free (empty) or expired: of any number of processes, on any number of hosts, exactly one
@@ -89,6 +90,10 @@ def _lease_key(folder: ObjectPath, task: str, number: int) -> ObjectPath:
 
 
 DATE = "build"  # the lease a build takes for a whole date (`building`), in place of one per task
+# The lease a forced rebuild's promotion takes (`rebuilds`): promotions of a date take turns on it, and it
+# neither waits for nor holds off the other leases (a build holds its date's lease until it ends, and may
+# wait for other leases meanwhile: a promotion waiting for it could wait forever).
+PROMOTION = "promotion"
 
 
 class TaskLease:
@@ -141,7 +146,9 @@ class TaskLease:
 
     def _conflict(self, found) -> bool:
         """Whether a lease of the other kind (a task's against the date's, or the other way) is held."""
-        tasks = {m["task"] for name in found if (m := _LEASE_RE.fullmatch(name))}
+        if self.task == PROMOTION:
+            return False
+        tasks = {m["task"] for name in found if (m := _LEASE_RE.fullmatch(name))} - {PROMOTION}
         others = [DATE] if self.task != DATE else [task for task in tasks if task != DATE]
         return any((name := _newest(found, task)) is not None and _live(found[name], self.seconds) for task in others)
 

@@ -69,13 +69,14 @@ def _exchange(first, second):
     raise OSError(code, os.strerror(code), str(second))
 
 
-def promote(root: StrPath, date: DateLike, token: str) -> None:
+def promote(root: StrPath, date: DateLike, token: str, lease_seconds: float = leases.DEFAULT_LEASE_SECONDS) -> None:
     """Swap the complete forced rebuild `token` in for the date's partition, then drop the old one."""
     staged = staging_root(root, date, token)
     new, old = partition_dir(staged, date), partition_dir(root, date)
     if objects.is_object(staged):
-        _promote_objects(new, old, f"{STAGING}/{staged.name}")
-        objects.remove_tree(staged)
+        with _promoting(objects.location(root), date, lease_seconds):
+            _promote_objects(new, old, f"{STAGING}/{staged.name}")
+            objects.remove_tree(staged)
         return
     folder = Path(root) / LOCKS / parse_date(date).isoformat()
     with flock(folder / PARTITION_LOCK, fcntl.LOCK_EX):
@@ -89,6 +90,18 @@ def promote(root: StrPath, date: DateLike, token: str) -> None:
         durable.fsync_dir(root)
         durable.fsync_dir(staged)
     shutil.rmtree(staged, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _promoting(root, date, lease_seconds):
+    """The date's promotion lease, for one promotion on a store: two of a date (forced rebuilds ending
+    together, a run finishing one cut short) take turns, as two swaps do under the exclusive partition
+    lock on a disk. Interleaved, one's summary would seal files the other had just deleted."""
+    lease = leases.TaskLease(root, date, leases.PROMOTION, lease_seconds).acquire()
+    try:
+        yield
+    finally:
+        lease.release()
 
 
 def _promote_objects(new, old, generation):
@@ -118,12 +131,13 @@ def _recover_objects(root, staging, lease_seconds):
         if match is None or (marker is not None and marker[1] < lease_seconds):
             continue  # not a rebuild, or its builder is still at work
         date = parse_date(match.group(1))
-        summary = read_summary(root, date)
-        generation = f"{STAGING}/{entry}"
-        if summary is not None and summary.get("generation") == generation:
-            _promote_objects(partition_dir(staging / entry, date), partition_dir(root, date), generation)
-        objects.remove_tree(staging / entry)
-        objects.remove([staging / f"{entry}.lock"])
+        with _promoting(root, date, lease_seconds):  # the summary as it is once no other promotion runs
+            summary = read_summary(root, date)
+            generation = f"{STAGING}/{entry}"
+            if summary is not None and summary.get("generation") == generation:
+                _promote_objects(partition_dir(staging / entry, date), partition_dir(root, date), generation)
+            objects.remove_tree(staging / entry)
+            objects.remove([staging / f"{entry}.lock"])
 
 
 def recover_staging(root: StrPath, lease_seconds: float = leases.DEFAULT_LEASE_SECONDS) -> None:

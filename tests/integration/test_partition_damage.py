@@ -1,16 +1,22 @@
 """Every file of a partition × every kind of damage: `status` never calls the date complete (with --verify
 for same-size damage), one run (--verify where needed) repairs it, and the repaired files equal a clean
-build (byte for byte, but for model pickles: see `_comparable`). Then summary.json of every wrong
-shape, for `status`, `run` and the daemon."""
+build (byte for byte, but for model pickles: see `_comparable`). Then what a killed run leaves, and
+summary.json of every wrong shape, for `status`, `run` and the daemon.
+
+Each test runs on both backends (`backend_config`): a local disk and object storage (a real SeaweedFS).
+On the store the damage matrix takes every kind of damage to a representative file of each kind (a data
+file, a model, a receipt, the summary: `STORE_VICTIMS`) rather than to every file, and the wrong summaries
+are one of each way to be wrong (`STORE_SHAPES`): the store reads and lists objects where the disk stats
+files, and what it does with what it read is the same code on both, so the rest of the matrix would add
+minutes to the fast lane and no new path."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 
-from conftest import REPO, Clock, at
+from conftest import REPO, Clock, PartitionFiles, at
 from service.daemon import Daemon
 from service.runner import run_dates
 from service.state import configured
@@ -63,42 +69,63 @@ def _without_hashes(value):
 
 
 def _restore(root, golden):
-    part = partition.partition_dir(root, DAY)
-    shutil.rmtree(root, ignore_errors=True)
+    """The clean partition, written into the test's empty output root."""
+    files = PartitionFiles(root, DAY)
     for name, content in golden.items():
-        (part / name).parent.mkdir(parents=True, exist_ok=True)
-        (part / name).write_bytes(content)
-    return part
+        files.write(name, content)
+    return files
 
 
+def _differences(files, golden):
+    """The names whose content differs from the clean build's (or that only one of the two has)."""
+    repaired = files.read_all()
+    return sorted(name for name in repaired.keys() | golden.keys()
+                  if _comparable(name, repaired.get(name)) != _comparable(name, golden.get(name)))
+
+
+def _no_leftovers(root, files):
+    """No temporary file in the partition and no forced rebuild's staging folder."""
+    assert not [name for name in files.names() if partition.TEMPORARY in name]
+    assert partition.durable.files_in(partition.location(root) / partition.STAGING) == {}
+
+
+def _halved(files, name):
+    content = files.read(name)
+    files.write(name, content[: len(content) // 2])
+
+
+# Each kind of damage to the file `name` of a partition (`PartitionFiles`). On a store "a directory instead"
+# is the object replaced by keys under its name as a prefix: what a folder is there.
 DAMAGE = {
-    "deleted": lambda path: path.unlink(),
-    "truncated": lambda path: path.write_bytes(path.read_bytes()[: path.stat().st_size // 2]),
-    "emptied": lambda path: path.write_bytes(b""),
-    "same-size garbage": lambda path: path.write_bytes(bytes(b ^ 0x5A for b in path.read_bytes())),
-    "a directory instead": lambda path: (path.unlink(), path.mkdir(), (path / "stray").write_text("x")),
+    "deleted": lambda files, name: files.delete(name),
+    "truncated": _halved,
+    "emptied": lambda files, name: files.write(name, b""),
+    "same-size garbage": lambda files, name: files.write(name, bytes(b ^ 0x5A for b in files.read(name))),
+    "a directory instead": lambda files, name: (files.delete(name), files.write(f"{name}/stray", b"x")),
 }
 NEEDS_VERIFY = {"same-size garbage"}
+VICTIMS = ["input.csv", "validated.csv", "validation.json", "split/*/train.csv", "split/*/test.csv",
+           "models/knn-*/model.joblib", "models/knn-*/metrics.json", "models/decision_tree-*/model.joblib",
+           "summary.json", ".receipts/Extract-*", ".receipts/Validate-*", ".receipts/Split-*",
+           ".receipts/TrainModel-*"]
+STORE_VICTIMS = ["validated.csv", "models/knn-*/model.joblib", ".receipts/Split-*", "summary.json"]
 
 
-def pytest_generate_tests(metafunc):
-    if "victim" in metafunc.fixturenames:
-        names = ["input.csv", "validated.csv", "validation.json", "split/*/train.csv", "split/*/test.csv",
-                 "models/knn-*/model.joblib", "models/knn-*/metrics.json", "models/decision_tree-*/model.joblib",
-                 "summary.json", ".receipts/Extract-*", ".receipts/Validate-*", ".receipts/Split-*",
-                 ".receipts/TrainModel-*"]
-        metafunc.parametrize("victim", names)
+# The damage matrix's victims per backend: every file on disk, one of each kind on the store.
+MATRIX = [("disk", victim) for victim in VICTIMS] + [("store", victim) for victim in STORE_VICTIMS]
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(("backend_config", "victim"), MATRIX, indirect=["backend_config"],
+                         ids=[f"{backend}-{victim}" for backend, victim in MATRIX])
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
-def test_every_damaged_file_is_detected_and_repaired(irisflow_config, golden, victim, damage):
-    irisflow_config.set("iris", models=MODELS)
-    root = irisflow_config.output_root
-    part = _restore(root, golden)
+def test_every_damaged_file_is_detected_and_repaired(backend_config, golden, victim, damage):
+    backend_config.set("iris", models=MODELS)
+    root = backend_config.output_root
+    files = _restore(root, golden)
     assert partition.is_complete(root, DAY, verify=True)
-    path = sorted(part.glob(victim))[0]
-    DAMAGE[damage](path)
+    name = files.match(victim)
+    DAMAGE[damage](files, name)
     verify = damage in NEEDS_VERIFY
 
     assert configured().of(DAY, verify=verify).state != "complete"
@@ -107,22 +134,35 @@ def test_every_damaged_file_is_detected_and_repaired(irisflow_config, golden, vi
     report = run_dates([DAY], verify=verify)
     assert [o.status for o in report.outcomes] == ["success"], report.outcomes
     assert partition.is_complete(root, DAY, verify=True)
-    repaired = {p.relative_to(part).as_posix(): p.read_bytes() for p in part.rglob("*") if p.is_file()}
-    assert sorted(name for name in repaired.keys() | golden.keys()
-                  if _comparable(name, repaired.get(name)) != _comparable(name, golden.get(name))) == []
-    assert not list(root.rglob(f"*{partition.TEMPORARY}*")) and not (root / partition.STAGING).exists()
+    # On a store the repaired object and keys under its name as a prefix stand side by side: the run may
+    # leave the stray keys, which no manifest names and nothing reads as the date's.
+    strays = {f"{name}/stray"} if files.on_store and damage == "a directory instead" else set()
+    assert set(_differences(files, golden)) <= strays
+    _no_leftovers(root, files)
 
 
 @pytest.mark.slow
-def test_leftovers_of_a_killed_run_are_removed_and_the_date_completed(irisflow_config, golden):
-    irisflow_config.set("iris", models=MODELS)
-    root = irisflow_config.output_root
-    part = _restore(root, golden)
-    (part / "summary.json").unlink()
-    (part / "validated.csv.tmp-0123abcd").write_text("half a file")
-    (part / "models" / "stray.tmp-89abcdef").write_text("half a file")
+def test_what_a_killed_run_leaves_is_cleaned_up_and_the_date_completed(backend_config, golden):
+    """A run killed between its writes leaves outputs without their receipt (its old receipt deleted, the
+    new outputs in place, on a store each one whole) and receipts without the summary; on a disk also
+    the temporaries it was writing. The next run rebuilds what no receipt vouches for, removes the
+    temporaries and seals the date as a clean build does."""
+    backend_config.set("iris", models=MODELS)
+    root = backend_config.output_root
+    files = _restore(root, golden)
+    files.delete("summary.json")
+    knn = files.match("models/knn-*/model.joblib")
+    files.delete(next(name for name in files.names() if name.startswith(".receipts/TrainModel-")
+                      and knn.split("/")[1] in files.read(name).decode()))
+    files.write(knn, golden[files.match("models/decision_tree-*/model.joblib")])
+    if not files.on_store:
+        files.write("validated.csv.tmp-0123abcd", b"half a file")
+        files.write("models/stray.tmp-89abcdef", b"half a file")
+    assert partition.inspect(root, DAY).state == "incomplete"
     assert run_dates([DAY]).outcomes[0].status == "success"
-    assert {p.relative_to(part).as_posix(): p.read_bytes() for p in part.rglob("*") if p.is_file()} == golden
+    assert partition.is_complete(root, DAY, verify=True)
+    assert _differences(files, golden) == []
+    _no_leftovers(root, files)
 
 
 WRONG_SHAPES = {
@@ -130,6 +170,10 @@ WRONG_SHAPES = {
     "unparsable": "{\"date\": ", "not UTF-8": b"\xff\xfe\x00garbage", "old list manifest": None,
     "another date": None, "models not a dict": None, "best model unknown": None,
 }
+# On the store: bytes that are no text, JSON that is no object, and a well-formed summary of another date
+# (the matrix above already gives it a truncated, an empty and a garbled summary).
+STORE_SHAPES = ["not UTF-8", "a list", "another date"]
+SHAPES = [("disk", shape) for shape in sorted(WRONG_SHAPES)] + [("store", shape) for shape in STORE_SHAPES]
 
 
 def _wrong_summary(golden, shape):
@@ -149,14 +193,15 @@ def _wrong_summary(golden, shape):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("shape", sorted(WRONG_SHAPES))
-def test_a_summary_of_every_wrong_shape_is_damage_for_status_run_and_the_daemon(irisflow_config, golden, cli,
+@pytest.mark.parametrize(("backend_config", "shape"), SHAPES, indirect=["backend_config"],
+                         ids=[f"{backend}-{shape}" for backend, shape in SHAPES])
+def test_a_summary_of_every_wrong_shape_is_damage_for_status_run_and_the_daemon(backend_config, golden, cli,
                                                                                  schedulers, shape):
-    irisflow_config.set("iris", models=MODELS)
-    irisflow_config.set("service", catchup_days=1)
-    root = irisflow_config.output_root
-    part = _restore(root, golden)
-    (part / "summary.json").write_bytes(_wrong_summary(golden, shape))
+    backend_config.set("iris", models=MODELS)
+    backend_config.set("service", catchup_days=1)
+    root = backend_config.output_root
+    files = _restore(root, golden)
+    files.write("summary.json", _wrong_summary(golden, shape))
 
     status = cli("status", "--start", str(DAY), "--end", str(DAY))
     assert status.returncode == 0 and "Traceback" not in status.stderr
@@ -167,7 +212,7 @@ def test_a_summary_of_every_wrong_shape_is_damage_for_status_run_and_the_daemon(
     daemon.tick()
     assert partition.is_complete(root, DAY, verify=True)
 
-    (part / "summary.json").write_bytes(_wrong_summary(golden, shape))
+    files.write("summary.json", _wrong_summary(golden, shape))
     run = cli("run", "--date", str(DAY))
     assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
     assert partition.read_summary(root, DAY) is not None
