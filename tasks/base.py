@@ -37,6 +37,7 @@ class DatePartitionTask(luigi.Task):
     # the parameters and the configuration, both fixed for an instance's life (one build), and Luigi and
     # the completeness checks ask for them over and over.
     _held = None  # the task's lease while it runs on object storage (`partition.task_lock`)
+    _deps = None  # deps(), once worked out
     _receipt_found = True  # whether is_done found a receipt (one to replace) when it last looked
 
     @functools.cached_property
@@ -70,6 +71,13 @@ class DatePartitionTask(luigi.Task):
     @functools.cached_property
     def upstream_tasks(self):
         return [task for task in flatten(self.requires()) if isinstance(task, DatePartitionTask)]
+
+    def deps(self):
+        """Luigi's deps(), worked out once per instance: Luigi asks twice a task a build (when it adds the
+        task and when it runs it), and each time requires() makes every upstream instance again."""
+        if self._deps is None:
+            self._deps = super().deps()
+        return self._deps
 
     @classmethod
     def get_params(cls):

@@ -225,14 +225,23 @@ def task_lease(root: ObjectPath, date: DateLike, task: str, seconds: float) -> I
 @contextlib.contextmanager
 def building(root: ObjectPath, dates: Iterable[DateLike], seconds: float) -> Iterator[None]:
     """The dates' leases, for as long as the build lasts: the dates read as running on every host, and the
-    tasks of a date run under its lease, with no request of their own. A date whose lease another process
-    holds (or one of whose tasks is leased) is left to task leases: its tasks wait for each other."""
-    taken = []
+    tasks of a date run under its lease, with no request of their own.
+
+    All or none: when one date's lease is held elsewhere (or one of its tasks' is), every lease taken is
+    let go and the whole build runs on task leases. A process holding date leases then never waits for
+    another's, so two builds whose dates overlap cannot each hold a date the other's tasks wait for; a task
+    lease is held only while its task runs, never while it waits."""
+    taken: list[TaskLease] = []
     for date in dates:
         lease = TaskLease(root, date, DATE, seconds)
-        if lease.try_acquire():
-            taken.append(lease)
-            _DATES_HELD[str(root), parse_date(date).isoformat()] = lease
+        if not lease.try_acquire():
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                list(pool.map(TaskLease.release, taken))
+            taken = []
+            break
+        taken.append(lease)
+    for lease in taken:
+        _DATES_HELD[str(root), lease.folder.name] = lease
     heartbeat = Heartbeat(taken, seconds).start()
     try:
         yield
