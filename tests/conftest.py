@@ -583,15 +583,19 @@ def luigid(irisflow_config, tmp_path):
 
 
 def no_partial_files(root):
-    """No temporary left and every file whole: a half-written JSON or model fails to load here."""
-    assert not [p for p in root.rglob("*.tmp-*")], "a temporary file was left behind"
-    for path in root.rglob("*"):
-        if path.suffix == ".json":
-            json.loads(path.read_text())
-        elif path.suffix == ".joblib":
+    """No temporary left and every file (or object) under the root whole: a half-written JSON or model fails
+    to load here."""
+    names = partition.durable.files_in(root)
+    assert not [name for name in names if partition.TEMPORARY in name], "a temporary file was left behind"
+    for name in names:
+        if name.endswith(".json"):
+            json.loads(partition.durable.read_bytes(partition.location(root) / name))
+        elif name.endswith(".joblib"):
+            import io
+
             import joblib
 
-            joblib.load(path)
+            joblib.load(io.BytesIO(partition.durable.read_bytes(partition.location(root) / name)))
 
 
 def scraped_runs(samples, outcome):

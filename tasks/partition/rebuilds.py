@@ -124,7 +124,7 @@ def _recover_objects(root, staging, lease_seconds):
     """recover_staging on a store: a staged rebuild whose marker stopped beating is finished when the live
     summary names it (its promotion was cut short), and removed."""
     found = objects.sizes_and_ages(staging)
-    entries = {name.split("/", 1)[0] for name in found}
+    entries = {name.split("/", 1)[0].removesuffix(".lock") for name in found}  # a marker may be alone
     for entry in sorted(entries):
         match = _STAGED_RE.fullmatch(entry)
         marker = found.get(f"{entry}.lock")

@@ -124,12 +124,14 @@ def test_a_central_scheduler_that_is_down_fails_fast_and_clearly_and_the_next_ru
 
 
 @pytest.mark.slow
-def test_two_runs_of_the_same_date_at_once_do_its_work_once(irisflow_config):
-    irisflow_config.set("iris", models='["random_forest"]',
-                        hyperparameters='{"random_forest": {"n_estimators": 300}}')
-    prom = {verb: irisflow_config.path.parent / f"{verb}.prom" for verb in ("run", "backfill")}
+def test_two_runs_of_the_same_date_at_once_do_its_work_once(backend_config):
+    """On a disk the task locks keep them apart, on a store the leases: one run holds the date's lease, the
+    other's tasks wait for it."""
+    backend_config.set("iris", models='["random_forest"]',
+                       hyperparameters='{"random_forest": {"n_estimators": 300}}')
+    prom = {verb: backend_config.path.parent / f"{verb}.prom" for verb in ("run", "backfill")}
     runs = [subprocess.Popen([sys.executable, "-m", "service", verb, *args, "--metrics-textfile", str(prom[verb])],
-                             cwd=REPO, env=irisflow_config.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             cwd=REPO, env=backend_config.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
             for verb, args in (("run", ["--date", DAY]), ("backfill", ["--start", DAY, "--end", DAY]))]
     outputs = [run.communicate(timeout=300) for run in runs]
@@ -137,8 +139,8 @@ def test_two_runs_of_the_same_date_at_once_do_its_work_once(irisflow_config):
     # Each waits for a task the other holds and then finds it done: together they do each task once.
     assert task_runs(*(metric_samples(path.read_text()) for path in prom.values())) == {
         "Extract": 1, "Validate": 1, "Drift": 1, "Split": 1, "TrainModel": 1, "IrisPipeline": 1}
-    no_partial_files(irisflow_config.output_root)
-    assert partition.is_complete(irisflow_config.output_root, partition.parse_date(DAY))
+    no_partial_files(backend_config.output_root)
+    assert partition.is_complete(backend_config.output_root, partition.parse_date(DAY))
 
 
 def test_a_deleted_model_shows_in_status_and_only_that_piece_is_rebuilt(irisflow_config, cli):

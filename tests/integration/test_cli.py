@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import IRIS_CSV, free_port
+from conftest import IRIS_CSV, PartitionFiles, free_port
 from tasks import partition
 
 DAY = "2026-11-24"
@@ -116,26 +116,26 @@ def test_validate_reports_pass_and_rejection(cli, tmp_path):
     assert "greater_than(0)" in rejected.stdout and "line 2" in rejected.stdout
 
 
-def test_force_replaces_outputs_only_once_new_ones_are_complete(irisflow_config, cli, tmp_path):
+def test_force_replaces_outputs_only_once_new_ones_are_complete(backend_config, cli, tmp_path):
+    root = backend_config.output_root
+    files = PartitionFiles(root, DAY)
     assert cli("run", "--date", DAY).returncode == 0
-    part = irisflow_config.output_root / DAY
-    old_summary = (part / "summary.json").read_text()
+    old_summary = files.read(partition.SUMMARY)
     # A forced run whose input is now broken fails and leaves the old, complete outputs in place.
     broken = tmp_path / "broken.csv"
     broken.write_text("sepal_length,species\n1.0,setosa\n")
-    irisflow_config.set("iris", source=str(broken))
+    backend_config.set("iris", source=str(broken))
     failed = cli("run", "--date", DAY, "--force")
     assert failed.returncode == 1
-    assert (part / "summary.json").read_text() == old_summary and partition.is_complete(
-        irisflow_config.output_root, dt.date(2026, 11, 24))
+    assert files.read(partition.SUMMARY) == old_summary and partition.is_complete(root, DAY)
     # A forced run with other parameters replaces the partition as a whole.
-    irisflow_config.set("iris", source=str(IRIS_CSV), models='["knn"]')
+    backend_config.set("iris", source=str(IRIS_CSV), models='["knn"]')
     forced = cli("run", "--date", DAY, "--force")
     assert forced.returncode == 0, forced.stderr
-    summary = json.loads((part / "summary.json").read_text())
+    summary = json.loads(files.read(partition.SUMMARY))
     assert list(summary["models"]) == ["knn"]
-    assert [p.name.split("-")[0] for p in (part / "models").iterdir()] == ["knn"]
-    assert not list((irisflow_config.output_root / ".staging").iterdir())
+    assert {name.split("/")[1].split("-")[0] for name in files.names() if name.startswith("models/")} == {"knn"}
+    assert partition.durable.files_in(partition.location(root) / partition.STAGING) == {}
 
 
 def test_status_shows_a_failure_record_without_an_error_text(irisflow_config, cli):
