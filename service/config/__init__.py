@@ -37,6 +37,8 @@ from ..secrets import mask
 from .checks import check_files, check_object_storage, check_readable, check_values, resolve_paths
 from .sections import ConfigError, central_scheduler, champion, scheduler_url, service, time_zone
 
+MIN_LEASE_SECONDS = 3.0
+
 __all__ = [
     "ConfigError",
     "central_scheduler",
@@ -83,8 +85,9 @@ def checked_settings():
     ]
     if too_small:
         problems.append(f"[iris] {', '.join(too_small)} must be positive integers (input limits)")
-    if not settings.lease_seconds > 0:
-        problems.append("[iris] lease_seconds must be above 0")
+    if not settings.lease_seconds >= MIN_LEASE_SECONDS:
+        # A store stamps objects to the whole second, so a shorter lease may read expired while renewed.
+        problems.append(f"[iris] lease_seconds must be at least {MIN_LEASE_SECONDS:g}")
     try:
         check_model_names(settings.hyperparameters)
     except ValueError as exc:
