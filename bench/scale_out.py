@@ -24,7 +24,16 @@ import time
 from pathlib import Path
 
 from .figures import Figure
-from .harness import REPO, BenchError, Workspace, alternate, free_port, median_ratio, median_seconds
+from .harness import (
+    REPO,
+    BenchError,
+    Workspace,
+    alternate,
+    free_port,
+    median_ratio,
+    median_seconds,
+    process_cpu_seconds,
+)
 
 SCALE_OUT_START = dt.date(1900, 1, 1)
 # luigid as luigid.service runs it, and Luigi's own (task history written one event at a time).
@@ -81,9 +90,7 @@ class Luigid:
 
     def cpu_seconds(self):
         """CPU time luigid has used so far (user + system)."""
-        with open(f"/proc/{self.server.pid}/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_seconds(self.server.pid)
 
     def close(self):
         self.server.terminate()

