@@ -97,9 +97,12 @@ class DateStates:
         self.now = now or (lambda: dt.datetime.now(UTC))
         self.lease_seconds = lease_seconds or partition.DEFAULT_LEASE_SECONDS
 
-    def of(self, date: dt.date, verify: bool = False) -> DateState:
-        """The date's state; `verify` also compares every file with its recorded sha256."""
-        if partition.in_progress(self.root, date, self.lease_seconds):
+    def of(self, date: dt.date, verify: bool = False, running: bool | None = None) -> DateState:
+        """The date's state; `verify` also compares every file with its recorded sha256. `running` says
+        whether a process builds it now, when the caller asked already (`of_dates`)."""
+        if running is None:
+            running = partition.in_progress(self.root, date, self.lease_seconds)
+        if running:
             return DateState(date, State.RUNNING, "a process is building it now")
         found = partition.inspect(self.root, date, verify)
         if found.state == "complete" and found.summary is not None:
@@ -142,7 +145,9 @@ class DateStates:
     def of_dates(self, dates, verify: bool = False) -> list[DateState]:
         """The states of the dates, in order; on a store, asked side by side."""
         if partition.is_object(self.root):
-            return partition.objects.in_parallel(lambda date: self.of(date, verify), dates)
+            dates = list(dates)
+            running = partition.dates_in_progress(self.root, dates, self.lease_seconds)
+            return partition.objects.in_parallel(lambda date: self.of(date, verify, date in running), dates)
         return [self.of(date, verify) for date in dates]
 
 

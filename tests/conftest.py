@@ -104,7 +104,8 @@ def _reload_luigi_config(extra_paths):
         config.remove_section(section)
     parser.reload()
     task_settings.cache_clear()
-    objects._luigi_client_for.cache_clear()  # the store's client reads [s3] once
+    objects._luigi_client_for.cache_clear()  # the store's clients read [s3] once
+    objects._client_for.cache_clear()
     # A process reads its configuration once: tasks made under another one (their paths, what they found
     # done) must not be handed out again, as Luigi would from its instance cache.
     luigi.task_register.Register.clear_instance_cache()

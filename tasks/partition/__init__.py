@@ -66,7 +66,7 @@ from .layout import (
     staging_root,
 )
 from .leases import DEFAULT_LEASE_SECONDS, LeaseLost
-from .locks import building, flock, in_progress, task_lock
+from .locks import building, dates_in_progress, flock, in_progress, task_lock
 from .rebuilds import forced_rebuild, promote, recover_staging
 from .receipts import Sealed, files_match, publishing, read_receipt, read_sealed, receipt_name, valid_records
 
@@ -91,6 +91,7 @@ __all__ = [
     "building",
     "clear_failure",
     "date_range",
+    "dates_in_progress",
     "dates_present",
     "durable",
     "failed_dir",

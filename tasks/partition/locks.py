@@ -56,6 +56,17 @@ def building(root: StrPath, dates: Iterable[DateLike], lease_seconds: float = DE
         yield
 
 
+def dates_in_progress(
+    root: StrPath, dates: Iterable[DateLike], lease_seconds: float = DEFAULT_LEASE_SECONDS
+) -> set[DateLike]:
+    """Those of the dates `in_progress` now; on a store from one listing of every date's leases."""
+    base = location(root)
+    if is_object(base):
+        held = leases.dates_in_progress(base, lease_seconds)
+        return {date for date in dates if parse_date(date).isoformat() in held}
+    return {date for date in dates if in_progress(root, date, lease_seconds)}
+
+
 def in_progress(root: StrPath, date: DateLike, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> bool:
     """True when some process holds the date's build or partition lock now: a build or a task is at work
     on it. Asked without waiting (and without creating anything); a lock found free is released at once."""

@@ -41,15 +41,26 @@ class StoreError(OSError):
 
 @functools.cache
 def _luigi_client_for(pid: int):
-    """One client per process (a boto3 client does not survive a fork): Luigi's S3Client, so `[s3]` is read
-    the way Luigi's own S3 targets read it, over a boto3 resource that retries and keeps connections."""
-    import boto3
-    from botocore.config import Config
+    """Luigi's S3Client, once per process: it reads `[s3]` the way Luigi's own S3 targets read it, and
+    makes its boto3 resource only when a target asks (an S3 source's existence)."""
     from luigi.contrib.s3 import S3Client
 
-    s3 = S3Client()
-    options = s3._options  # noqa: SLF001 - the [s3] section as Luigi read it
-    retries = Config(
+    return S3Client()
+
+
+def luigi_client():
+    """Luigi's S3Client, for the S3Targets of outputs and sources on the store."""
+    return _luigi_client_for(os.getpid())
+
+
+@functools.cache
+def _client_for(pid: int):
+    """One boto3 client per process (a client does not survive a fork), made from the `[s3]` options
+    Luigi's S3Client read, retrying and keeping its connections."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
         retries={"max_attempts": 4, "mode": "standard"},
         max_pool_connections=32,
         # Checksums only where the API needs them: the contract hashes every output itself (sha256, in
@@ -57,18 +68,12 @@ def _luigi_client_for(pid: int):
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    s3.s3 = boto3.resource("s3", config=retries, **options)
-    return s3
-
-
-def luigi_client():
-    """Luigi's S3Client, for the S3Targets of outputs on the store."""
-    return _luigi_client_for(os.getpid())
+    return boto3.session.Session().client("s3", config=config, **luigi_client()._options)  # noqa: SLF001
 
 
 def client():
-    """The boto3 client under it, for the requests Luigi's client does not make (conditional PUT, LIST)."""
-    return luigi_client().s3.meta.client
+    """This process's boto3 client: every request irisflow makes of the store goes through it."""
+    return _client_for(os.getpid())
 
 
 def _error(exc: Exception, path: Any) -> StoreError:
