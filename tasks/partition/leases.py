@@ -85,6 +85,16 @@ def _live(entry: tuple[int, float], seconds: float) -> bool:
     return size > 0 and age < seconds
 
 
+def _leased(found: dict[str, tuple[int, float]]) -> set[str]:
+    """The names of every lease (tasks', DATE, PROMOTION) with a key among the folder's objects."""
+    return {m["task"] for name in found if (m := _LEASE_RE.fullmatch(name))}
+
+
+def _any_held(found: dict[str, tuple[int, float]], tasks: Iterable[str], seconds: float) -> bool:
+    """Whether the newest lease of any of `tasks` is held now."""
+    return any((name := _newest(found, task)) is not None and _live(found[name], seconds) for task in tasks)
+
+
 def _lease_key(folder: ObjectPath, task: str, number: int) -> ObjectPath:
     return folder / f"{task}.lease-{number:08d}"
 
@@ -148,9 +158,8 @@ class TaskLease:
         """Whether a lease of the other kind (a task's against the date's, or the other way) is held."""
         if self.task == PROMOTION:
             return False
-        tasks = {m["task"] for name in found if (m := _LEASE_RE.fullmatch(name))} - {PROMOTION}
-        others = [DATE] if self.task != DATE else [task for task in tasks if task != DATE]
-        return any((name := _newest(found, task)) is not None and _live(found[name], self.seconds) for task in others)
+        others = {DATE} if self.task != DATE else _leased(found) - {DATE, PROMOTION}
+        return _any_held(found, others, self.seconds)
 
     @property
     def key(self) -> ObjectPath:
@@ -269,8 +278,7 @@ def in_progress(root: ObjectPath, date: DateLike, seconds: float) -> bool:
 
 
 def _held(found: dict[str, tuple[int, float]], seconds: float) -> bool:
-    tasks = {m["task"] for name in found if (m := _LEASE_RE.fullmatch(name))}
-    return any((name := _newest(found, task)) is not None and _live(found[name], seconds) for task in tasks)
+    return _any_held(found, _leased(found), seconds)
 
 
 def dates_in_progress(root: ObjectPath, seconds: float) -> set[str]:
