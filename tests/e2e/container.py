@@ -93,9 +93,14 @@ class Container:
                  "--console=pipe", "--register=no", "--keep-unit", "--machine=irisflow-test"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         self.pid = poll("the container's systemd", self._init_pid, timeout)
-        state = poll("the container's boot", lambda: self.run("systemctl", "is-system-running", "--wait",
-                                                              check=False).stdout.strip() or None, timeout)
+        state = poll("the container's boot", self._system_state, timeout)
         assert state == "running", f"{state}: {self.run('systemctl', '--failed', '--no-pager', check=False).stdout}"
+
+    def _system_state(self):
+        """What `systemctl is-system-running --wait` says once systemd has set itself up, else None: PID 1 is
+        named systemd a moment before it has made /run/systemd/system, and until then systemctl says "offline"."""
+        state = self.run("systemctl", "is-system-running", "--wait", check=False).stdout.strip()
+        return None if state in ("", "offline") else state
 
     def _init_pid(self):
         """The container's PID 1 as the host sees it: nspawn's child, once it is systemd."""
