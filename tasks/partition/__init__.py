@@ -11,8 +11,9 @@ runner, `status` and a no-op backfill decide what to do without loading pandas o
                                         and the manifest (size and sha256 of every other file)
     {root}/failed/{YYYY-MM-DD}/         failure.json, and for rejected input validation.json plus the
                                         quarantined input, so a corrected source is read again
-    {root}/.locks/{YYYY-MM-DD}/         flock files: one per task, one for the partition as a whole, and
+    {root}/.locks/{YYYY-MM-DD}/         flock files: partition.lock, shared by the date's running tasks, and
                                         build.lock, held by a build of the date from start to end
+    {root}/.locks/tasks/NNN.lock        the task locks, one stripe of 256 for each date's task
     {root}/.staging/{date}-{token}/     a forced rebuild in progress (and its .lock)
 
 The root is a local (or shared POSIX) folder, or a prefix on S3-compatible object storage

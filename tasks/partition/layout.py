@@ -15,6 +15,8 @@ STAGING = ".staging"
 LOCKS = ".locks"
 PARTITION_LOCK = "partition.lock"  # shared by every task of the date; exclusive for a forced rebuild's swap
 BUILD_LOCK = "build.lock"  # shared by a build for all of its dates
+TASK_LOCKS = "tasks"  # the task locks of every date: a fixed set of stripes (`locks.task_lock`)
+TASK_LOCK_STRIPES = 256
 TEMPORARY = ".tmp-"  # infix of a file being written: {name}.tmp-{random}
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
@@ -69,8 +71,8 @@ def parse_object_url(url: str) -> ObjectPath:
 
 def location(root: "str | os.PathLike[str]") -> "Path | ObjectPath":
     """The output root (or any contract path) as a path of its backend."""
-    if isinstance(root, ObjectPath):
-        return root
+    if isinstance(root, (ObjectPath, Path)):
+        return root  # paths are immutable: asked for many times a task, so not rebuilt
     return parse_object_url(root) if isinstance(root, str) and is_object_url(root) else Path(root)
 
 
