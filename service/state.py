@@ -97,14 +97,16 @@ class DateStates:
         self.now = now or (lambda: dt.datetime.now(UTC))
         self.lease_seconds = lease_seconds or partition.DEFAULT_LEASE_SECONDS
 
-    def of(self, date: dt.date, verify: bool = False, running: bool | None = None) -> DateState:
+    def of(self, date: dt.date, verify: bool = False, running: bool | None = None, found: Any = None) -> DateState:
         """The date's state; `verify` also compares every file with its recorded sha256. `running` says
-        whether a process builds it now, when the caller asked already (`of_dates`)."""
+        whether a process builds it now, and `found` what its files are (`partition.Inspection`), when the
+        caller asked already (`of_dates`)."""
         if running is None:
             running = partition.in_progress(self.root, date, self.lease_seconds)
         if running:
             return DateState(date, State.RUNNING, "a process is building it now")
-        found = partition.inspect(self.root, date, verify)
+        if found is None:
+            found = partition.inspect(self.root, date, verify)
         if found.state == "complete" and found.summary is not None:
             changes = setting_changes(found.summary["settings"], self.wanted)
             if changes:
@@ -147,7 +149,10 @@ class DateStates:
         if partition.is_object(self.root):
             dates = list(dates)
             running = partition.dates_in_progress(self.root, dates, self.lease_seconds)
-            return partition.objects.in_parallel(lambda date: self.of(date, verify, date in running), dates)
+            found = dict(zip(dates, partition.inspect_many(self.root, dates, verify), strict=True))
+            return partition.objects.in_parallel(
+                lambda date: self.of(date, verify, date in running, found[date]), dates
+            )
         return [self.of(date, verify) for date in dates]
 
 

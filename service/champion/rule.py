@@ -146,7 +146,10 @@ class Scorer:
     def __call__(self, record: dict[str, Any], rows) -> float:
         """Accuracy of the record's model on `rows` (a frame with the feature columns and species); raises
         ModelUnusable as `load_model` does."""
-        predicted = self._estimator(record).predict(rows[list(record["settings"]["features"])])
+        from tasks.steps import checked_inputs
+
+        with checked_inputs():  # rows the date's schema checked
+            predicted = self._estimator(record).predict(rows[list(record["settings"]["features"])])
         # The share of rows predicted right, as scikit-learn's accuracy_score computes it, without its checks
         # of the labels' types: they cost as much as the prediction, on rows the schema has checked.
         return float((predicted == rows["species"].to_numpy()).mean())

@@ -25,6 +25,7 @@ from contextlib import ExitStack, closing
 
 import luigi
 import luigi.interface
+import luigi.scheduler
 import luigi.task_register
 
 from tasks import config as task_config, partition
@@ -74,7 +75,13 @@ def run_dates(
     for outcome in outcomes.values():
         _report_progress(progress, outcome, 0, len(dates))
     emails = {"sent": 0, "failed": 0}
-    build = functools.partial(_build_counting_mails, force=force, verify=verify, log_level=log_level)
+    build = functools.partial(
+        _build_counting_mails,
+        force=force,
+        verify=verify,
+        log_level=log_level,
+        wait_for_others=runtime.wait_for_others.total_seconds(),
+    )
     central = central_scheduler()
     order = from_random_chunk(todo, runtime.chunk_size) if central else todo
     chunks = Chunks(order, runtime.chunk_size, workers, stop, busy=dates_in_progress if central else None)
@@ -125,25 +132,31 @@ def _report_progress(progress, outcome, done, total):
         progress(outcome, done, total)
 
 
-def _build_counting_mails(dates, force, verify, log_level):
+def _build_counting_mails(dates, force, verify, log_level, wait_for_others):
     """build_chunk and the failure mails Luigi sent meanwhile, so counts made in a worker process travel back."""
     mail.install()
     before = mail.tally()
-    outcomes = build_chunk(dates, force, verify, log_level)
+    outcomes = build_chunk(dates, force, verify, log_level, wait_for_others)
     return outcomes, mail.since(before)
 
 
 def build_chunk(
-    dates: Sequence[dt.date], force: bool = False, verify: bool = False, log_level: str = "WARNING"
+    dates: Sequence[dt.date],
+    force: bool = False,
+    verify: bool = False,
+    log_level: str = "WARNING",
+    wait_for_others: float | None = None,
 ) -> list[DateOutcome]:
     """Build IrisPipeline for the dates in one luigi.build call; one DateOutcome per date.
 
     Runs in a helper process or in the caller's. A forced date is built under its own staging root and
     swapped in once complete. Through a central scheduler, a date that another worker is still building
     (so nothing here failed, yet it is not complete) is built again after a pause, until it is complete,
-    fails here, or `[service] wait_for_others` has passed.
+    fails here, or `wait_for_others` seconds have passed (`[service] wait_for_others` when None; a run
+    passes the value it checked, so its chunks do not check the configuration again).
     """
-    _, runtime = checked_settings()
+    if wait_for_others is None:
+        wait_for_others = checked_settings()[1].wait_for_others.total_seconds()
     task_config.settings.cache_clear()  # this build reads the configuration as it is now
     root = partition.location(task_config.settings().output_root)
     todo = list(dates) if force else partition.incomplete_dates(root, list(dates), verify)
@@ -155,7 +168,7 @@ def build_chunk(
         _hold_build_locks(rebuilds, root, todo)
         lease = task_config.settings().lease_seconds
         tokens = {d: rebuilds.enter_context(partition.forced_rebuild(root, d, lease)) for d in todo} if force else {}
-        deadline = time.monotonic() + runtime.wait_for_others.total_seconds()
+        deadline = time.monotonic() + wait_for_others
         events: dict[str, list] = {}
         crash, pending = None, todo
         while pending:
@@ -232,6 +245,12 @@ class _WorkersWithoutTaskMail(luigi.interface._WorkerSchedulerFactory):  # noqa:
     checks and RPCs paid twice, after the date's next task was free to run. A failed task keeps it idle
     too, so a date that fails through luigid is told PATIENT_IDLE_SECONDS later.
     """
+
+    def create_local_scheduler(self):
+        """Luigi's in-process scheduler, without its pruning of the task graph on every request for work:
+        it looks for timed-out workers and stale tasks, while this scheduler lives for one build of one
+        worker and is then dropped, and the pass over every task cost more than the request itself."""
+        return luigi.scheduler.Scheduler(prune_on_get_work=False, record_task_history=False)
 
     def create_remote_scheduler(self, url):
         return remote_scheduler(url)

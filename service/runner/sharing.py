@@ -28,7 +28,7 @@ from tasks.warmup import one_thread_each
 
 from .. import process
 from ..central.client import remote_scheduler
-from ..config import scheduler_url
+from ..config import checked_settings, scheduler_url
 from ..defaults import use_packaged_defaults
 from ..secrets import mask_logging
 from ..state import Reason
@@ -222,12 +222,13 @@ def _feed_helper(chunks, finished, build):
 
 
 def _helper_started():
-    """A helper process: one BLAS thread, the configuration its parent read, and killed by the kernel when
-    the process that started it dies. The run decides when it stops: a terminal's Ctrl-C reaches the whole
-    process group, systemd's SIGTERM the whole unit, and the helper finishes its chunk unless the run
-    abandons it."""
+    """A helper process: one BLAS thread, the configuration its parent read (checked, its paths resolved,
+    once: its chunks do not check it again), and killed by the kernel when the process that started it
+    dies. The run decides when it stops: a terminal's Ctrl-C reaches the whole process group, systemd's
+    SIGTERM the whole unit, and the helper finishes its chunk unless the run abandons it."""
     one_thread_each()
     use_packaged_defaults()
+    checked_settings()
     mask_logging()  # Luigi's worker log names the scheduler URL
     process.ignore_stop_signals()
     if not process.end_with_parent():

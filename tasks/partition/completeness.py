@@ -4,6 +4,7 @@ On a store a summary may name a generation (`generation`: the staging folder of 
 promoted, see `rebuilds`): the files it lists are then there, not beside it.
 """
 
+import datetime as dt
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +58,10 @@ def read_summary(root: StrPath, date: DateLike) -> dict[str, Any] | None:
     return summary if valid_summary(summary, date) else None
 
 
+# From how many dates `inspect_many` lists a store's partitions together: fewer are asked one LIST each.
+LISTED_TOGETHER_FROM = 4
+
+
 @dataclass
 class Inspection:
     """What a date's partition holds: its state, and what is wrong with it ("file: problem")."""
@@ -88,7 +93,26 @@ def inspect(root: StrPath, date: DateLike, verify: bool = False) -> Inspection:
     return Inspection("damaged" if damaged else "incomplete", problems, summary)
 
 
-def _inspect_objects(root, date, verify):
+def inspect_many(root: StrPath, dates: list[Any], verify: bool = False) -> list[Inspection]:
+    """inspect() of each date, in order. On a store the dates are asked side by side, and a run of dates
+    (a backfill's range, a window) is listed together first, a LIST a thousand keys instead of one a date."""
+    base = objects.location(root)
+    if not objects.is_object(base):
+        return [inspect(root, date, verify) for date in dates]
+    days = sorted(parse_date(date) for date in dates)
+    listed: dict[str, dict[str, int]] | None = None
+    if len(days) >= LISTED_TOGETHER_FROM and (days[-1] - days[0]).days < 2 * len(days):  # not sparse
+        before = days[0] - dt.timedelta(days=1)
+        listed = objects.sizes_by_child(base, before.isoformat(), days[-1].isoformat())
+    return objects.in_parallel(
+        lambda date: _inspect_objects(
+            base, date, verify, None if listed is None else listed.get(parse_date(date).isoformat(), {})
+        ),
+        dates,
+    )
+
+
+def _inspect_objects(root, date, verify, present=None):
     """`inspect` on a store: one LIST of the date's prefix and one GET of its summary (a second LIST when
     the summary names a generation).
 
@@ -97,10 +121,13 @@ def _inspect_objects(root, date, verify):
     the summary naming its generation, then a listing of the generation made once it was gone. A complete
     partition would then read as incomplete, so files that do not match their summary are looked at once
     more, with a LIST made after that GET. (Missing, no summary or a broken one is never such a tear: a
-    promotion replaces the live summary, and never removes it.)"""
+    promotion replaces the live summary, and never removes it.)
+
+    `present` is the first LIST's answer when the caller listed many dates at once (`inspect_many`)."""
     part = partition_dir(root, date)
-    for _look in range(2):
-        present = objects.sizes(part)
+    for look in range(2):
+        if look or present is None:
+            present = objects.sizes(part)
         if not present:
             return Inspection("missing")
         if SUMMARY not in present:
@@ -122,10 +149,9 @@ def is_complete(root: StrPath, date: DateLike, verify: bool = False) -> bool:
 
 
 def incomplete_dates(root: StrPath, dates: list[Any], verify: bool = False) -> list[Any]:
-    """The dates that are not complete, in order; on a store, asked side by side."""
-    ask = lambda date: is_complete(root, date, verify)  # noqa: E731 - a question per date
-    done = objects.in_parallel(ask, dates) if objects.is_object(objects.location(root)) else map(ask, dates)
-    return [date for date, complete in zip(dates, done, strict=True) if not complete]
+    """The dates that are not complete, in order (`inspect_many`)."""
+    found = inspect_many(root, dates, verify)
+    return [date for date, seen in zip(dates, found, strict=True) if seen.state != "complete"]
 
 
 def remove_damaged(root: StrPath, date: DateLike) -> None:
