@@ -256,8 +256,9 @@ def _decide_from(writer: store.Writer, dates: list[dt.date], champion, gates: Ga
     return written
 
 
-def decide_pending(root: partition.StrPath) -> list[dict[str, Any]]:
-    """Decide every complete date newer than the last decided one, oldest first; returns the decisions."""
+def decide_pending(root: partition.StrPath, before: dt.date | None = None) -> list[dict[str, Any]]:
+    """Decide every complete date newer than the last decided one (and older than `before`, when given),
+    oldest first; returns the decisions."""
     gates = Gates.configured()
     root = partition.location(root)
     if not partition.is_object(root) and not root.is_dir():
@@ -266,7 +267,11 @@ def decide_pending(root: partition.StrPath) -> list[dict[str, Any]]:
         assert writer is not None
         ledger = writer.ledger()
         cursor = ledger.last_decided
-        dates = [d for d in partition.dates_present(root) if cursor is None or d.isoformat() > cursor]
+        dates = [
+            d
+            for d in partition.dates_present(root)
+            if (cursor is None or d.isoformat() > cursor) and (before is None or d < before)
+        ]
         return _decide_from(writer, dates, ledger.champion, gates)
 
 

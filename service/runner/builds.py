@@ -85,33 +85,42 @@ def run_dates(
     central = central_scheduler()
     order = from_random_chunk(todo, runtime.chunk_size) if central else todo
     chunks = Chunks(order, runtime.chunk_size, workers, stop, busy=dates_in_progress if central else None)
+    decisions: list[dict] = []
     with closing(run_chunks(chunks, workers, build)) as built:  # closed at once if interrupted
         for chunk_outcomes, chunk_emails in built:
             emails = {key: emails[key] + chunk_emails[key] for key in emails}
             for outcome in chunk_outcomes:
                 done += 1
                 outcomes[outcome.date] = outcome
+                pending.discard(partition.parse_date(outcome.date))
                 _report_progress(progress, outcome, done, len(dates))
+            if pending:  # the dates before the first one still to build, while the helpers build on
+                decisions += decide_champion(root, before=min(pending))
     stopped = stop is not None and stop.is_set()
     return RunReport(
         [outcomes.get(d.isoformat()) or never_built(d, stopped) for d in dates],
         time.monotonic() - started,
         emails["sent"],
         emails["failed"],
-        decide_champion(root),
+        decisions + decide_champion(root),
     )
 
 
-def decide_champion(root):
-    """The champion decisions of the dates completed since the last decision (`service.champion`), each
-    also sent as lineage; a decision that cannot be made is logged and left to the next run, never failing
-    this one."""
+def decide_champion(root, before=None):
+    """The champion decisions of the dates completed since the last decision (`service.champion`; with
+    `before`, of the dates before it), each also sent as lineage; a decision that cannot be made is logged
+    and left to the next run, never failing this one.
+
+    A run decides as it goes, after each chunk, the dates before the first one it has still to build: a
+    date left half-built by an earlier run must not be passed over before this run has rebuilt it. The
+    decisions are the champion's, date after date, as if all were made at the end; made meanwhile, they
+    take the main process's time while its helpers build, not after every helper has finished."""
     from tasks.lineage import send_champion_decision
 
     from ..champion import decide_pending
 
     try:
-        decisions = decide_pending(root)
+        decisions = decide_pending(root, before)
     except Exception as exc:  # a damaged model file, a full disk: the dates stay built, the next run decides
         LOG.error("champion not decided under %s: %s: %s", root, type(exc).__name__, exc)
         return []

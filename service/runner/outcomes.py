@@ -48,7 +48,7 @@ class RunReport:
     seconds: float
     emails_sent: int = 0  # failure mails Luigi's workers sent during the run, in whichever process
     email_failures: int = 0  # ... and could not send
-    decisions: list = field(default_factory=list)  # the champion decisions made after the builds (service.champion)
+    decisions: list = field(default_factory=list)  # the champion decisions the run made (service.champion)
 
     @property
     def failed(self) -> list[DateOutcome]:

@@ -153,3 +153,28 @@ def test_bad_overrides_and_settings_are_one_line_errors(champion_config, cli):
     champion_config.set("champion", margin=-0.5)
     bad = cli("champion", "show")
     assert bad.returncode == 2 and "[champion]" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_run_decides_as_it_goes_but_never_past_a_date_it_has_still_to_rebuild(champion_config):
+    # A run killed before deciding left day 2 half-built and day 3 complete: the next run of days 1-2
+    # (chunks of one date) decides day 1 after its first chunk, but not day 3 before day 2 is rebuilt,
+    # which would pass day 2 over for good.
+    from service.runner import run_dates
+
+    champion_config.set("service", chunk_size=1)
+    root = champion_config.output_root
+    assert {o.status for o in run_dates(DAYS[1:3]).outcomes} == {"success"}
+    (root / "2026-01-02" / "summary.json").unlink()
+    for name in ("champion-history.jsonl", "champion.json"):
+        (root / name).unlink(missing_ok=True)
+    decided_by = {}  # date built: the dates decided by then
+
+    def progress(outcome, done, total):
+        path = root / "champion-history.jsonl"
+        decided_by[outcome.date] = [e["date"] for e in history(root)] if path.exists() else []
+
+    report = run_dates(DAYS[:2], progress=progress)
+    assert [o.status for o in report.outcomes] == ["success", "success"]
+    assert decided_by == {"2026-01-01": [], "2026-01-02": ["2026-01-01"]}
+    assert decisions(history(root)) == EXPECTED[:3]
+    assert [d["date"] for d in report.decisions] == ["2026-01-01", "2026-01-02", "2026-01-03"]
