@@ -111,10 +111,8 @@ def decide_champion(root, before=None):
     `before`, of the dates before it), each also sent as lineage; a decision that cannot be made is logged
     and left to the next run, never failing this one.
 
-    A run decides as it goes, after each chunk, the dates before the first one it has still to build: a
-    date left half-built by an earlier run must not be passed over before this run has rebuilt it. The
-    decisions are the champion's, date after date, as if all were made at the end; made meanwhile, they
-    take the main process's time while its helpers build, not after every helper has finished."""
+    A run decides after each chunk (while its helpers build on) the dates before the first it has still
+    to build, so a date an earlier run left half-built is not passed over before this run rebuilds it."""
     from tasks.lineage import send_champion_decision
 
     from ..champion import decide_pending
@@ -256,9 +254,8 @@ class _WorkersWithoutTaskMail(luigi.interface._WorkerSchedulerFactory):  # noqa:
     """
 
     def create_local_scheduler(self):
-        """Luigi's in-process scheduler, without its pruning of the task graph on every request for work:
-        it looks for timed-out workers and stale tasks, while this scheduler lives for one build of one
-        worker and is then dropped, and the pass over every task cost more than the request itself."""
+        """Luigi's in-process scheduler without its pruning on every request for work (a pass over every
+        task for timed-out workers): it lives for one build of one worker."""
         return luigi.scheduler.Scheduler(prune_on_get_work=False, record_task_history=False)
 
     def create_remote_scheduler(self, url):
