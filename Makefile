@@ -64,6 +64,7 @@ test: $(VENV)/.dev tools
 
 ## bench: the benchmark; prints one figure a line with its goal (figures 13-14 start a local SeaweedFS)
 bench: $(VENV)/.bench
+	$(PY) -m compileall -q service tasks bench  # byte-compiled, as an installed package is
 	$(PY) -m bench
 
 ## lint: style (ruff) and types (mypy) of service/, tasks/ and bench/, as configured in pyproject.toml
