@@ -34,9 +34,11 @@ def drift_seconds(date, repeats):
 
 
 def copy_partitions(root, count):
-    """`count` dates ending at the newest complete one, each a hard-linked copy of it; (first, last)."""
+    """`count` dates ending at the newest complete one, each a complete copy of it (its files hard-linked,
+    its summary its own, naming its date); (first, last)."""
     newest = partition.dates_present(root)[-1]
     source = partition.partition_dir(root, newest)
+    summary = json.loads((source / partition.SUMMARY).read_text())
     first = newest - dt.timedelta(days=count - 1)
     for date in partition.date_range(first, newest - dt.timedelta(days=1)):
         target = partition.partition_dir(root, date)
@@ -44,6 +46,8 @@ def copy_partitions(root, count):
             destination = target / path.relative_to(source)
             if path.is_dir():
                 destination.mkdir(parents=True, exist_ok=True)
+            elif path.name == partition.SUMMARY:
+                destination.write_text(json.dumps({**summary, "date": date.isoformat()}))
             elif not destination.exists():
                 destination.parent.mkdir(parents=True, exist_ok=True)
                 os.link(path, destination)

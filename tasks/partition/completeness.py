@@ -5,7 +5,9 @@ promoted, see `rebuilds`): the files it lists are then there, not beside it.
 """
 
 import datetime as dt
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,12 +78,13 @@ def inspect(root: StrPath, date: DateLike, verify: bool = False) -> Inspection:
     if objects.is_object(objects.location(root)):
         return _inspect_objects(objects.location(root), date, verify)
     part = partition_dir(root, date)
-    if not part.exists():
+    try:
+        folder = os.stat(part)
+    except (FileNotFoundError, NotADirectoryError):
         return Inspection("missing")
-    if not part.is_dir():
+    if not stat.S_ISDIR(folder.st_mode):
         return Inspection("damaged", [f"{part.name}: not a directory"])
-    path = part / SUMMARY
-    if not path.exists():
+    if not os.path.exists(os.path.join(part, SUMMARY)):
         return Inspection("incomplete", [f"{SUMMARY}: absent"])
     summary = read_summary(root, date)
     if summary is None:

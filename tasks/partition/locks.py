@@ -6,6 +6,7 @@ On a local (or shared POSIX) root they are flock locks; on a store, leases (`lea
 
 import contextlib
 import fcntl
+import os
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -102,10 +103,10 @@ def in_progress(root: StrPath, date: DateLike, lease_seconds: float = DEFAULT_LE
     base = location(root)
     if is_object(base):
         return leases.in_progress(base, date, lease_seconds)
-    folder = Path(root) / LOCKS / parse_date(date).isoformat()
+    folder = os.path.join(root, LOCKS, parse_date(date).isoformat())  # a str: asked of every date a view shows
     for name in (BUILD_LOCK, PARTITION_LOCK):
         try:
-            handle = open(folder / name, "rb")
+            handle = open(os.path.join(folder, name), "rb")
         except OSError:
             continue
         with handle:
