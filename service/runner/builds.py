@@ -1,11 +1,10 @@
 """Every run of any date goes through here: dates → builds of IrisPipeline tasks → one outcome per date.
 
 The CLI's `run` and `backfill` and the daemon's passes all call `run_dates`. It skips complete dates
-without touching Luigi, hands the rest to `luigi.build` in chunks (Luigi's local scheduler slows down with
-the square of the tasks it holds), which `service.runner.sharing` spreads over this process, helper processes
-and other hosts, and turns Luigi's task events into one outcome per date (`service.runner.outcomes`), recording
-why a failed date failed under `{output_root}/failed/{date}/failure.json` (removed again once the date
-succeeds).
+without touching Luigi, hands the rest to `luigi.build` in chunks (Luigi's scheduler slows with the square
+of the tasks it holds) that `service.runner.sharing` spreads over processes and hosts, and turns Luigi's
+task events into one outcome per date (`service.runner.outcomes`), recording why a failed date failed
+under `{output_root}/failed/{date}/failure.json` (removed once the date succeeds).
 
 What a date's files must be, and the locks that keep two builders of one task apart (whichever entry
 point or host they run on), are the partition contract's (`tasks.partition`); the runner only decides what
@@ -42,6 +41,7 @@ from .sharing import Chunks, dates_in_progress, from_random_chunk, run_chunks
 OTHERS_POLL_SECONDS = 0.5  # how often a date another worker is building is looked at again
 PATIENT_WAIT_SECONDS = 0.05  # ... and how often, within one build, luigid is asked for the next task
 PATIENT_IDLE_SECONDS = 2  # how long one build waits with nothing to run before it returns
+DECIDE_AFTER_GROWTH = 4  # a run's champion pass once dates finished since the last are a 1/4 of all finished
 LOG = logging.getLogger(__name__)
 
 
@@ -86,16 +86,18 @@ def run_dates(
     order = from_random_chunk(todo, runtime.chunk_size) if central else todo
     chunks = Chunks(order, runtime.chunk_size, workers, stop, busy=dates_in_progress if central else None)
     decisions: list[dict] = []
+    undecided = 0  # dates finished since the last champion pass
     with closing(run_chunks(chunks, workers, build)) as built:  # closed at once if interrupted
         for chunk_outcomes, chunk_emails in built:
             emails = {key: emails[key] + chunk_emails[key] for key in emails}
             for outcome in chunk_outcomes:
-                done += 1
+                done, undecided = done + 1, undecided + 1
                 outcomes[outcome.date] = outcome
                 pending.discard(partition.parse_date(outcome.date))
                 _report_progress(progress, outcome, done, len(dates))
-            if pending:  # the dates before the first one still to build, while the helpers build on
+            if pending and DECIDE_AFTER_GROWTH * undecided >= len(todo) - len(pending):
                 decisions += decide_champion(root, before=min(pending))
+                undecided = 0
     stopped = stop is not None and stop.is_set()
     return RunReport(
         [outcomes.get(d.isoformat()) or never_built(d, stopped) for d in dates],
@@ -107,12 +109,10 @@ def run_dates(
 
 
 def decide_champion(root, before=None):
-    """The champion decisions of the dates completed since the last decision (`service.champion`; with
-    `before`, of the dates before it), each also sent as lineage; a decision that cannot be made is logged
-    and left to the next run, never failing this one.
-
-    A run decides after each chunk (while its helpers build on) the dates before the first it has still
-    to build, so a date an earlier run left half-built is not passed over before this run rebuilds it."""
+    """The champion decisions of the dates completed since the last one (`service.champion`), those before
+    `before` if given, each sent as lineage; one that cannot be made is logged and left to the next run.
+    A run decides as its helpers build on, up to the first date it has still to build (one an earlier run
+    left half-built is not passed over), in passes ever further apart: each reads the whole history."""
     from tasks.lineage import send_champion_decision
 
     from ..champion import decide_pending

@@ -178,3 +178,22 @@ def test_a_run_decides_as_it_goes_but_never_past_a_date_it_has_still_to_rebuild(
     assert decided_by == {"2026-01-01": [], "2026-01-02": ["2026-01-01"]}
     assert decisions(history(root)) == EXPECTED[:3]
     assert [d["date"] for d in report.decisions] == ["2026-01-01", "2026-01-02", "2026-01-03"]
+
+
+def test_a_long_run_decides_in_passes_ever_further_apart(irisflow_config, monkeypatch):
+    # Each pass reads the whole champion history: one after every chunk made a long backfill's passes
+    # grow with the square of its dates. Twenty one-date chunks: a pass while the first dates finish,
+    # then ever fewer; every date still decided, in order.
+    from service.runner import builds, run_dates
+
+    irisflow_config.set("service", chunk_size=1)
+    irisflow_config.set("iris", models='["decision_tree"]')
+    passes = []
+    decide = builds.decide_champion
+    monkeypatch.setattr(builds, "decide_champion", lambda root, before=None: passes.append(before) or decide(root, before))
+    days = [dt.date(2026, 2, 1) + dt.timedelta(days=n) for n in range(20)]
+    report = run_dates(days)
+    assert {o.status for o in report.outcomes} == {"success"}
+    assert passes[0] == days[1] and passes[-1] is None
+    assert len(passes) <= 10, passes
+    assert [d["date"] for d in report.decisions] == [d.isoformat() for d in days]
